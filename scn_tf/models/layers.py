@@ -1,0 +1,166 @@
+"""Building blocks shared by the SCN, LA-Net and U-Net: padded convolutions and fixed-kernel upsampling.
+
+Everything here uses Keras layers and `keras.ops` only, so the models run under any Keras backend.
+Tensors are channels_last: (batch, [z,] y, x, channels).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import keras
+import numpy as np
+from keras import ops
+
+_CONV = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
+_AVG_POOL = {2: keras.layers.AveragePooling2D, 3: keras.layers.AveragePooling3D}
+_MAX_POOL = {2: keras.layers.MaxPooling2D, 3: keras.layers.MaxPooling3D}
+_NEAREST_UP = {2: keras.layers.UpSampling2D, 3: keras.layers.UpSampling3D}
+
+
+def check_ndim(ndim: int) -> int:
+    if ndim not in (2, 3):
+        raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
+    return ndim
+
+
+def average_pooling(ndim: int, factor: int, name: str | None = None) -> keras.layers.Layer:
+    return _AVG_POOL[check_ndim(ndim)](pool_size=factor, strides=factor, padding="valid", name=name)
+
+
+def max_pooling(ndim: int, factor: int, name: str | None = None) -> keras.layers.Layer:
+    return _MAX_POOL[check_ndim(ndim)](pool_size=factor, strides=factor, padding="valid", name=name)
+
+
+def nearest_upsampling(ndim: int, factor: int, name: str | None = None) -> keras.layers.Layer:
+    return _NEAREST_UP[check_ndim(ndim)](size=factor, name=name)
+
+
+def activation_fn(name: str | None, leaky_relu_slope: float = 0.1) -> Callable | None:
+    """Maps an activation name to a function of `keras.ops`; None means linear."""
+    if name is None or name == "linear":
+        return None
+    if name == "leaky_relu":
+        return lambda x: ops.leaky_relu(x, negative_slope=leaky_relu_slope)
+    if name == "relu":
+        return ops.relu
+    if name == "tanh":
+        return ops.tanh
+    raise ValueError(f"unknown activation {name!r}")
+
+
+class Conv(keras.layers.Layer):
+    """Convolution with 'same' zero padding or reflection padding ('reflect': pad, then a valid conv).
+
+    The kernel is He-initialised (fan-in, truncated normal) unless `init_std` asks for a truncated normal
+    of that standard deviation, as the original does for the heatmap layers; biases start at zero.
+    """
+
+    def __init__(self, ndim: int, filters: int, kernel_size: int, padding: str = "same",
+                 activation: str | None = None, leaky_relu_slope: float = 0.1,
+                 init_std: float | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if padding not in ("same", "reflect"):
+            raise ValueError(f"padding must be 'same' or 'reflect', got {padding!r}")
+        self.ndim = check_ndim(ndim)
+        self.padding = padding
+        self.kernel_size = kernel_size
+        initializer = ("he_normal" if init_std is None
+                       else keras.initializers.TruncatedNormal(stddev=init_std))
+        self.conv = _CONV[ndim](filters, kernel_size, padding="same" if padding == "same" else "valid",
+                                kernel_initializer=initializer, bias_initializer="zeros", name="conv")
+        self.activation = activation_fn(activation, leaky_relu_slope)
+
+    def call(self, x):
+        if self.padding == "reflect" and self.kernel_size > 1:
+            before, after = (self.kernel_size - 1) // 2, self.kernel_size // 2
+            x = ops.pad(x, [[0, 0]] + [[before, after]] * self.ndim + [[0, 0]], mode="reflect")
+        x = self.conv(x)
+        return x if self.activation is None else self.activation(x)
+
+
+def keys_cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
+    """Keys' cubic convolution kernel (a = -0.5 gives Catmull-Rom-like cubic interpolation)."""
+    x = np.abs(x)
+    inner = (a + 2) * x**3 - (a + 3) * x**2 + 1
+    outer = a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a
+    return np.where(x <= 1, inner, np.where(x < 2, outer, 0.0))
+
+
+def filler_kernel(interpolation: str, factor: int) -> np.ndarray:
+    """The original's fixed 1D upsampling kernel of size 2*support*factor - factor%2."""
+    if interpolation == "linear":
+        support, kernel = 1, lambda t: np.maximum(0.0, 1.0 - np.abs(t))
+    elif interpolation == "cubic":
+        support, kernel = 2, keys_cubic
+    else:
+        raise ValueError(f"interpolation must be 'linear' or 'cubic', got {interpolation!r}")
+    size = 2 * support * factor - factor % 2
+    positions = (np.arange(size) - (size - 1) / 2) / factor
+    return kernel(positions).astype(np.float64)
+
+
+class FixedUpsampling(keras.layers.Layer):
+    """Per-channel upsampling by an integer factor with the original's fixed interpolation kernel.
+
+    Equals a transposed convolution (stride = factor) with the separable filler kernel, followed by a
+    centred crop to exactly factor times the input size; borders act as zero padding. It is computed
+    separably per axis in polyphase form (each output phase is a short sum of shifted inputs), which needs
+    no transposed convolution and costs O(taps) per output element.
+    """
+
+    def __init__(self, ndim: int, factor: int, interpolation: str = "linear", **kwargs):
+        super().__init__(**kwargs)
+        self.ndim = check_ndim(ndim)
+        self.factor = int(factor)
+        self.interpolation = interpolation
+        self.phases = _polyphase_taps(filler_kernel(interpolation, self.factor), self.factor)
+
+    def call(self, x):
+        if self.factor == 1:
+            return x
+        for axis in range(1, self.ndim + 1):
+            x = self._upsample_axis(x, axis)
+        return x
+
+    def _upsample_axis(self, x, axis: int):
+        shifts = [m for taps in self.phases for m, _ in taps]
+        pad_before, pad_after = max(max(shifts), 0), max(-min(shifts), 0)
+        pad_width = [[0, 0]] * len(x.shape)
+        pad_width[axis] = [pad_before, pad_after]
+        padded = ops.pad(x, pad_width)
+        length = x.shape[axis]
+        phases = []
+        for taps in self.phases:
+            phase = None
+            for shift, weight in taps:
+                index = [slice(None)] * len(x.shape)
+                index[axis] = slice(pad_before - shift, pad_before - shift + length)
+                term = padded[tuple(index)] * weight
+                phase = term if phase is None else phase + term
+            phases.append(phase)
+        stacked = ops.stack(phases, axis=axis + 1)
+        shape = list(x.shape)
+        shape[0] = -1
+        shape[axis] = length * self.factor
+        return ops.reshape(stacked, shape)
+
+    def compute_output_shape(self, input_shape):
+        shape = list(input_shape)
+        for axis in range(1, self.ndim + 1):
+            shape[axis] = None if shape[axis] is None else shape[axis] * self.factor
+        return tuple(shape)
+
+
+def _polyphase_taps(kernel: np.ndarray, factor: int) -> list[list[tuple[int, float]]]:
+    """For each output phase r: the (shift m, weight) pairs with out[f*i + r] = sum w * x[i - m]."""
+    size = len(kernel)
+    crop = (size - factor) // 2
+    phases = []
+    for r in range(factor):
+        lo = math.ceil((-r - crop) / factor)
+        hi = math.floor((size - 1 - r - crop) / factor)
+        taps = [(m, float(kernel[r + crop + m * factor])) for m in range(lo, hi + 1)]
+        phases.append([(m, w) for m, w in taps if w != 0.0])
+    return phases

@@ -1,0 +1,204 @@
+"""The training loop: one tf.function step, SGD with Nesterov momentum, learnable sigmas, checkpoints.
+
+The step computes the Gaussian targets from the landmark coordinates and the current sigmas, the loss of
+eq. (2) and its gradients, clips them by global norm if asked, and applies them only if the loss and the
+gradients are finite. The Python loop around it only fetches values every `log_every` steps; when it sees
+that steps were skipped as non-finite it restores the last checkpoint and lowers the learning rate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Iterable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from scn_tf.configs import TrainingConfig
+from scn_tf.heatmaps import gaussian_heatmaps
+from scn_tf.losses import conv_kernels, heatmap_loss, weight_decay
+
+log = logging.getLogger("scn_tf")
+
+Batch = tuple  # (images (B, *spatial, C), coords (B, N, d), valid (B, N))
+
+
+class Trainer:
+    """Trains `model` and its per-landmark sigmas; owns the optimizer, checkpoints and logs in `output_dir`."""
+
+    def __init__(self, model: keras.Model, num_landmarks: int, config: TrainingConfig, output_dir: str | os.PathLike):
+        self.model = model
+        self.config = config
+        self.output_dir = Path(output_dir)
+        self.sigmas = tf.Variable(np.full(num_landmarks, config.sigma_init, np.float32), name="sigmas")
+        self.optimizer = keras.optimizers.SGD(config.learning_rate, momentum=config.momentum, nesterov=True)
+        self.step = tf.Variable(0, dtype=tf.int64, name="step")
+        self.nonfinite_steps = tf.Variable(0, dtype=tf.int64, name="nonfinite_steps")
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=self.optimizer, sigmas=self.sigmas,
+                                              step=self.step)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.output_dir / "checkpoints"),
+                                                  max_to_keep=config.max_to_keep)
+        self.train_step = tf.function(self._train_step, jit_compile=config.xla)
+        self._writer = None
+
+    @property
+    def variables(self) -> list:
+        return list(self.model.trainable_variables) + [self.sigmas]
+
+    @property
+    def learning_rate(self) -> float:
+        return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+
+    def build(self, image_shape: Iterable[int]) -> None:
+        """Creates the model's weights and the optimizer's slots, so that a checkpoint can restore both."""
+        if not self.model.built:
+            self.model(np.zeros((1, *tuple(image_shape)[1:]), np.float32))
+        self.optimizer.build(self.variables)
+
+    def restore(self) -> int:
+        """Restores the latest checkpoint in `output_dir`, if any; returns the step it resumes from."""
+        if self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            log.info("restored %s (step %d)", self.manager.latest_checkpoint, int(self.step.numpy()))
+        return int(self.step.numpy())
+
+    def _train_step(self, images, coords, valid):
+        config = self.config
+        with tf.GradientTape() as tape:
+            predicted = self.model(images, training=True)
+            target = gaussian_heatmaps(coords, valid, self.sigmas, predicted.shape[1:-1], config.gamma)
+            terms = heatmap_loss(predicted, target, self.sigmas, valid, config.alpha)
+            terms["weight_decay"] = weight_decay(conv_kernels(self.model), config.weight_decay)
+            total = terms["heatmap"] + terms["sigma"] + terms["weight_decay"]
+        variables = self.variables
+        gradients = tape.gradient(total, variables)
+        gradient_norm = tf.linalg.global_norm(gradients)
+        if config.clip_norm:
+            gradients, _ = tf.clip_by_global_norm(gradients, config.clip_norm, use_norm=gradient_norm)
+        finite = tf.math.is_finite(total) & tf.math.is_finite(gradient_norm)
+        if finite:
+            self.optimizer.apply(gradients, variables)
+        else:
+            self.nonfinite_steps.assign_add(1)
+        self.step.assign_add(1)
+        return {"loss": total, **terms, "gradient_norm": gradient_norm}
+
+    def latest_checkpoint_step(self) -> int:
+        """The step stored in the latest checkpoint, read without restoring anything; 0 if none."""
+        if not self.manager.latest_checkpoint:
+            return 0
+        reader = tf.train.load_checkpoint(self.manager.latest_checkpoint)
+        return int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+    def fit(self, batches: Callable[[int], Iterable[Batch]] | Iterable[Batch],
+            evaluate: Callable[[int], dict] | None = None, eval_every: int = 0) -> dict:
+        """Trains until `config.iterations` steps, resuming from the latest checkpoint in `output_dir`.
+
+        `batches` is an iterable of (images, coords, valid), or a function of the step to resume from that
+        returns one, so that a resumed run sees the samples an uninterrupted run would have seen.
+        `evaluate(step)` returning scalar metrics is called every `eval_every` steps and at the end; its
+        results go to TensorBoard and are returned with the last loss terms.
+        """
+        config = self.config
+        iterator = iter(batches(self.latest_checkpoint_step()) if callable(batches) else batches)
+        first = next(iterator)
+        self.build(first[0].shape)
+        step = self.restore()
+        if not self.manager.latest_checkpoint:
+            self.manager.save(checkpoint_number=step)
+        self._writer = self._writer or tf.summary.create_file_writer(str(self.output_dir / "logs"))
+        progress = keras.utils.Progbar(config.iterations, stateful_metrics=["loss", "heatmap", "sigma",
+                                                                             "weight_decay", "sigma_mean"])
+        progress.update(step)
+        seen_nonfinite, recoveries = int(self.nonfinite_steps.numpy()), 0
+        values, metrics, batch = {}, {}, first
+        while step < config.iterations:
+            terms = self.train_step(*batch)
+            step += 1
+            if step % config.log_every == 0 or step == config.iterations:
+                values = {name: float(value) for name, value in terms.items()}
+                nonfinite = int(self.nonfinite_steps.numpy())
+                if nonfinite > seen_nonfinite:
+                    recoveries += 1
+                    step = self._recover(nonfinite - seen_nonfinite, recoveries)
+                    seen_nonfinite = nonfinite
+                    progress.update(step)
+                    batch = next(iterator)
+                    continue
+                self._log(step, values)
+                progress.update(step, [(name, values[name]) for name in ("loss", "heatmap", "sigma",
+                                                                          "weight_decay")]
+                                + [("sigma_mean", float(np.mean(self.sigmas.numpy())))])
+            if step % config.checkpoint_every == 0 or step == config.iterations:
+                self.save_checkpoint()
+            if evaluate is not None and eval_every and step % eval_every == 0 and step < config.iterations:
+                metrics = self._evaluate(evaluate, step)
+            if step < config.iterations:
+                batch = next(iterator)
+        if evaluate is not None:
+            metrics = self._evaluate(evaluate, step)
+        self.save_weights()
+        return {**values, **metrics}
+
+    def _recover(self, count: int, recoveries: int) -> int:
+        if recoveries > self.config.max_recoveries:
+            raise RuntimeError(f"training stayed non-finite after {self.config.max_recoveries} restarts "
+                               f"with a lower learning rate; last rate {self.learning_rate:g}")
+        old_rate = self.learning_rate
+        self.checkpoint.restore(self.manager.latest_checkpoint)
+        new_rate = old_rate * self.config.nonfinite_lr_factor
+        self.optimizer.learning_rate = new_rate
+        step = int(self.step.numpy())
+        log.warning("%d step(s) had a non-finite loss or gradient and were not applied; restored the checkpoint "
+                    "of step %d and lowered the learning rate from %g to %g", count, step, old_rate, new_rate)
+        return step
+
+    def _log(self, step: int, values: dict) -> None:
+        with self._writer.as_default(step=step):
+            for name, value in values.items():
+                tf.summary.scalar(f"train/{name}", value)
+            tf.summary.scalar("train/learning_rate", self.learning_rate)
+            for index, sigma in enumerate(self.sigmas.numpy()):
+                tf.summary.scalar(f"sigma/{index:02d}", float(sigma))
+
+    def _evaluate(self, evaluate: Callable[[int], dict], step: int) -> dict:
+        metrics = evaluate(step)
+        with self._writer.as_default(step=step):
+            for name, value in metrics.items():
+                tf.summary.scalar(f"eval/{name}", float(value))
+        log.info("step %d: %s", step, ", ".join(f"{name} {value:.4g}" for name, value in metrics.items()))
+        return metrics
+
+    def save_checkpoint(self) -> None:
+        """Writes a checkpoint (model, optimizer slots, sigmas, step) and the sigmas as JSON."""
+        step = int(self.step.numpy())
+        self.manager.save(checkpoint_number=step)
+        self.save_sigmas()
+        log.info("step %d: checkpoint saved; sigmas %s", step,
+                 np.array2string(self.sigmas.numpy(), precision=3, max_line_width=200))
+
+    def save_sigmas(self) -> None:
+        write_json_atomic(self.output_dir / "sigmas.json",
+                          {"step": int(self.step.numpy()), "sigmas": self.sigmas.numpy().tolist()})
+
+    def save_weights(self, name: str = "last") -> Path:
+        """Writes the model weights as `<output_dir>/<name>.weights.h5` and the sigmas beside them."""
+        path = self.output_dir / f"{name}.weights.h5"
+        temporary = self.output_dir / f".{name}.tmp.weights.h5"
+        self.model.save_weights(temporary)
+        os.replace(temporary, path)
+        self.save_sigmas()
+        return path
+
+
+def write_json_atomic(path: str | os.PathLike, data) -> None:
+    """Writes JSON to a temporary file and renames it, so that readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(data, indent=2))
+    os.replace(temporary, path)

@@ -1,0 +1,22 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="scn_tf",
+    version="0.1.0",
+    description="SpatialConfiguration-Net for anatomical landmark localization (TensorFlow 2 / Keras 3)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["scn_tf", "scn_tf.*"]),
+    install_requires=[
+        "tensorflow>=2.16,<2.22",
+        "tensorboard",
+        "numpy",
+        "SimpleITK",
+        "h5py",
+        "absl-py",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest"]},
+)

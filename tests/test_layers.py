@@ -1,0 +1,62 @@
+"""Fixed-kernel upsampling against a NumPy transposed convolution with the Keys / linear filler kernel."""
+
+import numpy as np
+import pytest
+
+from scn_tf.models.layers import FixedUpsampling, filler_kernel, keys_cubic
+
+
+def numpy_transposed_upsample(x: np.ndarray, weights_1d: np.ndarray, factor: int) -> np.ndarray:
+    """Full transposed convolution (stride = factor) with the outer-product kernel, then a centred crop.
+
+    x: (*spatial) one channel. Independent of the layer: scatters the whole nD kernel at every input point.
+    """
+    ndim = x.ndim
+    size = len(weights_1d)
+    kernel = weights_1d
+    for _ in range(ndim - 1):
+        kernel = np.multiply.outer(kernel, weights_1d)
+    full = np.zeros([(n - 1) * factor + size for n in x.shape])
+    for index in np.ndindex(*x.shape):
+        target = tuple(slice(i * factor, i * factor + size) for i in index)
+        full[target] += x[index] * kernel
+    crop = (size - factor) // 2
+    return full[tuple(slice(crop, crop + n * factor) for n in x.shape)]
+
+
+def test_linear_kernel_by_hand():
+    np.testing.assert_allclose(filler_kernel("linear", 2), [0.25, 0.75, 0.75, 0.25])
+    np.testing.assert_allclose(filler_kernel("linear", 3), [1 / 3, 2 / 3, 1, 2 / 3, 1 / 3])
+
+
+def test_keys_kernel_values():
+    # Keys a = -0.5: K(0) = 1, K(+-1) = K(+-2) = 0, K(0.5) = 0.5625, K(1.5) = -0.0625.
+    np.testing.assert_allclose(keys_cubic(np.array([0.0, 1.0, -1.0, 2.0, 0.5, 1.5, 2.5])),
+                               [1, 0, 0, 0, 0.5625, -0.0625, 0], atol=1e-12)
+    cubic = filler_kernel("cubic", 4)
+    assert len(cubic) == 16
+    # Partition of unity: each output phase sums to one.
+    for phase in range(4):
+        assert cubic[phase::4].sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("ndim,factor,interpolation,size", [
+    (2, 2, "linear", 6), (2, 3, "linear", 5), (2, 4, "cubic", 5), (2, 16, "cubic", 3),
+    (3, 2, "linear", 4), (3, 8, "cubic", 3), (3, 3, "cubic", 3)])
+def test_upsampling_matches_numpy_transposed_convolution(ndim, factor, interpolation, size):
+    rng = np.random.default_rng(factor + ndim)
+    x = rng.normal(size=(2,) + (size,) * ndim + (3,)).astype(np.float32)
+    y = np.asarray(FixedUpsampling(ndim, factor, interpolation)(x))
+    assert y.shape == (2,) + (size * factor,) * ndim + (3,)
+    weights = filler_kernel(interpolation, factor)
+    for batch in range(2):
+        for channel in range(3):
+            expected = numpy_transposed_upsample(x[batch, ..., channel].astype(np.float64), weights, factor)
+            np.testing.assert_allclose(y[batch, ..., channel], expected, atol=1e-5)
+
+
+def test_cubic_upsampling_reproduces_constants_inside_and_decays_at_zero_padded_borders():
+    x = np.ones((1, 6, 6, 1), np.float32)
+    y = np.asarray(FixedUpsampling(2, 4, "cubic")(x))[0, ..., 0]
+    np.testing.assert_allclose(y[8:16, 8:16], 1.0, atol=1e-6)
+    assert abs(y[0, 0] - 1.0) > 0.01  # zero padding, unlike tf.image.resize's edge clamping
