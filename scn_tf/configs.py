@@ -1,12 +1,37 @@
-"""Configuration dataclasses with the paper's values as defaults."""
+"""Configuration dataclasses with the paper's values as defaults, and the four dataset presets.
+
+An `ExperimentConfig` has four sections, `data`, `augmentation`, `network` and `training`, and serialises to
+JSON and back; a user's own dataset is a JSON file of the same form. Coordinates and sizes are in
+(x, y[, z]) order; lengths in millimetres of the image's physical space (pixels where the image has
+identity spacing, as the hand radiographs).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+
+class _Section:
+    """JSON round trip for a dataclass section; unknown keys are an error that names them."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**values)
 
 
 @dataclasses.dataclass
-class TrainingConfig:
+class TrainingConfig(_Section):
     """Optimiser, loss and bookkeeping settings; defaults are the original cephalogram code's."""
 
     iterations: int = 30_000
@@ -17,6 +42,8 @@ class TrainingConfig:
     weight_decay: float = 0.001
     gamma: float = 100.0
     sigma_init: float = 2.5
+    batch_size: int = 1
+    seed: int = 0
     nonfinite_lr_factor: float = 0.5
     max_recoveries: int = 5
     log_every: int = 100
@@ -24,13 +51,217 @@ class TrainingConfig:
     max_to_keep: int = 3
     xla: bool = False
 
+
+@dataclasses.dataclass
+class DataConfig(_Section):
+    """Where the data is and how a source image becomes a network input.
+
+    `image_dir` and `landmarks_csv` are relative to `--data_dir`. `landmark_units` is "mm" (physical
+    coordinates of the image) or "pixel" (continuous indices). `image_spacing` imposes a spacing on the
+    source images (null: the file's own). `spacing` is the network-space pixel size; null fits the whole
+    image into `image_size` with fixed aspect ratio.
+    """
+
+    name: str = "custom"
+    ndim: int = 2
+    num_landmarks: int = 19
+    image_dir: str = "images"
+    image_suffix: str = ".png"
+    landmarks_csv: str = "landmarks.csv"
+    landmark_units: str = "mm"
+    image_spacing: list[float] | None = None
+    landmark_names: list[str] | None = None
+    image_size: list[int] = dataclasses.field(default_factory=lambda: [512, 512])
+    spacing: list[float] | None = None
+    smoothing_sigma: float = 0.0
+    normalization: str = "fixed"
+    intensity_shift: float = 0.0
+    intensity_scale: float = 1.0
+    intensity_clamp: list[float] | None = None
+    percentiles: list[float] = dataclasses.field(default_factory=lambda: [1.0, 99.0])
+    histogram_reference: str | None = None
+    outside_value: float = 0.0
+    window_step: int = 64
+
+    def __post_init__(self):
+        if self.ndim not in (2, 3):
+            raise ValueError(f"data.ndim must be 2 or 3, got {self.ndim}")
+        if self.landmark_units not in ("mm", "pixel"):
+            raise ValueError(f"data.landmark_units must be 'mm' or 'pixel', got {self.landmark_units!r}")
+        if self.normalization not in ("fixed", "percentile", "histogram_matching"):
+            raise ValueError("data.normalization must be 'fixed', 'percentile' or 'histogram_matching', "
+                             f"got {self.normalization!r}")
+        if self.normalization == "histogram_matching" and not self.histogram_reference:
+            raise ValueError("data.normalization 'histogram_matching' needs data.histogram_reference (an id)")
+        for key in ("image_size", "spacing", "image_spacing"):
+            value = getattr(self, key)
+            if value is not None and len(value) != self.ndim:
+                raise ValueError(f"data.{key} has {len(value)} values, data.ndim is {self.ndim}")
+        if self.landmark_names is not None and len(self.landmark_names) != self.num_landmarks:
+            raise ValueError(f"data.landmark_names has {len(self.landmark_names)} names for "
+                             f"{self.num_landmarks} landmarks")
+
+
+@dataclasses.dataclass
+class AugmentationConfig(_Section):
+    """Random spatial and intensity augmentation; zero disables a part.
+
+    Translation and elastic magnitudes are in mm; rotation in radians (per axis in 3D); `scale` is the
+    uniform and `scale_axis` the per-axis relative range (factor in [1 - s, 1 + s]). `elastic_grid`
+    control points per axis over the network's field of view. `crop_z` draws the window's position along z
+    uniformly where the volume is longer than the field of view (the spine's random crop).
+    """
+
+    translation: float = 0.0
+    rotation: float = 0.0
+    scale: float = 0.0
+    scale_axis: float = 0.0
+    elastic_grid: int = 0
+    elastic_magnitude: float = 0.0
+    intensity_shift: float = 0.0
+    intensity_scale: float = 0.0
+    crop_z: bool = False
+
+
+@dataclasses.dataclass
+class NetworkConfig(_Section):
+    """Network choice and size; null values take the model's defaults for the dimension."""
+
+    network: str = "scn"
+    filters: int | None = None
+    levels: int | None = None
+    spatial_kernel_size: int | None = None
+    spatial_downsampling: int | None = None
+    dropout_rate: float = 0.5
+    padding: str | None = None
+    unet_variant: str = "paper"
+
+    def __post_init__(self):
+        if self.network not in ("scn", "unet", "la"):
+            raise ValueError(f"network.network must be 'scn', 'unet' or 'la', got {self.network!r}")
+
+
+SECTIONS = {"data": DataConfig, "augmentation": AugmentationConfig, "network": NetworkConfig,
+            "training": TrainingConfig}
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    data: DataConfig
+    augmentation: AugmentationConfig
+    network: NetworkConfig
+    training: TrainingConfig
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {name: getattr(self, name).to_dict() for name in SECTIONS}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainingConfig":
-        names = {field.name for field in dataclasses.fields(cls)}
-        unknown = set(values) - names
+    def from_dict(cls, values: dict) -> "ExperimentConfig":
+        unknown = set(values) - set(SECTIONS)
         if unknown:
-            raise ValueError(f"unknown training settings: {sorted(unknown)}")
-        return cls(**values)
+            raise ValueError(f"unknown configuration sections: {sorted(unknown)}; known: {sorted(SECTIONS)}")
+        return cls(**{name: section.from_dict(values.get(name, {})) for name, section in SECTIONS.items()})
+
+    def updated(self, overrides: dict) -> "ExperimentConfig":
+        """A copy with {section: {key: value}} overrides applied (unknown keys are an error)."""
+        merged = self.to_dict()
+        for section, values in overrides.items():
+            if section not in SECTIONS:
+                raise ValueError(f"unknown configuration section {section!r}")
+            merged[section].update(values)
+        return ExperimentConfig.from_dict(merged)
+
+
+def load_config(path: str | os.PathLike, base: ExperimentConfig | None = None) -> ExperimentConfig:
+    """Reads a JSON configuration; with `base`, the file's keys override the base's."""
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot read configuration ({error})") from error
+    try:
+        return base.updated(values) if base is not None else ExperimentConfig.from_dict(values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: {error}") from error
+
+
+ISBI_LANDMARK_NAMES = [
+    "sella", "nasion", "orbitale", "porion", "subspinale", "supramentale", "pogonion", "menton", "gnathion",
+    "gonion", "lower incisal incision", "upper incisal incision", "upper lip", "lower lip", "subnasale",
+    "soft tissue pogonion", "posterior nasal spine", "anterior nasal spine", "articulare"]
+
+
+def _skull2d() -> ExperimentConfig:
+    return ExperimentConfig(
+        data=DataConfig(name="skull2d", ndim=2, num_landmarks=19, image_dir="images", image_suffix=".jpg",
+                        landmarks_csv="annotations/challenge_mm.csv", landmark_units="mm",
+                        image_spacing=[0.1, 0.1], landmark_names=list(ISBI_LANDMARK_NAMES),
+                        image_size=[512, 512], spacing=[0.46875, 0.46875], smoothing_sigma=0.15,
+                        normalization="fixed", intensity_shift=-128.0, intensity_scale=1 / 128,
+                        intensity_clamp=[-1.0, 1.0], outside_value=0.0),
+        augmentation=AugmentationConfig(translation=10.0, rotation=0.25, scale=0.2, scale_axis=0.2,
+                                        elastic_grid=5, elastic_magnitude=10.0, intensity_shift=0.25,
+                                        intensity_scale=0.25),
+        network=NetworkConfig(network="scn", filters=128, spatial_kernel_size=11, spatial_downsampling=16),
+        training=TrainingConfig(iterations=30_000, learning_rate=1e-6, clip_norm=1e4, alpha=20.0,
+                                weight_decay=0.001, gamma=100.0, sigma_init=2.5, checkpoint_every=5000))
+
+
+def _hand2d() -> ExperimentConfig:
+    return ExperimentConfig(
+        data=DataConfig(name="hand2d", ndim=2, num_landmarks=37, image_dir="images", image_suffix=".mha",
+                        landmarks_csv="all.csv", landmark_units="pixel", image_spacing=[1.0, 1.0],
+                        image_size=[512, 512], spacing=None, smoothing_sigma=0.0,
+                        normalization="histogram_matching", histogram_reference="3147",
+                        intensity_shift=-128.0, intensity_scale=1 / 128, intensity_clamp=[-1.0, 1.0]),
+        augmentation=AugmentationConfig(translation=20.0, rotation=math.radians(15), scale=0.4, scale_axis=0.0,
+                                        elastic_grid=12, elastic_magnitude=5.0, intensity_shift=0.25,
+                                        intensity_scale=0.25),
+        network=NetworkConfig(network="scn", filters=128, spatial_kernel_size=11, spatial_downsampling=16),
+        training=TrainingConfig(iterations=30_000, learning_rate=1e-6, clip_norm=1e4, alpha=20.0,
+                                weight_decay=0.001, gamma=100.0, sigma_init=2.5, checkpoint_every=5000))
+
+
+def _spine3d() -> ExperimentConfig:
+    return ExperimentConfig(
+        data=DataConfig(name="spine3d", ndim=3, num_landmarks=26, image_dir="images", image_suffix=".nii.gz",
+                        landmarks_csv="points_world_coordinates.csv", landmark_units="mm", image_spacing=None,
+                        image_size=[96, 96, 192], spacing=[2.0, 2.0, 2.0], smoothing_sigma=0.5,
+                        normalization="fixed", intensity_shift=0.0, intensity_scale=1 / 2048,
+                        intensity_clamp=[-1.0, 1.0], outside_value=-1024.0, window_step=64),
+        augmentation=AugmentationConfig(translation=20.0, rotation=0.2, scale=0.0, scale_axis=0.1,
+                                        elastic_grid=5, elastic_magnitude=15.0, intensity_shift=0.15,
+                                        intensity_scale=0.15, crop_z=True),
+        network=NetworkConfig(network="scn", filters=64, spatial_kernel_size=7, spatial_downsampling=8,
+                              padding="reflect"),
+        training=TrainingConfig(iterations=40_000, learning_rate=5e-8, clip_norm=None, alpha=100.0,
+                                weight_decay=0.0005, gamma=1000.0, sigma_init=4.0, checkpoint_every=2500))
+
+
+def _hand3d() -> ExperimentConfig:
+    return ExperimentConfig(
+        data=DataConfig(name="hand3d", ndim=3, num_landmarks=28, image_dir="images", image_suffix=".nii.gz",
+                        landmarks_csv="landmarks.csv", landmark_units="mm", image_spacing=None,
+                        image_size=[96, 128, 32], spacing=None, smoothing_sigma=0.0, normalization="percentile",
+                        percentiles=[1.0, 99.0], intensity_clamp=[-1.0, 1.0]),
+        augmentation=AugmentationConfig(translation=10.0, rotation=0.2, scale=0.0, scale_axis=0.1,
+                                        elastic_grid=5, elastic_magnitude=5.0, intensity_shift=0.15,
+                                        intensity_scale=0.15),
+        network=NetworkConfig(network="scn", filters=64, spatial_kernel_size=7, spatial_downsampling=4,
+                              padding="reflect"),
+        training=TrainingConfig(iterations=20_000, learning_rate=5e-8, clip_norm=None, alpha=1000.0,
+                                weight_decay=0.0005, gamma=1000.0, sigma_init=4.0, checkpoint_every=2500))
+
+
+PRESETS = {"skull2d": _skull2d, "hand2d": _hand2d, "hand3d": _hand3d, "spine3d": _spine3d}
+
+
+def preset(name: str) -> ExperimentConfig:
+    """A fresh copy of one of the paper's dataset configurations."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()
+

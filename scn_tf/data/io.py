@@ -1,0 +1,135 @@
+"""Reading images, landmark CSVs and split lists, with errors that name the file, row and problem."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+PLAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file or id and what is wrong."""
+
+
+def strip_image_suffix(name: str) -> str:
+    """File name without its extensions; `.nii.gz` counts as one."""
+    name = os.path.basename(os.fspath(name).rstrip("/"))
+    for suffix in (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".dcm") + PLAIN_IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def read_image(path: str | os.PathLike, ndim: int | None = None, spacing: Sequence[float] | None = None) -> sitk.Image:
+    """Reads a scalar float32 image through SimpleITK.
+
+    A directory is read as a DICOM series. Colour images whose channels are equal become grey (other colour
+    images are averaged over channels). A 3D image with a single slice is read as 2D. `spacing` imposes a
+    pixel spacing (plain image formats carry none); `ndim` checks the dimension.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: image file does not exist")
+    try:
+        if path.is_dir():
+            reader = sitk.ImageSeriesReader()
+            files = reader.GetGDCMSeriesFileNames(str(path))
+            if not files:
+                raise DataError(f"{path}: directory holds no DICOM series")
+            reader.SetFileNames(files)
+            image = reader.Execute()
+        else:
+            image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise DataError(f"{path}: cannot read image ({str(error).strip().splitlines()[-1]})") from error
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        image = _to_grey(image)
+    if image.GetDimension() == 3 and image.GetSize()[2] == 1 and ndim != 3:
+        image = image[:, :, 0]
+    if ndim is not None and image.GetDimension() != ndim:
+        raise DataError(f"{path}: image is {image.GetDimension()}D (size {image.GetSize()}), "
+                        f"the configuration expects {ndim}D")
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    if spacing is not None:
+        if len(spacing) != image.GetDimension():
+            raise DataError(f"{path}: configured image_spacing {list(spacing)} does not match the "
+                            f"image's {image.GetDimension()} dimensions")
+        image.SetSpacing([float(s) for s in spacing])
+    return image
+
+
+def _to_grey(image: sitk.Image) -> sitk.Image:
+    channels = [sitk.VectorIndexSelectionCast(image, c, sitk.sitkFloat32)
+                for c in range(image.GetNumberOfComponentsPerPixel())]
+    arrays = [sitk.GetArrayViewFromImage(c) for c in channels]
+    if all(np.array_equal(arrays[0], a) for a in arrays[1:]):
+        return channels[0]
+    grey = sitk.GetImageFromArray(np.mean(arrays, axis=0).astype(np.float32))
+    grey.CopyInformation(channels[0])
+    return grey
+
+
+def read_landmarks_csv(path: str | os.PathLike, num_landmarks: int, ndim: int) -> dict[str, np.ndarray]:
+    """Reads `id,x1,y1[,z1],...` rows (no header, NaN = missing) into {id: (num_landmarks, ndim) array}."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: landmark file does not exist")
+    expected = 1 + num_landmarks * ndim
+    landmarks = {}
+    for row_number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = [field.strip() for field in line.split(",")]
+        if len(fields) != expected:
+            raise DataError(f"{path}, row {row_number} (id {fields[0]!r}): {len(fields)} columns, expected "
+                            f"{expected} (id + {num_landmarks} landmarks x {ndim} coordinates)")
+        try:
+            values = np.array([float(field) if field else math.nan for field in fields[1:]], np.float64)
+        except ValueError as error:
+            raise DataError(f"{path}, row {row_number} (id {fields[0]!r}): {error}") from error
+        if fields[0] in landmarks:
+            raise DataError(f"{path}, row {row_number}: id {fields[0]!r} appears twice")
+        landmarks[fields[0]] = values.reshape(num_landmarks, ndim)
+    return landmarks
+
+
+def format_landmark_row(image_id: str, coords: np.ndarray) -> str:
+    """One row of the landmark CSV format; NaN for missing coordinates."""
+    return ",".join([image_id] + ["NaN" if not np.isfinite(v) else f"{v:.6g}" for v in np.ravel(coords)])
+
+
+def write_landmarks_csv(path: str | os.PathLike, landmarks: dict[str, np.ndarray]) -> None:
+    """Writes {id: (N, d)} in the CSV format, through a temporary file so that no half file remains."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("".join(format_landmark_row(k, v) + "\n" for k, v in landmarks.items()))
+    os.replace(temporary, path)
+
+
+def read_id_list(path: str | os.PathLike) -> list[str]:
+    """One id per line; blank lines and lines starting with '#' are ignored."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: id list does not exist")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def pixel_to_physical(image: sitk.Image, coords: np.ndarray) -> np.ndarray:
+    """Continuous pixel indices (N, d) to physical points of `image`; NaN rows stay NaN."""
+    origin = np.array(image.GetOrigin())
+    matrix = np.array(image.GetDirection()).reshape(image.GetDimension(), -1) * np.array(image.GetSpacing())
+    return origin + coords @ matrix.T
+
+
+def physical_to_pixel(image: sitk.Image, points: np.ndarray) -> np.ndarray:
+    """Physical points (N, d) to continuous pixel indices of `image`; NaN rows stay NaN."""
+    origin = np.array(image.GetOrigin())
+    matrix = np.array(image.GetDirection()).reshape(image.GetDimension(), -1) * np.array(image.GetSpacing())
+    return (points - origin) @ np.linalg.inv(matrix).T

@@ -1,0 +1,132 @@
+"""From files to training batches: cached source images, per-sample SimpleITK work, a parallel tf.data pipeline.
+
+Sample k of the stream belongs to epoch k // n (n ids) and takes the id at position k % n of that epoch's
+seeded permutation; its augmentation is drawn from a generator seeded with (seed, epoch, position). A run is
+therefore reproducible and a resumed run sees the samples an uninterrupted one would have seen, whatever the
+number of parallel workers.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+import SimpleITK as sitk
+import tensorflow as tf
+
+from scn_tf.configs import AugmentationConfig, DataConfig
+from scn_tf.data.augmentation import SpatialTransform, augment_intensity, make_transform
+from scn_tf.data.io import DataError, pixel_to_physical, read_image, read_landmarks_csv
+from scn_tf.data.preprocessing import histogram_match, normalize_intensity, smooth
+
+
+class LandmarkSource:
+    """Source images (decoded, pre-smoothed, histogram-matched; cached once) and their landmarks in mm."""
+
+    def __init__(self, data: DataConfig, data_dir: str | os.PathLike, ids: Sequence[str], workers: int = 2,
+                 verbose: bool = True):
+        self.data = data
+        self.data_dir = Path(data_dir)
+        self.ids = list(ids)
+        if not self.ids:
+            raise DataError("no ids given")
+        csv = self.data_dir / data.landmarks_csv
+        annotations = read_landmarks_csv(csv, data.num_landmarks, data.ndim)
+        missing = [i for i in self.ids if i not in annotations]
+        if missing:
+            raise DataError(f"{csv}: no annotation row for id(s) {', '.join(missing[:10])}")
+        reference = None
+        if data.normalization == "histogram_matching":
+            reference = sitk.GetArrayFromImage(self._read(data.histogram_reference))
+        progress = keras.utils.Progbar(len(self.ids), verbose=1 if verbose else 0, unit_name="image")
+        self.images: dict[str, sitk.Image] = {}
+        with concurrent.futures.ThreadPoolExecutor(max(workers, 1)) as pool:
+            for image_id, image in zip(self.ids, pool.map(lambda i: self._load(i, reference), self.ids)):
+                self.images[image_id] = image
+                progress.add(1)
+        self.points = {i: self._to_physical(self.images[i], annotations[i]) for i in self.ids}
+
+    def image_path(self, image_id: str) -> Path:
+        return self.data_dir / self.data.image_dir / f"{image_id}{self.data.image_suffix}"
+
+    def _read(self, image_id: str) -> sitk.Image:
+        path = self.image_path(image_id)
+        if not path.exists():
+            raise DataError(f"id {image_id}: image {path} does not exist")
+        return read_image(path, self.data.ndim, self.data.image_spacing)
+
+    def _load(self, image_id: str, reference: np.ndarray | None) -> sitk.Image:
+        image = smooth(self._read(image_id), self.data.smoothing_sigma)
+        return image if reference is None else histogram_match(image, reference)
+
+    def _to_physical(self, image: sitk.Image, coords: np.ndarray) -> np.ndarray:
+        return pixel_to_physical(image, coords) if self.data.landmark_units == "pixel" else coords
+
+
+@dataclasses.dataclass
+class Sample:
+    image: np.ndarray        # network input, (*spatial array order, 1) float32
+    coords: np.ndarray       # (N, d) float32, heatmap pixels (x, y[, z]); NaN where invalid
+    valid: np.ndarray        # (N,) bool
+    transform: SpatialTransform
+
+
+def make_sample(source: LandmarkSource, image_id: str, augmentation: AugmentationConfig | None,
+                rng: np.random.Generator | None, threads: int = 0) -> Sample:
+    """Resamples one source image into network space (randomly if `rng`) and maps its landmarks along."""
+    data = source.data
+    image = source.images[image_id]
+    transform = make_transform(image, data, augmentation, rng)
+    network_image = transform.resample(image, data.outside_value, threads)
+    array = normalize_intensity(sitk.GetArrayFromImage(network_image), data.normalization, data.intensity_shift,
+                                data.intensity_scale, data.intensity_clamp, data.percentiles)
+    array = augment_intensity(array, augmentation, rng, data.intensity_clamp)
+    coords = transform.to_network(source.points[image_id]) / transform.geometry.spacing
+    inside = np.all((coords >= 0) & (coords <= transform.geometry.size - 1), axis=1)
+    valid = np.all(np.isfinite(coords), axis=1) & inside
+    coords[~valid] = np.nan
+    return Sample(array[..., None], coords.astype(np.float32), valid, transform)
+
+
+def sample_order(num_ids: int, seed: int, index: int, shuffle: bool) -> tuple[int, np.random.Generator]:
+    """The id position and random generator of sample `index` of the stream."""
+    epoch, position = divmod(int(index), num_ids)
+    order = np.random.default_rng([seed, epoch]).permutation(num_ids) if shuffle else np.arange(num_ids)
+    return int(order[position]), np.random.default_rng([seed, epoch, position])
+
+
+def make_dataset(source: LandmarkSource, augmentation: AugmentationConfig | None, seed: int = 0,
+                 batch_size: int = 1, start_step: int = 0, repeat: bool = True, workers: int = 2,
+                 sitk_threads: int = 1) -> tf.data.Dataset:
+    """Batches of (images, coords, valid) with fixed shapes for the training step.
+
+    With `repeat` (training), an endless shuffled stream starting at `start_step` batches; else each id once,
+    in order, without randomness. Per-sample SimpleITK work runs in `workers` parallel calls (SimpleITK
+    releases the GIL), each limited to `sitk_threads` threads.
+    """
+    data = source.data
+    num_ids = len(source.ids)
+    spatial = tuple(reversed(data.image_size))
+    random = augmentation if repeat else None
+
+    def load(index):
+        position, rng = sample_order(num_ids, seed, index, shuffle=repeat)
+        sample = make_sample(source, source.ids[position], random, rng if repeat else None, sitk_threads)
+        return sample.image, sample.coords, sample.valid
+
+    def to_tensors(index):
+        image, coords, valid = tf.numpy_function(load, [index], [tf.float32, tf.float32, tf.bool])
+        image.set_shape(spatial + (1,))
+        coords.set_shape((data.num_landmarks, data.ndim))
+        valid.set_shape((data.num_landmarks,))
+        return image, coords, valid
+
+    first = start_step * batch_size
+    indices = tf.data.Dataset.range(first, 2**62 if repeat else num_ids)
+    dataset = indices.map(to_tensors, num_parallel_calls=max(workers, 1), deterministic=True)
+    return dataset.batch(batch_size, drop_remainder=repeat).prefetch(2)
