@@ -19,4 +19,7 @@ setup(
         "matplotlib",
     ],
     extras_require={"test": ["pytest"]},
+    entry_points={"console_scripts": [
+        "scn-augment = scn_tf.cli.augment:run",
+    ]},
 )

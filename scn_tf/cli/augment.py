@@ -1,0 +1,84 @@
+"""scn-augment: write what the network sees, augmented samples with their landmarks, for inspection.
+
+  scn-augment --preset skull2d --data_dir ../shared/data/isbi2015_ceph --ids 001,002 --samples 3 \
+      --seed 0 --output_dir augmented
+  scn-augment --preset spine3d --print_config > spine3d.json
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from absl import app, flags, logging
+
+from scn_tf.cli.common import resolve_config
+from scn_tf.configs import PRESETS
+from scn_tf.data.io import DataError, format_landmark_row
+from scn_tf.data.pipeline import LandmarkSource, make_sample
+from scn_tf.visualization import save_overlay
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("preset", None, sorted(PRESETS), "Dataset preset.")
+flags.DEFINE_string("config", None, "JSON configuration; overrides the preset's keys.")
+flags.DEFINE_string("data_dir", None, "Dataset folder; the configuration's paths are relative to it.")
+flags.DEFINE_list("ids", None, "Comma-separated image ids.")
+flags.DEFINE_integer("samples", 4, "Augmented samples per id.")
+flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_string("output_dir", None, "Where to write <id>_<k>.nii.gz, .csv and .png.")
+flags.DEFINE_bool("print_config", False, "Print the resolved configuration as JSON on stdout and exit.")
+
+
+def main(argv):
+    del argv
+    try:
+        config = resolve_config(FLAGS.preset, FLAGS.config)
+    except ValueError as error:
+        raise app.UsageError(str(error))
+    if FLAGS.print_config:
+        sys.stdout.write(config.to_json() + "\n")
+        return 0
+    for name in ("data_dir", "ids", "output_dir"):
+        if not getattr(FLAGS, name):
+            raise app.UsageError(f"--{name} is required")
+    output_dir = Path(FLAGS.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        source = LandmarkSource(config.data, FLAGS.data_dir, FLAGS.ids, verbose=False)
+    except DataError as error:
+        logging.error("%s", error)
+        return 1
+    for id_index, image_id in enumerate(source.ids):
+        for k in range(FLAGS.samples):
+            rng = np.random.default_rng([FLAGS.seed, id_index, k])
+            sample = make_sample(source, image_id, config.augmentation, rng)
+            write_sample(output_dir, f"{image_id}_{k}", sample, config.data.landmark_names)
+            logging.info("wrote %s", output_dir / f"{image_id}_{k}.nii.gz")
+    return 0
+
+
+def write_sample(output_dir: Path, name: str, sample, landmark_names=None) -> None:
+    """The network input with its network-space geometry, its landmarks in that space (CSV) and a PNG."""
+    geometry = sample.transform.geometry
+    image = sitk.GetImageFromArray(sample.image[..., 0])
+    image.SetSpacing([float(s) for s in geometry.spacing])
+    temporary = output_dir / f".{name}.tmp.nii.gz"
+    sitk.WriteImage(image, str(temporary))
+    os.replace(temporary, output_dir / f"{name}.nii.gz")
+    physical = sample.coords * geometry.spacing
+    temporary = output_dir / f".{name}.csv.tmp"
+    temporary.write_text(format_landmark_row(name.rsplit("_", 1)[0], physical) + "\n")
+    os.replace(temporary, output_dir / f"{name}.csv")
+    save_overlay(output_dir / f"{name}.png", sample.image[..., 0], geometry.spacing, landmarks=sample.coords,
+                 names=landmark_names, title=name)
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
