@@ -8,7 +8,6 @@ that steps were skipped as non-finite it restores the last checkpoint and lowers
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from scn_tf.configs import TrainingConfig
+from scn_tf.files import atomic_path, write_json_atomic
 from scn_tf.heatmaps import gaussian_heatmaps
 from scn_tf.losses import conv_kernels, heatmap_loss, weight_decay
 
@@ -188,17 +188,8 @@ class Trainer:
     def save_weights(self, name: str = "last") -> Path:
         """Writes the model weights as `<output_dir>/<name>.weights.h5` and the sigmas beside them."""
         path = self.output_dir / f"{name}.weights.h5"
-        temporary = self.output_dir / f".{name}.tmp.weights.h5"
-        self.model.save_weights(temporary)
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            self.model.save_weights(temporary)
         self.save_sigmas()
         return path
 
-
-def write_json_atomic(path: str | os.PathLike, data) -> None:
-    """Writes JSON to a temporary file and renames it, so that readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2))
-    os.replace(temporary, path)

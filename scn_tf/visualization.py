@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 import matplotlib
@@ -11,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from scn_tf.files import atomic_path  # noqa: E402
 
 
 def save_overlay(path: str | os.PathLike, image: np.ndarray, spacing: Sequence[float],
@@ -48,8 +49,6 @@ def save_overlay(path: str | os.PathLike, image: np.ndarray, spacing: Sequence[f
     if title:
         figure.suptitle(title)
     figure.tight_layout()
-    path = Path(path)
-    temporary = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(temporary, dpi=100)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100)
     plt.close(figure)
-    os.replace(temporary, path)

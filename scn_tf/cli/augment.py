@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from scn_tf.cli.common import resolve_config
 from scn_tf.configs import PRESETS
 from scn_tf.data.io import DataError, format_landmark_row
 from scn_tf.data.pipeline import LandmarkSource, make_sample
+from scn_tf.files import atomic_path, write_text_atomic
 from scn_tf.visualization import save_overlay
 
 FLAGS = flags.FLAGS
@@ -65,13 +65,10 @@ def write_sample(output_dir: Path, name: str, sample, landmark_names=None) -> No
     geometry = sample.transform.geometry
     image = sitk.GetImageFromArray(sample.image[..., 0])
     image.SetSpacing([float(s) for s in geometry.spacing])
-    temporary = output_dir / f".{name}.tmp.nii.gz"
-    sitk.WriteImage(image, str(temporary))
-    os.replace(temporary, output_dir / f"{name}.nii.gz")
+    with atomic_path(output_dir / f"{name}.nii.gz") as temporary:
+        sitk.WriteImage(image, str(temporary))
     physical = sample.coords * geometry.spacing
-    temporary = output_dir / f".{name}.csv.tmp"
-    temporary.write_text(format_landmark_row(name.rsplit("_", 1)[0], physical) + "\n")
-    os.replace(temporary, output_dir / f"{name}.csv")
+    write_text_atomic(output_dir / f"{name}.csv", format_landmark_row(name.rsplit("_", 1)[0], physical) + "\n")
     save_overlay(output_dir / f"{name}.png", sample.image[..., 0], geometry.spacing, landmarks=sample.coords,
                  names=landmark_names, title=name)
 

@@ -63,7 +63,7 @@ class SpatialTransform:
             return self.affine
         return sitk.CompositeTransform([self.affine, self.elastic])  # the last one is applied first
 
-    def resample(self, source: sitk.Image, outside_value: float = 0.0, threads: int = 0) -> sitk.Image:
+    def resample(self, source: sitk.Image, outside_value: float = 0.0) -> sitk.Image:
         resampler = sitk.ResampleImageFilter()
         resampler.SetSize([int(s) for s in self.geometry.size])
         resampler.SetOutputSpacing([float(s) for s in self.geometry.spacing])
@@ -72,8 +72,6 @@ class SpatialTransform:
         resampler.SetInterpolator(sitk.sitkLinear)
         resampler.SetDefaultPixelValue(float(outside_value))
         resampler.SetOutputPixelType(sitk.sitkFloat32)
-        if threads:
-            resampler.SetNumberOfThreads(threads)
         return resampler.Execute(source)
 
     def to_network(self, points: np.ndarray) -> np.ndarray:

@@ -10,6 +10,8 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from scn_tf.files import write_text_atomic
+
 PLAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
@@ -106,11 +108,7 @@ def format_landmark_row(image_id: str, coords: np.ndarray) -> str:
 
 def write_landmarks_csv(path: str | os.PathLike, landmarks: dict[str, np.ndarray]) -> None:
     """Writes {id: (N, d)} in the CSV format, through a temporary file so that no half file remains."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("".join(format_landmark_row(k, v) + "\n" for k, v in landmarks.items()))
-    os.replace(temporary, path)
+    write_text_atomic(path, "".join(format_landmark_row(k, v) + "\n" for k, v in landmarks.items()))
 
 
 def read_id_list(path: str | os.PathLike) -> list[str]:

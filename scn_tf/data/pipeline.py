@@ -77,12 +77,12 @@ class Sample:
 
 
 def make_sample(source: LandmarkSource, image_id: str, augmentation: AugmentationConfig | None,
-                rng: np.random.Generator | None, threads: int = 0) -> Sample:
+                rng: np.random.Generator | None) -> Sample:
     """Resamples one source image into network space (randomly if `rng`) and maps its landmarks along."""
     data = source.data
     image = source.images[image_id]
     transform = make_transform(image, data, augmentation, rng)
-    network_image = transform.resample(image, data.outside_value, threads)
+    network_image = transform.resample(image, data.outside_value)
     array = normalize_intensity(sitk.GetArrayFromImage(network_image), data.normalization, data.intensity_shift,
                                 data.intensity_scale, data.intensity_clamp, data.percentiles)
     array = augment_intensity(array, augmentation, rng, data.intensity_clamp)
@@ -102,13 +102,16 @@ def sample_order(num_ids: int, seed: int, index: int, shuffle: bool) -> tuple[in
 
 def make_dataset(source: LandmarkSource, augmentation: AugmentationConfig | None, seed: int = 0,
                  batch_size: int = 1, start_step: int = 0, repeat: bool = True, workers: int = 2,
-                 sitk_threads: int = 1) -> tf.data.Dataset:
+                 sitk_threads: int = 0) -> tf.data.Dataset:
     """Batches of (images, coords, valid) with fixed shapes for the training step.
 
     With `repeat` (training), an endless shuffled stream starting at `start_step` batches; else each id once,
     in order, without randomness. Per-sample SimpleITK work runs in `workers` parallel calls (SimpleITK
-    releases the GIL), each limited to `sitk_threads` threads.
+    releases the GIL). `sitk_threads` > 0 sets SimpleITK's process-wide default thread count (a filter's own
+    setting is not honoured by its default threader), so that the workers do not oversubscribe the cores.
     """
+    if sitk_threads > 0:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(sitk_threads)
     data = source.data
     num_ids = len(source.ids)
     spatial = tuple(reversed(data.image_size))
@@ -116,7 +119,7 @@ def make_dataset(source: LandmarkSource, augmentation: AugmentationConfig | None
 
     def load(index):
         position, rng = sample_order(num_ids, seed, index, shuffle=repeat)
-        sample = make_sample(source, source.ids[position], random, rng if repeat else None, sitk_threads)
+        sample = make_sample(source, source.ids[position], random, rng if repeat else None)
         return sample.image, sample.coords, sample.valid
 
     def to_tensors(index):

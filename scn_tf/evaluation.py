@@ -1,0 +1,117 @@
+"""The paper's evaluation: point errors, outliers, IPE, per-landmark statistics and the ID rate.
+
+Definitions follow the original: PE_i = s * ||x_i - x_hat_i|| (s = 1 for physical data, or 50 mm over the
+annotated wrist width); missing annotations are left out of PE; SDs are population SDs (ddof = 0); an
+outlier at radius r has PE >= r; IPE_j is the sum of image j's PEs over the number of landmarks, missing
+landmarks included in the denominator; a landmark counts as identified (Glocker et al. 2013) if the closest
+annotated landmark to its prediction is the right one and at most 20 mm away.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+ID_RADIUS_MM = 20.0
+
+
+@dataclasses.dataclass
+class Normalization:
+    """Scale errors so that the distance between two annotated landmarks is `distance` (wrist: 1, 5, 50)."""
+
+    first: int
+    second: int
+    distance: float
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Normalization | None":
+        """'wrist:1,5,50' (0-based indices, mm), or None for physical errors."""
+        if not text:
+            return None
+        kind, _, values = text.partition(":")
+        try:
+            first, second, distance = values.split(",")
+            return cls(int(first), int(second), float(distance))
+        except ValueError as error:
+            raise ValueError(f"normalization must look like 'wrist:1,5,50', got {text!r}") from error
+
+    def scales(self, truth: np.ndarray) -> np.ndarray:
+        """(images,) factors distance / ||truth[first] - truth[second]||; NaN where either is missing."""
+        width = np.linalg.norm(truth[:, self.first] - truth[:, self.second], axis=-1)
+        return self.distance / width
+
+
+def point_errors(predicted: np.ndarray, truth: np.ndarray, normalization: Normalization | None = None) -> np.ndarray:
+    """(images, landmarks) PE; NaN where the annotation is missing."""
+    errors = np.linalg.norm(predicted - truth, axis=-1)
+    if normalization is not None:
+        errors = errors * normalization.scales(truth)[:, None]
+    annotated = np.all(np.isfinite(truth), axis=-1)
+    return np.where(annotated, errors, np.nan)
+
+
+def identification_rate(predicted: np.ndarray, truth: np.ndarray, radius: float = ID_RADIUS_MM,
+                        normalization: Normalization | None = None) -> float:
+    """Percent of annotated landmarks whose prediction is closest to their own annotation and within radius."""
+    scales = np.ones(len(truth)) if normalization is None else normalization.scales(truth)
+    correct = total = 0
+    for image_predicted, image_truth, scale in zip(predicted, truth, scales):
+        annotated = np.flatnonzero(np.all(np.isfinite(image_truth), axis=-1))
+        for landmark in annotated:
+            distances = scale * np.linalg.norm(image_truth[annotated] - image_predicted[landmark], axis=-1)
+            closest = annotated[np.argmin(distances)]
+            correct += int(closest == landmark and distances.min() <= radius)
+            total += 1
+    return 100.0 * correct / total if total else float("nan")
+
+
+def evaluate(ids: Sequence[str], predicted: np.ndarray, truth: np.ndarray, radii: Sequence[str] = ("2", "4", "10"),
+             normalization: Normalization | None = None) -> dict:
+    """metrics.json content for predictions and annotations of shape (images, landmarks, d)."""
+    predicted = np.asarray(predicted, np.float64)
+    truth = np.asarray(truth, np.float64)
+    annotated = np.all(np.isfinite(truth), axis=-1)
+    missing = annotated & ~np.all(np.isfinite(predicted), axis=-1)
+    if missing.any():
+        image, landmark = np.argwhere(missing)[0]
+        raise ValueError(f"id {ids[image]}: landmark {landmark} is annotated but has no prediction "
+                         f"({int(missing.sum())} such pairs)")
+    errors = point_errors(predicted, truth, normalization)
+    values = errors[annotated]
+    count = values.size
+    ipe = np.nansum(errors, axis=1) / truth.shape[1]
+    outliers = {}
+    for radius in radii:
+        hits = int(np.sum(values >= float(radius)))
+        outliers[str(radius)] = {"count": hits, "percent": 100.0 * hits / count if count else float("nan")}
+    per_landmark = []
+    for landmark in range(truth.shape[1]):
+        column = errors[annotated[:, landmark], landmark]
+        per_landmark.append({"landmark": landmark, "count": int(column.size),
+                             "mean": _stat(np.mean, column), "median": _stat(np.median, column),
+                             "std": _stat(np.std, column)})
+    return {
+        "num_images": int(len(ids)),
+        "num_landmarks": int(truth.shape[1]),
+        "num_annotated": int(count),
+        "normalization": None if normalization is None else dataclasses.asdict(normalization),
+        "pe_median": _stat(np.median, values),
+        "pe_mean": _stat(np.mean, values),
+        "pe_std": _stat(np.std, values),
+        "outliers": outliers,
+        "id_rate": identification_rate(predicted, truth, normalization=normalization),
+        "ipe": {image_id: float(value) for image_id, value in zip(ids, ipe)},
+        "per_landmark": per_landmark,
+    }
+
+
+def _stat(function, values: np.ndarray) -> float:
+    return float(function(values)) if values.size else float("nan")
+
+
+def cumulative_curve(values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted values and the fraction (percent) of values at most each one."""
+    ordered = np.sort(np.asarray(list(values), np.float64))
+    return ordered, 100.0 * np.arange(1, len(ordered) + 1) / max(len(ordered), 1)

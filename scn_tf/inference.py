@@ -1,0 +1,104 @@
+"""Landmarks of whole images: test-geometry resampling, the network (sliding windows along z for long
+volumes), argmax + parabola decoding, and the mapping back to the source image's physical space."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import keras
+import numpy as np
+import SimpleITK as sitk
+
+from scn_tf.configs import DataConfig
+from scn_tf.data.augmentation import SpatialTransform, make_transform
+from scn_tf.data.io import physical_to_pixel, read_image
+from scn_tf.data.preprocessing import normalize_intensity, smooth
+from scn_tf.heatmaps import decode_heatmaps
+
+
+@dataclasses.dataclass
+class Prediction:
+    image_id: str
+    points: np.ndarray        # (N, d) physical coordinates in the source image's space (mm)
+    indices: np.ndarray       # (N, d) continuous pixel indices of the source image (x, y[, z])
+    confidence: np.ndarray    # (N,) heatmap value at the maximum
+    sigma_mm: np.ndarray | None  # (N,) the learned target width per landmark, in mm
+
+    def in_units(self, units: str) -> np.ndarray:
+        """The coordinates in the dataset's landmark units ("mm" or "pixel")."""
+        return self.points if units == "mm" else self.indices
+
+
+def window_starts(length: int, window: int, step: int) -> list[int]:
+    """Window starts along z: every `step`, the last one clamped to the end (one window if it fits)."""
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window + 1, step))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
+class Predictor:
+    """Runs `model` (a Keras model or any callable from batches to heatmaps) on whole images.
+
+    `preprocess` is applied to each source image as during training (smoothing, histogram matching); volumes
+    longer along z than the network input are covered by windows of the input length, `data.window_step`
+    apart, merged by voxel-wise maximum; `batch_size` windows run at a time, so memory stays bounded.
+    """
+
+    def __init__(self, model: keras.Model | Callable, data: DataConfig, sigmas: np.ndarray | None = None,
+                 preprocess: Callable[[sitk.Image], sitk.Image] | None = None, batch_size: int = 2):
+        self.data = data
+        self.sigmas = None if sigmas is None else np.asarray(sigmas, np.float64)
+        self.preprocess = preprocess or (lambda image: smooth(image, data.smoothing_sigma))
+        self.batch_size = batch_size
+        if isinstance(model, keras.Model):
+            self._run = model.predict_on_batch
+        else:
+            self._run = lambda batch: np.asarray(model(batch))
+
+    def transform(self, image: sitk.Image) -> SpatialTransform:
+        """The test geometry; along z it is extended to the whole volume when the spacing is fixed."""
+        data = self.data
+        if data.ndim == 3 and data.spacing is not None:
+            extent = image.GetSize()[2] * image.GetSpacing()[2]
+            length = max(data.image_size[2], math.ceil(extent / data.spacing[2]))
+            data = dataclasses.replace(data, image_size=[*data.image_size[:2], length])
+        return make_transform(image, data, None, None)
+
+    def heatmaps(self, array: np.ndarray) -> np.ndarray:
+        """Heatmaps (*spatial, N) of a network-space image (*spatial), by windows along the first axis."""
+        window = self.data.image_size[-1] if self.data.ndim == 3 else array.shape[0]
+        starts = window_starts(array.shape[0], window, self.data.window_step)
+        merged = None
+        for first in range(0, len(starts), self.batch_size):
+            group = starts[first:first + self.batch_size]
+            batch = np.stack([array[start:start + window] for start in group])[..., None].astype(np.float32)
+            outputs = np.asarray(self._run(batch))
+            if merged is None:
+                merged = np.full(array.shape + (outputs.shape[-1],), -np.inf, np.float32)
+            for start, output in zip(group, outputs):
+                region = merged[start:start + window]
+                np.maximum(region, output, out=region)
+        return merged
+
+    def predict_image(self, image: sitk.Image, image_id: str = "") -> Prediction:
+        data = self.data
+        source = self.preprocess(image)
+        transform = self.transform(source)
+        network_image = transform.resample(source, data.outside_value)
+        array = normalize_intensity(sitk.GetArrayFromImage(network_image), data.normalization,
+                                    data.intensity_shift, data.intensity_scale, data.intensity_clamp,
+                                    data.percentiles)
+        heatmaps = self.heatmaps(array)
+        coords, values = decode_heatmaps(heatmaps[None])
+        network_points = np.asarray(coords)[0].astype(np.float64) * transform.geometry.spacing
+        points = transform.to_source(network_points)
+        sigma_mm = None if self.sigmas is None else self.sigmas * float(np.mean(transform.geometry.spacing))
+        return Prediction(image_id, points, physical_to_pixel(image, points), np.asarray(values)[0], sigma_mm)
+
+    def predict_file(self, path, image_id: str) -> Prediction:
+        return self.predict_image(read_image(path, self.data.ndim, self.data.image_spacing), image_id)

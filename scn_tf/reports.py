@@ -1,0 +1,67 @@
+"""Evaluation reports: metrics.json, a per-landmark CSV, a summary in the paper's table layout and the
+cumulative IPE plot. Every file is written to a temporary name and renamed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from scn_tf.evaluation import cumulative_curve  # noqa: E402
+from scn_tf.files import atomic_path, write_json_atomic, write_text_atomic  # noqa: E402
+
+
+def summary_table(metrics: Mapping, name: str = "SCN", units: str = "mm") -> str:
+    """One row in the layout of the paper's tables: PE median, mean +- SD, outliers per radius, ID rate."""
+    radii = list(metrics["outliers"])
+    header = (["method", f"PE median ({units})", f"PE mean +- SD ({units})"]
+              + [f"#O >= {r} {units}" for r in radii] + ["ID rate"])
+    row = ([name, f"{metrics['pe_median']:.2f}", f"{metrics['pe_mean']:.2f} +- {metrics['pe_std']:.2f}"]
+           + [f"{o['count']} ({o['percent']:.2f}%)" for o in metrics["outliers"].values()]
+           + [f"{metrics['id_rate']:.1f}%"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), "| " + " | ".join(row) + " |"]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(output_dir: str | os.PathLike, metrics: Mapping, name: str = "SCN",
+                  landmark_names: Sequence[str] | None = None) -> None:
+    """metrics.json, per_landmark.csv, summary.txt and cumulative_ipe.png in `output_dir`."""
+    output_dir = Path(output_dir)
+    units = "mm"
+    write_json_atomic(output_dir / "metrics.json", metrics)
+    rows = ["landmark,name,count,mean,median,std"]
+    for entry in metrics["per_landmark"]:
+        index = entry["landmark"]
+        label = landmark_names[index] if landmark_names else ""
+        rows.append(f"{index},{label},{entry['count']},{entry['mean']:.4f},{entry['median']:.4f},{entry['std']:.4f}")
+    write_text_atomic(output_dir / "per_landmark.csv", "\n".join(rows) + "\n")
+    detected = ", ".join(f"{100 - o['percent']:.2f}% within {r} {units}" for r, o in metrics["outliers"].items())
+    text = (f"{metrics['num_images']} images, {metrics['num_landmarks']} landmarks, "
+            f"{metrics['num_annotated']} annotated pairs\n\n" + summary_table(metrics, name, units)
+            + f"\nSuccess detection rate: {detected}\n")
+    write_text_atomic(output_dir / "summary.txt", text)
+    plot_cumulative_ipe(output_dir / "cumulative_ipe.png", {name: metrics["ipe"].values()})
+
+
+def plot_cumulative_ipe(path: str | os.PathLike, results: Mapping[str, Sequence[float]],
+                        units: str = "mm") -> None:
+    """Cumulative IPE curves, one per result set, on one plot."""
+    figure, axis = plt.subplots(figsize=(6, 4.5))
+    for name, values in results.items():
+        x, y = cumulative_curve(values)
+        axis.step(x, y, where="post", label=name)
+    axis.set_xlabel(f"image point error, IPE ({units})")
+    axis.set_ylabel("images with IPE at most x (%)")
+    axis.set_ylim(0, 100.5)
+    axis.set_xlim(left=0)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100)
+    plt.close(figure)

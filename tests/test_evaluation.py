@@ -1,0 +1,102 @@
+"""Metrics against hand-computed cases and an independent loop-based computation."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from scn_tf.evaluation import Normalization, evaluate, identification_rate, point_errors
+
+
+def test_hand_computed_case():
+    truth = np.array([[[0.0, 0.0], [10.0, 0.0], [np.nan, np.nan]],
+                      [[0.0, 0.0], [0.0, 30.0], [30.0, 0.0]]])
+    predicted = np.array([[[3.0, 4.0], [10.0, 1.0], [5.0, 5.0]],
+                          [[0.0, 2.0], [0.0, 30.0], [30.0, 25.0]]])
+    metrics = evaluate(["a", "b"], predicted, truth, radii=["2", "2.5", "10"])
+    errors = [5.0, 1.0, 2.0, 0.0, 25.0]
+    assert metrics["num_annotated"] == 5
+    assert metrics["pe_mean"] == pytest.approx(np.mean(errors))
+    assert metrics["pe_median"] == pytest.approx(2.0)
+    assert metrics["pe_std"] == pytest.approx(np.std(errors))  # ddof = 0
+    assert metrics["outliers"]["2"] == {"count": 3, "percent": pytest.approx(60.0)}  # PE >= r: 2.0 counts
+    assert metrics["outliers"]["2.5"]["count"] == 2 and metrics["outliers"]["10"]["count"] == 1
+    assert metrics["ipe"] == {"a": pytest.approx(6.0 / 3), "b": pytest.approx(27.0 / 3)}
+    assert metrics["per_landmark"][2] == {"landmark": 2, "count": 1, "mean": 25.0, "median": 25.0, "std": 0.0}
+    # ID: image a, landmark 0 -> closest annotation is 0 (5 mm): correct; landmark 1 correct.
+    # image b: landmark 2 predicted at (30, 25): closest annotation is landmark 1 (0, 30)? no: 30.4 vs 25 -> 2,
+    # but 25 mm > 20 mm: wrong. 4 of 5 correct.
+    assert metrics["id_rate"] == pytest.approx(80.0)
+
+
+def test_swapped_landmarks_fail_identification():
+    truth = np.array([[[0.0, 0.0, 0.0], [0.0, 0.0, 25.0]]])
+    swapped = truth[:, ::-1].copy() + 0.5
+    assert np.all(point_errors(swapped, truth) > 20)
+    assert identification_rate(swapped, truth) == 0.0  # each is close to *some* annotation, the wrong one
+    assert identification_rate(truth + 0.5, truth) == 100.0
+
+
+def independent(predicted, truth, radii, wrist=None):
+    """A plain-loop reimplementation of the definitions, for comparison."""
+    pes, ipes, per = [], [], [[] for _ in range(truth.shape[1])]
+    correct = annotated_count = 0
+    for p_img, t_img in zip(predicted, truth):
+        scale = 1.0
+        if wrist:
+            scale = wrist[2] / math.dist(t_img[wrist[0]], t_img[wrist[1]])
+        total = 0.0
+        for k, (p, t) in enumerate(zip(p_img, t_img)):
+            if np.any(np.isnan(t)):
+                continue
+            e = scale * math.dist(p, t)
+            pes.append(e)
+            per[k].append(e)
+            total += e
+            distances = {j: scale * math.dist(p, t_img[j]) for j in range(len(t_img)) if not np.any(np.isnan(t_img[j]))}
+            best = min(distances, key=distances.get)
+            correct += best == k and distances[best] <= 20
+            annotated_count += 1
+        ipes.append(total / len(t_img))
+    pes = np.array(pes)
+    return dict(pe_mean=pes.mean(), pe_median=np.median(pes), pe_std=np.sqrt(np.mean((pes - pes.mean()) ** 2)),
+                outliers={r: sum(e >= float(r) for e in pes) for r in radii}, ipe=ipes,
+                id_rate=100 * correct / annotated_count, per=[(np.mean(v), np.median(v), np.std(v)) for v in per])
+
+
+@pytest.mark.parametrize("wrist", [None, (1, 5, 50.0)])
+def test_agrees_with_independent_computation(wrist):
+    rng = np.random.default_rng(7)
+    truth = rng.uniform(0, 200, size=(12, 8, 2))
+    truth[rng.random((12, 8)) < 0.15] = np.nan
+    truth[:, [1, 5]] = rng.uniform(0, 200, size=(12, 2, 2))  # wrist landmarks always annotated
+    predicted = truth + rng.normal(0, 6, size=truth.shape)
+    predicted[np.isnan(predicted)] = 50.0
+    radii = ["2", "4", "10"]
+    normalization = Normalization(*wrist) if wrist else None
+    metrics = evaluate([str(i) for i in range(12)], predicted, truth, radii, normalization)
+    expected = independent(predicted, truth, radii, wrist)
+    for key in ("pe_mean", "pe_median", "pe_std", "id_rate"):
+        assert metrics[key] == pytest.approx(expected[key], abs=1e-6)
+    for r in radii:
+        assert metrics["outliers"][r]["count"] == expected["outliers"][r]
+    np.testing.assert_allclose(list(metrics["ipe"].values()), expected["ipe"], atol=1e-6)
+    for entry, (mean, median, std) in zip(metrics["per_landmark"], expected["per"]):
+        assert (entry["mean"], entry["median"], entry["std"]) == pytest.approx((mean, median, std), abs=1e-6)
+
+
+def test_missing_prediction_is_an_error():
+    truth = np.zeros((1, 2, 2))
+    predicted = np.array([[[0.0, 0.0], [np.nan, np.nan]]])
+    with pytest.raises(ValueError, match="id x: landmark 1 is annotated but has no prediction"):
+        evaluate(["x"], predicted, truth)
+
+
+def test_normalization_parse():
+    assert Normalization.parse("wrist:1,5,50") == Normalization(1, 5, 50.0)
+    assert Normalization.parse(None) is None
+    with pytest.raises(ValueError, match="wrist:1,5,50"):
+        Normalization.parse("wrist:1,5")
