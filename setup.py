@@ -21,5 +21,7 @@ setup(
     extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": [
         "scn-augment = scn_tf.cli.augment:run",
+        "scn-predict = scn_tf.cli.predict:run",
+        "scn-evaluate = scn_tf.cli.evaluate:run",
     ]},
 )

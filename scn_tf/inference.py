@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from scn_tf.configs import DataConfig
 from scn_tf.data.augmentation import SpatialTransform, make_transform
 from scn_tf.data.io import physical_to_pixel, read_image
-from scn_tf.data.preprocessing import normalize_intensity, smooth
+from scn_tf.data.preprocessing import normalize_intensity, prepare_source
 from scn_tf.heatmaps import decode_heatmaps
 
 
@@ -44,16 +44,19 @@ def window_starts(length: int, window: int, step: int) -> list[int]:
 class Predictor:
     """Runs `model` (a Keras model or any callable from batches to heatmaps) on whole images.
 
-    `preprocess` is applied to each source image as during training (smoothing, histogram matching); volumes
+    Each source image is prepared as during training (smoothing; histogram matching onto
+    `reference_quantiles` where the configuration asks for it); volumes
     longer along z than the network input are covered by windows of the input length, `data.window_step`
     apart, merged by voxel-wise maximum; `batch_size` windows run at a time, so memory stays bounded.
     """
 
     def __init__(self, model: keras.Model | Callable, data: DataConfig, sigmas: np.ndarray | None = None,
-                 preprocess: Callable[[sitk.Image], sitk.Image] | None = None, batch_size: int = 2):
+                 reference_quantiles: np.ndarray | None = None, batch_size: int = 2):
         self.data = data
         self.sigmas = None if sigmas is None else np.asarray(sigmas, np.float64)
-        self.preprocess = preprocess or (lambda image: smooth(image, data.smoothing_sigma))
+        if data.normalization == "histogram_matching" and reference_quantiles is None:
+            raise ValueError("the configuration asks for histogram matching: give reference_quantiles")
+        self.reference_quantiles = reference_quantiles
         self.batch_size = batch_size
         if isinstance(model, keras.Model):
             self._run = model.predict_on_batch
@@ -87,7 +90,7 @@ class Predictor:
 
     def predict_image(self, image: sitk.Image, image_id: str = "") -> Prediction:
         data = self.data
-        source = self.preprocess(image)
+        source = prepare_source(image, data.smoothing_sigma, self.reference_quantiles)
         transform = self.transform(source)
         network_image = transform.resample(source, data.outside_value)
         array = normalize_intensity(sitk.GetArrayFromImage(network_image), data.normalization,

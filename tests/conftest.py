@@ -4,8 +4,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import SimpleITK as sitk
+
+from scn_tf.configs import DataConfig
 
 
 def blob_sample(rng: np.random.Generator, size: int = 32, num_landmarks: int = 2, ndim: int = 2,
@@ -22,6 +27,29 @@ def blob_sample(rng: np.random.Generator, size: int = 32, num_landmarks: int = 2
         squared = sum((grids[axis] - point[ndim - 1 - axis]) ** 2 for axis in range(ndim))
         image += (1.0 if index % 2 == 0 else -1.0) * np.exp(-squared / (2 * blob_sigma**2))
     return image[None, ..., None], coords[None], np.ones((1, num_landmarks), bool)
+
+
+def write_dataset(root: Path, ids=("a", "b", "c"), size=(60, 50), spacing=(0.8, 0.6)):
+    """2D .mha images with a blob per landmark and a landmark CSV in mm (3 landmarks, one missing in 'b')."""
+    (root / "images").mkdir(parents=True)
+    rows = []
+    rng = np.random.default_rng(0)
+    for image_id in ids:
+        points = rng.uniform(0.2, 0.8, size=(3, 2)) * np.array(size) * np.array(spacing)
+        y, x = np.mgrid[: size[1], : size[0]]
+        array = np.zeros(size[::-1], np.float32)
+        for px, py in points:
+            array += 200 * np.exp(-((x * spacing[0] - px) ** 2 + (y * spacing[1] - py) ** 2) / 8.0)
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing(spacing)
+        sitk.WriteImage(image, str(root / "images" / f"{image_id}.mha"))
+        values = points.ravel().astype(object)
+        if image_id == "b":
+            values[2:4] = np.nan
+        rows.append(",".join([image_id] + [str(v) for v in values]))
+    (root / "landmarks.csv").write_text("\n".join(rows) + "\n")
+    return DataConfig(name="tiny", ndim=2, num_landmarks=3, image_suffix=".mha", landmarks_csv="landmarks.csv",
+                      image_size=[32, 32], spacing=None, intensity_scale=1 / 100)
 
 
 @pytest.fixture

@@ -13,30 +13,9 @@ from scn_tf.configs import PRESETS, DataConfig, ExperimentConfig, load_config, p
 from scn_tf.data.io import DataError, read_id_list, read_image, read_landmarks_csv, strip_image_suffix
 from scn_tf.data.pipeline import LandmarkSource, make_dataset, make_sample
 
+from conftest import write_dataset
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def write_dataset(root: Path, ids=("a", "b", "c"), size=(60, 50), spacing=(0.8, 0.6)):
-    """2D .mha images with a blob per landmark and a landmark CSV in mm (3 landmarks, one missing in 'b')."""
-    (root / "images").mkdir(parents=True)
-    rows = []
-    rng = np.random.default_rng(0)
-    for image_id in ids:
-        points = rng.uniform(0.2, 0.8, size=(3, 2)) * np.array(size) * np.array(spacing)
-        y, x = np.mgrid[: size[1], : size[0]]
-        array = np.zeros(size[::-1], np.float32)
-        for px, py in points:
-            array += 200 * np.exp(-((x * spacing[0] - px) ** 2 + (y * spacing[1] - py) ** 2) / 8.0)
-        image = sitk.GetImageFromArray(array)
-        image.SetSpacing(spacing)
-        sitk.WriteImage(image, str(root / "images" / f"{image_id}.mha"))
-        values = points.ravel().astype(object)
-        if image_id == "b":
-            values[2:4] = np.nan
-        rows.append(",".join([image_id] + [str(v) for v in values]))
-    (root / "landmarks.csv").write_text("\n".join(rows) + "\n")
-    return DataConfig(name="tiny", ndim=2, num_landmarks=3, image_suffix=".mha", landmarks_csv="landmarks.csv",
-                      image_size=[32, 32], spacing=None, intensity_scale=1 / 100)
 
 
 def test_presets_round_trip_through_json(tmp_path):

@@ -6,7 +6,7 @@ import SimpleITK as sitk
 
 from scn_tf.configs import AugmentationConfig
 from scn_tf.data.augmentation import augment_intensity
-from scn_tf.data.preprocessing import histogram_match, normalize_intensity, otsu_foreground, smooth
+from scn_tf.data.preprocessing import foreground_quantiles, histogram_match, normalize_intensity, otsu_foreground, smooth
 
 
 def test_smoothing_sigma_is_in_millimetres():
@@ -27,7 +27,7 @@ def test_histogram_matching_inside_foreground():
     reference[20:60, 20:60] = rng.uniform(100, 200, (40, 40))
     source = np.zeros((80, 80), np.float32)
     source[10:70, 15:55] = rng.uniform(100, 200, (60, 40)) * 0.5 + 10  # foreground in [60, 110]
-    matched = sitk.GetArrayFromImage(histogram_match(sitk.GetImageFromArray(source), reference))
+    matched = sitk.GetArrayFromImage(histogram_match(sitk.GetImageFromArray(source), foreground_quantiles(reference)))
     foreground = otsu_foreground(source)
     assert foreground.sum() == 60 * 40
     # the linear intensity change is undone: foreground maps back onto the reference's range

@@ -22,7 +22,7 @@ import tensorflow as tf
 from scn_tf.configs import AugmentationConfig, DataConfig
 from scn_tf.data.augmentation import SpatialTransform, augment_intensity, make_transform
 from scn_tf.data.io import DataError, pixel_to_physical, read_image, read_landmarks_csv
-from scn_tf.data.preprocessing import histogram_match, normalize_intensity, smooth
+from scn_tf.data.preprocessing import foreground_quantiles, normalize_intensity, prepare_source, smooth
 
 
 class LandmarkSource:
@@ -40,13 +40,14 @@ class LandmarkSource:
         missing = [i for i in self.ids if i not in annotations]
         if missing:
             raise DataError(f"{csv}: no annotation row for id(s) {', '.join(missing[:10])}")
-        reference = None
+        self.reference_quantiles = None
         if data.normalization == "histogram_matching":
-            reference = sitk.GetArrayFromImage(self._read(data.histogram_reference))
+            self.reference_quantiles = foreground_quantiles(
+                sitk.GetArrayFromImage(smooth(self._read(data.histogram_reference), data.smoothing_sigma)))
         progress = keras.utils.Progbar(len(self.ids), verbose=1 if verbose else 0, unit_name="image")
         self.images: dict[str, sitk.Image] = {}
         with concurrent.futures.ThreadPoolExecutor(max(workers, 1)) as pool:
-            for image_id, image in zip(self.ids, pool.map(lambda i: self._load(i, reference), self.ids)):
+            for image_id, image in zip(self.ids, pool.map(lambda i: self.prepare(self._read(i)), self.ids)):
                 self.images[image_id] = image
                 progress.add(1)
         self.points = {i: self._to_physical(self.images[i], annotations[i]) for i in self.ids}
@@ -60,9 +61,9 @@ class LandmarkSource:
             raise DataError(f"id {image_id}: image {path} does not exist")
         return read_image(path, self.data.ndim, self.data.image_spacing)
 
-    def _load(self, image_id: str, reference: np.ndarray | None) -> sitk.Image:
-        image = smooth(self._read(image_id), self.data.smoothing_sigma)
-        return image if reference is None else histogram_match(image, reference)
+    def prepare(self, image: sitk.Image) -> sitk.Image:
+        """Smoothing and histogram matching, as for every source image (inference uses it too)."""
+        return prepare_source(image, self.data.smoothing_sigma, self.reference_quantiles)
 
     def _to_physical(self, image: sitk.Image, coords: np.ndarray) -> np.ndarray:
         return pixel_to_physical(image, coords) if self.data.landmark_units == "pixel" else coords

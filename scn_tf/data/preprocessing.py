@@ -22,18 +22,21 @@ def otsu_foreground(array: np.ndarray) -> np.ndarray:
     return sitk.GetArrayFromImage(mask).astype(bool)
 
 
-def histogram_match(image: sitk.Image, reference: np.ndarray, num_points: int = 64) -> sitk.Image:
-    """Maps the intensity quantiles of the image's Otsu foreground onto those of the reference's foreground.
+def foreground_quantiles(array: np.ndarray, num_points: int = 64) -> np.ndarray:
+    """Evenly spaced intensity quantiles (0..100 %) of the Otsu foreground: a reference for matching."""
+    return np.percentile(array[otsu_foreground(array)], np.linspace(0, 100, num_points))
 
-    A piecewise-linear map through `num_points` matching quantiles (as ITK's histogram matching does),
-    applied to the whole image; intensities beyond the extreme quantiles are extrapolated linearly.
+
+def histogram_match(image: sitk.Image, reference_quantiles: np.ndarray) -> sitk.Image:
+    """Maps the foreground quantiles of the image onto the reference's (both inside their Otsu masks).
+
+    A piecewise-linear map through matching quantiles (as ITK's histogram matching does), applied to the
+    whole image; intensities beyond the extreme quantiles are extrapolated linearly.
     """
     array = sitk.GetArrayFromImage(image)
-    quantiles = np.linspace(0, 100, num_points)
-    source_points = np.percentile(array[otsu_foreground(array)], quantiles)
-    target_points = np.percentile(reference[otsu_foreground(reference)], quantiles)
+    source_points = foreground_quantiles(array, len(reference_quantiles))
     source_points, unique = np.unique(source_points, return_index=True)
-    target_points = target_points[unique]
+    target_points = np.asarray(reference_quantiles)[unique]
     matched = np.interp(array, source_points, target_points)
     if len(source_points) > 1:
         low_slope = (target_points[1] - target_points[0]) / (source_points[1] - source_points[0])
@@ -45,6 +48,13 @@ def histogram_match(image: sitk.Image, reference: np.ndarray, num_points: int = 
     result = sitk.GetImageFromArray(matched.astype(np.float32))
     result.CopyInformation(image)
     return result
+
+
+def prepare_source(image: sitk.Image, smoothing_sigma: float,
+                   reference_quantiles: np.ndarray | None = None) -> sitk.Image:
+    """What is done once per source image, in training and inference alike: smoothing, histogram matching."""
+    image = smooth(image, smoothing_sigma)
+    return image if reference_quantiles is None else histogram_match(image, reference_quantiles)
 
 
 def normalize_intensity(array: np.ndarray, method: str, shift: float = 0.0, scale: float = 1.0,

@@ -1,0 +1,79 @@
+"""scn-predict: landmarks of new images with a trained model.
+
+  scn-predict --model_dir runs/skull2d --output predictions.csv [--overlay_dir overlays] [--checkpoint best] \
+      images/*.jpg
+
+Writes the annotation CSV format in the model's landmark units, one row per image (id = file name without
+extensions), and beside it a JSON with each landmark's confidence (heatmap peak) and sigma in mm.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import SimpleITK as sitk
+from absl import app, flags, logging
+
+from scn_tf.data.io import DataError, read_image, strip_image_suffix, write_landmarks_csv
+from scn_tf.files import write_json_atomic
+from scn_tf.inference import Predictor
+from scn_tf.model_dir import ModelDirError, load_model_dir
+from scn_tf.visualization import save_overlay
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "A training run's output folder.", required=True)
+flags.DEFINE_string("output", None, "Predictions CSV to write.", required=True)
+flags.DEFINE_string("overlay_dir", None, "Write a PNG overlay per image here.")
+flags.DEFINE_enum("checkpoint", "last", ["last", "best"], "Which weights of the run.")
+
+
+def main(argv):
+    paths = [Path(p) for p in argv[1:]]
+    if not paths:
+        raise app.UsageError("give one or more image files")
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        logging.error("image file(s) do not exist: %s", ", ".join(missing))
+        return 1
+    try:
+        config, model, sigmas, quantiles = load_model_dir(FLAGS.model_dir, FLAGS.checkpoint)
+    except (ModelDirError, ValueError) as error:
+        logging.error("%s", error)
+        return 1
+    data = config.data
+    predictor = Predictor(model, data, sigmas, quantiles)
+    rows, details = {}, {}
+    progress = keras.utils.Progbar(len(paths), unit_name="image")
+    for path in paths:
+        image_id = strip_image_suffix(path.name)
+        try:
+            image = read_image(path, data.ndim, data.image_spacing)
+        except DataError as error:
+            logging.error("%s", error)
+            return 1
+        prediction = predictor.predict_image(image, image_id)
+        rows[image_id] = prediction.in_units(data.landmark_units)
+        details[image_id] = {"confidence": prediction.confidence.tolist(),
+                             "sigma_mm": None if prediction.sigma_mm is None else prediction.sigma_mm.tolist()}
+        if FLAGS.overlay_dir:
+            Path(FLAGS.overlay_dir).mkdir(parents=True, exist_ok=True)
+            save_overlay(Path(FLAGS.overlay_dir) / f"{image_id}.png", sitk.GetArrayFromImage(image),
+                         image.GetSpacing(), predicted=prediction.indices, names=data.landmark_names,
+                         title=f"{image_id}: predicted landmarks")
+        progress.add(1)
+    output = Path(FLAGS.output)
+    write_landmarks_csv(output, rows)
+    write_json_atomic(output.with_suffix(".json"), {"landmark_units": data.landmark_units,
+                                                    "num_landmarks": data.num_landmarks, "ndim": data.ndim,
+                                                    "landmark_names": data.landmark_names, "images": details})
+    logging.info("wrote %s (%d images)", output, len(rows))
+    return 0
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,93 @@
+"""scn-predict and scn-evaluate end to end, including their errors on bad input."""
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import write_dataset
+from scn_tf.configs import AugmentationConfig, ExperimentConfig, NetworkConfig, TrainingConfig
+from scn_tf.files import write_json_atomic
+from scn_tf.model_dir import write_model_files
+from scn_tf.models import build_model
+
+
+def command(module, *args):
+    return subprocess.run([sys.executable, "-m", f"scn_tf.cli.{module}", *map(str, args)], capture_output=True,
+                          text=True)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cmd")
+    data = write_dataset(root / "data")
+    config = ExperimentConfig(data, AugmentationConfig(), NetworkConfig(filters=4, levels=2, spatial_kernel_size=3,
+                                                                        spatial_downsampling=4), TrainingConfig())
+    keras.utils.set_random_seed(0)
+    model = build_model(config.network, config.data)
+    model(np.zeros((1, 32, 32, 1), np.float32))
+    run = root / "run"
+    write_model_files(run, config)
+    model.save_weights(run / "last.weights.h5")
+    write_json_atomic(run / "sigmas.json", {"step": 0, "sigmas": [2.0, 2.5, 3.0]})
+    return root
+
+
+def test_predict_then_evaluate(model_dir):
+    images = model_dir / "data" / "images"
+    out = model_dir / "pred"
+    result = command("predict", "--model_dir", model_dir / "run", "--output", out / "predictions.csv",
+                     "--overlay_dir", out / "overlays", images / "a.mha", images / "b.mha")
+    assert result.returncode == 0, result.stderr
+    rows = (out / "predictions.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows] == ["a", "b"] and all(len(r.split(",")) == 7 for r in rows)
+    details = json.loads((out / "predictions.json").read_text())
+    assert len(details["images"]["a"]["confidence"]) == 3 and details["ndim"] == 2
+    assert details["images"]["a"]["sigma_mm"][1] == pytest.approx(2.5 * 60 * 0.8 / 32)
+    assert (out / "overlays" / "a.png").stat().st_size > 1000
+
+    ids = model_dir / "ids.txt"
+    ids.write_text("a\nb\n")
+    report = model_dir / "report"
+    result = command("evaluate", "--predictions", out / "predictions.csv", "--ground_truth",
+                     model_dir / "data" / "landmarks.csv", "--output_dir", report, "--ids", ids, "--radii", "2,2.5")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((report / "metrics.json").read_text())
+    for key in ("num_images", "num_landmarks", "pe_median", "pe_mean", "pe_std", "outliers", "id_rate", "ipe",
+                "per_landmark"):
+        assert key in metrics
+    assert set(metrics["outliers"]) == {"2", "2.5"} and metrics["num_images"] == 2
+    assert metrics["num_annotated"] == 5  # b's second landmark is missing
+    for name in ("per_landmark.csv", "summary.txt", "cumulative_ipe.png"):
+        assert (report / name).exists()
+
+    # ids differ without --ids: clear error, non-zero exit, nothing written
+    bad = model_dir / "report_bad"
+    result = command("evaluate", "--predictions", out / "predictions.csv", "--ground_truth",
+                     model_dir / "data" / "landmarks.csv", "--output_dir", bad)
+    assert result.returncode != 0 and "only in" in result.stderr and "'c'" in result.stderr
+    assert not bad.exists()
+
+
+def test_bad_inputs(model_dir, tmp_path):
+    images = model_dir / "data" / "images"
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    (empty / "config.json").write_text((model_dir / "run" / "config.json").read_text())
+    result = command("predict", "--model_dir", empty, "--output", tmp_path / "p.csv", images / "a.mha")
+    assert result.returncode != 0 and "no last.weights.h5" in result.stderr
+    assert not (tmp_path / "p.csv").exists()
+    result = command("predict", "--model_dir", model_dir / "run", "--output", tmp_path / "p.csv",
+                     images / "missing.mha")
+    assert result.returncode != 0 and "missing.mha" in result.stderr
+    truth = tmp_path / "truth.csv"
+    truth.write_text("a,1,2,3,4,5,6\nb,1,2,3\n")
+    predictions = tmp_path / "pred.csv"
+    predictions.write_text("a,1,2,3,4,5,6\nb,1,2,3,4,5,6\n")
+    result = command("evaluate", "--predictions", predictions, "--ground_truth", truth, "--output_dir",
+                     tmp_path / "r", "--ndim", "2")
+    assert result.returncode != 0 and "row 2" in result.stderr and "4 columns, expected 7" in result.stderr
+    assert not (tmp_path / "r").exists()
