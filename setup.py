@@ -23,5 +23,6 @@ setup(
         "scn-augment = scn_tf.cli.augment:run",
         "scn-predict = scn_tf.cli.predict:run",
         "scn-evaluate = scn_tf.cli.evaluate:run",
+        "scn-train = scn_tf.cli.train:run",
     ]},
 )

@@ -50,6 +50,7 @@ class TrainingConfig(_Section):
     checkpoint_every: int = 1000
     max_to_keep: int = 3
     xla: bool = False
+    mixed_precision: bool = False
 
 
 @dataclasses.dataclass
@@ -82,6 +83,8 @@ class DataConfig(_Section):
     histogram_reference: str | None = None
     outside_value: float = 0.0
     window_step: int = 64
+    outlier_radii: list[str] = dataclasses.field(default_factory=lambda: ["2", "4", "10"])
+    pe_normalization: str | None = None
 
     def __post_init__(self):
         if self.ndim not in (2, 3):
@@ -201,7 +204,8 @@ def _skull2d() -> ExperimentConfig:
                         image_spacing=[0.1, 0.1], landmark_names=list(ISBI_LANDMARK_NAMES),
                         image_size=[512, 512], spacing=[0.46875, 0.46875], smoothing_sigma=0.15,
                         normalization="fixed", intensity_shift=-128.0, intensity_scale=1 / 128,
-                        intensity_clamp=[-1.0, 1.0], outside_value=0.0),
+                        intensity_clamp=[-1.0, 1.0], outside_value=0.0,
+                        outlier_radii=["2", "2.5", "3", "4"]),
         augmentation=AugmentationConfig(translation=10.0, rotation=0.25, scale=0.2, scale_axis=0.2,
                                         elastic_grid=5, elastic_magnitude=10.0, intensity_shift=0.25,
                                         intensity_scale=0.25),
@@ -216,7 +220,8 @@ def _hand2d() -> ExperimentConfig:
                         landmarks_csv="all.csv", landmark_units="pixel", image_spacing=[1.0, 1.0],
                         image_size=[512, 512], spacing=None, smoothing_sigma=0.0,
                         normalization="histogram_matching", histogram_reference="3147",
-                        intensity_shift=-128.0, intensity_scale=1 / 128, intensity_clamp=[-1.0, 1.0]),
+                        intensity_shift=-128.0, intensity_scale=1 / 128, intensity_clamp=[-1.0, 1.0],
+                        pe_normalization="wrist:1,5,50"),
         augmentation=AugmentationConfig(translation=20.0, rotation=math.radians(15), scale=0.4, scale_axis=0.0,
                                         elastic_grid=12, elastic_magnitude=5.0, intensity_shift=0.25,
                                         intensity_scale=0.25),
@@ -231,7 +236,8 @@ def _spine3d() -> ExperimentConfig:
                         landmarks_csv="points_world_coordinates.csv", landmark_units="mm", image_spacing=None,
                         image_size=[96, 96, 192], spacing=[2.0, 2.0, 2.0], smoothing_sigma=0.5,
                         normalization="fixed", intensity_shift=0.0, intensity_scale=1 / 2048,
-                        intensity_clamp=[-1.0, 1.0], outside_value=-1024.0, window_step=64),
+                        intensity_clamp=[-1.0, 1.0], outside_value=-1024.0, window_step=64,
+                        outlier_radii=["10", "20"]),
         augmentation=AugmentationConfig(translation=20.0, rotation=0.2, scale=0.0, scale_axis=0.1,
                                         elastic_grid=5, elastic_magnitude=15.0, intensity_shift=0.15,
                                         intensity_scale=0.15, crop_z=True),

@@ -80,7 +80,7 @@ class Predictor:
         for first in range(0, len(starts), self.batch_size):
             group = starts[first:first + self.batch_size]
             batch = np.stack([array[start:start + window] for start in group])[..., None].astype(np.float32)
-            outputs = np.asarray(self._run(batch))
+            outputs = np.asarray(self._run(batch), np.float32)
             if merged is None:
                 merged = np.full(array.shape + (outputs.shape[-1],), -np.inf, np.float32)
             for start, output in zip(group, outputs):
@@ -89,8 +89,13 @@ class Predictor:
         return merged
 
     def predict_image(self, image: sitk.Image, image_id: str = "") -> Prediction:
+        """Landmarks of a source image as read from disk."""
+        return self.predict_prepared(prepare_source(image, self.data.smoothing_sigma, self.reference_quantiles),
+                                     image_id)
+
+    def predict_prepared(self, source: sitk.Image, image_id: str = "") -> Prediction:
+        """Landmarks of a source image already smoothed and matched (as cached for training)."""
         data = self.data
-        source = prepare_source(image, data.smoothing_sigma, self.reference_quantiles)
         transform = self.transform(source)
         network_image = transform.resample(source, data.outside_value)
         array = normalize_intensity(sitk.GetArrayFromImage(network_image), data.normalization,
@@ -101,7 +106,7 @@ class Predictor:
         network_points = np.asarray(coords)[0].astype(np.float64) * transform.geometry.spacing
         points = transform.to_source(network_points)
         sigma_mm = None if self.sigmas is None else self.sigmas * float(np.mean(transform.geometry.spacing))
-        return Prediction(image_id, points, physical_to_pixel(image, points), np.asarray(values)[0], sigma_mm)
+        return Prediction(image_id, points, physical_to_pixel(source, points), np.asarray(values)[0], sigma_mm)
 
     def predict_file(self, path, image_id: str) -> Prediction:
         return self.predict_image(read_image(path, self.data.ndim, self.data.image_spacing), image_id)

@@ -2,7 +2,9 @@
 
 The step computes the Gaussian targets from the landmark coordinates and the current sigmas, the loss of
 eq. (2) and its gradients, clips them by global norm if asked, and applies them only if the loss and the
-gradients are finite. The Python loop around it only fetches values every `log_every` steps; when it sees
+gradients are finite. With mixed precision (the model computing in float16; sigmas, targets and loss in
+float32) the loss is scaled dynamically: an overflow in the scaled gradients of a finite loss halves the
+scale and skips the step, and the scale doubles after every 2,000 clean steps. The Python loop around it only fetches values every `log_every` steps; when it sees
 that steps were skipped as non-finite it restores the last checkpoint and lowers the learning rate.
 """
 
@@ -38,8 +40,10 @@ class Trainer:
         self.optimizer = keras.optimizers.SGD(config.learning_rate, momentum=config.momentum, nesterov=True)
         self.step = tf.Variable(0, dtype=tf.int64, name="step")
         self.nonfinite_steps = tf.Variable(0, dtype=tf.int64, name="nonfinite_steps")
+        self.loss_scale = tf.Variable(2.0**15 if config.mixed_precision else 1.0, name="loss_scale")
+        self.clean_steps = tf.Variable(0, dtype=tf.int64, name="clean_steps")
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=self.optimizer, sigmas=self.sigmas,
-                                              step=self.step)
+                                              step=self.step, loss_scale=self.loss_scale)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.output_dir / "checkpoints"),
                                                   max_to_keep=config.max_to_keep)
         self.train_step = tf.function(self._train_step, jit_compile=config.xla)
@@ -75,13 +79,23 @@ class Trainer:
             terms["weight_decay"] = weight_decay(conv_kernels(self.model), config.weight_decay)
             total = terms["heatmap"] + terms["sigma"] + terms["weight_decay"]
         variables = self.variables
-        gradients = tape.gradient(total, variables)
+        if config.mixed_precision:
+            scaled = tape.gradient(total * self.loss_scale, variables)
+            gradients = [gradient / self.loss_scale for gradient in scaled]
+        else:
+            gradients = tape.gradient(total, variables)
         gradient_norm = tf.linalg.global_norm(gradients)
         if config.clip_norm:
             gradients, _ = tf.clip_by_global_norm(gradients, config.clip_norm, use_norm=gradient_norm)
-        finite = tf.math.is_finite(total) & tf.math.is_finite(gradient_norm)
+        finite_loss = tf.math.is_finite(total)
+        finite = finite_loss & tf.math.is_finite(gradient_norm)
         if finite:
             self.optimizer.apply(gradients, variables)
+            if config.mixed_precision:
+                self._grow_loss_scale()
+        elif config.mixed_precision and finite_loss:
+            self.loss_scale.assign(tf.maximum(self.loss_scale / 2.0, 1.0))
+            self.clean_steps.assign(0)
         else:
             self.nonfinite_steps.assign_add(1)
         self.step.assign_add(1)
@@ -93,6 +107,12 @@ class Trainer:
             return 0
         reader = tf.train.load_checkpoint(self.manager.latest_checkpoint)
         return int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+    def _grow_loss_scale(self) -> None:
+        self.clean_steps.assign_add(1)
+        if self.clean_steps >= 2000:
+            self.loss_scale.assign(self.loss_scale * 2.0)
+            self.clean_steps.assign(0)
 
     def fit(self, batches: Callable[[int], Iterable[Batch]] | Iterable[Batch],
             evaluate: Callable[[int], dict] | None = None, eval_every: int = 0) -> dict:
@@ -167,6 +187,8 @@ class Trainer:
 
     def _evaluate(self, evaluate: Callable[[int], dict], step: int) -> dict:
         metrics = evaluate(step)
+        if not metrics:
+            return metrics
         with self._writer.as_default(step=step):
             for name, value in metrics.items():
                 tf.summary.scalar(f"eval/{name}", float(value))

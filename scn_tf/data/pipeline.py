@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from scn_tf.configs import AugmentationConfig, DataConfig
 from scn_tf.data.augmentation import SpatialTransform, augment_intensity, make_transform
-from scn_tf.data.io import DataError, pixel_to_physical, read_image, read_landmarks_csv
+from scn_tf.data.io import DataError, physical_to_pixel, pixel_to_physical, read_image, read_landmarks_csv
 from scn_tf.data.preprocessing import foreground_quantiles, normalize_intensity, prepare_source, smooth
 
 
@@ -50,6 +50,7 @@ class LandmarkSource:
             for image_id, image in zip(self.ids, pool.map(lambda i: self.prepare(self._read(i)), self.ids)):
                 self.images[image_id] = image
                 progress.add(1)
+        self.annotations = {i: annotations[i] for i in self.ids}
         self.points = {i: self._to_physical(self.images[i], annotations[i]) for i in self.ids}
 
     def image_path(self, image_id: str) -> Path:
@@ -67,6 +68,10 @@ class LandmarkSource:
 
     def _to_physical(self, image: sitk.Image, coords: np.ndarray) -> np.ndarray:
         return pixel_to_physical(image, coords) if self.data.landmark_units == "pixel" else coords
+
+    def pixel_annotations(self, image_id: str) -> np.ndarray:
+        """The annotation of `image_id` as continuous pixel indices of its image."""
+        return physical_to_pixel(self.images[image_id], self.points[image_id])
 
 
 @dataclasses.dataclass

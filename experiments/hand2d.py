@@ -1,0 +1,43 @@
+"""2DHand: Digital Hand Atlas radiographs (37 landmarks), errors normalised to a 50 mm wrist width.
+
+  python experiments/hand2d.py --data_dir DATA --fold 0
+  python experiments/hand2d.py --data_dir DATA --fold 0 --train_subset 10 --subset_draw 1
+  python experiments/hand2d.py --data_dir ../shared/data/hand_xray --split cv_reduced --fold 0
+
+--fold 0|1|2 = the original's cv/set1..3; --train_subset 10|50|100 with --subset_draw 1|2 = cv_rand/N/draw;
+--split cv_reduced uses the original's small split over the sample images.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags
+
+from scn_tf.cli import runner
+from scn_tf.configs import preset
+
+runner.define_flags("0, 1 or 2 (cross-validation set)", default_fold="0")
+flags.DEFINE_enum("split", "cv", ["cv", "cv_reduced"], "Split family.")
+flags.DEFINE_enum("train_subset", None, ["10", "50", "100"], "Reduced training set size (cv_rand).")
+flags.DEFINE_enum("subset_draw", "1", ["1", "2"], "Which random draw of the reduced training set.")
+FLAGS = flags.FLAGS
+SPLITS = runner.SPLITS_DIR / "hand_xray"
+
+
+def splits(fold: str) -> tuple[list[str], list[str]]:
+    if fold not in ("0", "1", "2"):
+        raise ValueError(f"--fold must be 0, 1 or 2, got {fold!r}")
+    folder = f"set{int(fold) + 1}"
+    if FLAGS.train_subset:
+        root = SPLITS / "cv_rand" / FLAGS.train_subset / FLAGS.subset_draw / folder
+    else:
+        root = SPLITS / FLAGS.split / folder
+    return runner.read_split(root / "train.txt"), runner.read_split(root / "test.txt")
+
+
+def main(argv):
+    del argv
+    return runner.run("hand2d", preset("hand2d"), splits)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,39 @@
+"""3DSpine: CSI 2014 spine CT (26 vertebra centres in world mm), the original spine settings.
+
+  python experiments/spine3d.py --fold 0 --data_dir DATA
+  python experiments/spine3d.py --fold 0 --network unet --data_dir DATA
+
+DATA holds images/<id>.nii.gz and points_world_coordinates.csv (NaN for vertebrae not in the scan).
+--fold 0|1 = the original's cv/0..1 (train / val); test = train_all / test_all.
+"""
+
+from __future__ import annotations
+
+from absl import app
+
+from scn_tf.cli import runner
+from scn_tf.configs import preset
+
+runner.define_flags("0 or 1 (cross-validation), or test", default_fold="0")
+SPLITS = runner.SPLITS_DIR / "spine_csi2014"
+# The spine U-Net of the original trains longer with a smaller learning rate.
+NETWORK_OVERRIDES = {"unet": {"training": {"learning_rate": 5e-9, "iterations": 80_000},
+                              "network": {"unet_variant": "released", "filters": 64}}}
+
+
+def splits(fold: str) -> tuple[list[str], list[str]]:
+    if fold == "test":
+        return runner.read_split(SPLITS / "train_all.txt"), runner.read_split(SPLITS / "test_all.txt")
+    if fold in ("0", "1"):
+        folder = SPLITS / "cv" / fold
+        return runner.read_split(folder / "train.txt"), runner.read_split(folder / "val.txt")
+    raise ValueError(f"--fold must be 0, 1 or test, got {fold!r}")
+
+
+def main(argv):
+    del argv
+    return runner.run("spine3d", preset("spine3d"), splits, network_overrides=NETWORK_OVERRIDES)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,157 @@
+"""One training run end to end: data, model, training loop, evaluation of the last weights, reports.
+
+Used by the per-dataset scripts in experiments/ and by scn-train. The run folder is a model folder that
+scn-predict accepts (config.json, last.weights.h5, sigmas.json), plus checkpoints/, logs/, predictions.csv,
+metrics.json and the evaluation reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+import SimpleITK as sitk
+
+from scn_tf.configs import ExperimentConfig
+from scn_tf.data.io import write_landmarks_csv
+from scn_tf.data.pipeline import LandmarkSource, make_dataset
+from scn_tf.evaluation import Normalization, evaluate
+from scn_tf.files import write_json_atomic
+from scn_tf.inference import Predictor
+from scn_tf.model_dir import write_model_files
+from scn_tf.models import build_model, count_trainable_weights
+from scn_tf.reports import write_reports
+from scn_tf.training import Trainer
+from scn_tf.visualization import save_overlay
+
+log = logging.getLogger("scn_tf")
+
+NETWORK_NAMES = {"scn": "SCN", "unet": "U-Net", "la": "LA-Net"}
+
+
+def probe_input_shape(model: keras.Model) -> tuple[int, ...]:
+    """A small input on which `model` can be built (its weights do not depend on the input size)."""
+    hyperparameters = model.get_config()
+    levels = hyperparameters["levels"]
+    downsampling = hyperparameters.get("spatial_downsampling", 1)
+    kernel = hyperparameters.get("spatial_kernel_size", 1)
+    multiple = math.lcm(2 ** (levels - 1), downsampling)
+    side = multiple * math.ceil(max(downsampling * (kernel // 2 + 1), 2 ** levels) / multiple)
+    return (1,) + (side,) * hyperparameters["ndim"] + (1,)
+
+
+def trainable_weights(config: ExperimentConfig) -> int:
+    model = build_model(config.network, config.data)
+    return count_trainable_weights(model, probe_input_shape(model))
+
+
+def split_validation(ids: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(train, validation): a seeded random `fraction` of the ids held out (at least one if fraction > 0)."""
+    ids = list(ids)
+    if fraction <= 0:
+        return ids, []
+    count = max(1, int(round(fraction * len(ids))))
+    if count >= len(ids):
+        raise ValueError(f"validation_fraction {fraction} leaves no training ids out of {len(ids)}")
+    held_out = set(np.random.default_rng(seed).choice(len(ids), count, replace=False).tolist())
+    return ([i for k, i in enumerate(ids) if k not in held_out], [i for k, i in enumerate(ids) if k in held_out])
+
+
+class Experiment:
+    """Trains the configured network on `train_ids` and evaluates the last weights on `test_ids`."""
+
+    def __init__(self, config: ExperimentConfig, data_dir: str | os.PathLike, train_ids: Sequence[str],
+                 test_ids: Sequence[str], output_dir: str | os.PathLike, resume: bool = False,
+                 eval_every: int = 0, validation_fraction: float = 0.0, workers: int = 2):
+        self.config = config
+        self.data_dir = Path(data_dir)
+        self.output_dir = Path(output_dir)
+        self.eval_every = eval_every
+        self.workers = workers
+        if (self.output_dir / "checkpoints").exists() and not resume:
+            raise ValueError(f"{self.output_dir} already holds a run: pass --resume to continue it, or choose "
+                             "another --output_dir")
+        self.train_ids, self.validation_ids = split_validation(train_ids, validation_fraction, config.training.seed)
+        self.test_ids = list(test_ids)
+        self.best_error = math.inf
+
+    def run(self) -> dict:
+        config = self.config
+        keras.utils.set_random_seed(config.training.seed)
+        keras.mixed_precision.set_global_policy("mixed_float16" if config.training.mixed_precision else "float32")
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        log.info("loading %d training images", len(self.train_ids))
+        train = LandmarkSource(config.data, self.data_dir, self.train_ids, self.workers)
+        write_model_files(self.output_dir, config, train.reference_quantiles)
+        model = build_model(config.network, config.data)
+        trainer = Trainer(model, config.data.num_landmarks, config.training, self.output_dir)
+
+        def batches(start_step: int):
+            return make_dataset(train, config.augmentation, seed=config.training.seed,
+                                batch_size=config.training.batch_size, start_step=start_step, workers=self.workers)
+
+        validation = (LandmarkSource(config.data, self.data_dir, self.validation_ids, self.workers)
+                      if self.validation_ids else None)
+        test = None
+
+        def periodic(step: int) -> dict:
+            nonlocal test
+            results = {}
+            if validation is not None:
+                metrics = self.evaluate(model, trainer, validation, train.reference_quantiles)
+                results.update({f"validation_{k}": metrics[k] for k in ("pe_mean", "pe_median", "id_rate")})
+                if metrics["pe_mean"] < self.best_error:
+                    self.best_error = metrics["pe_mean"]
+                    trainer.save_weights("best")
+                    write_json_atomic(self.output_dir / "best.json", {"step": step, "validation": metrics})
+            if self.test_ids and step < config.training.iterations:
+                test = test or LandmarkSource(config.data, self.data_dir, self.test_ids, self.workers)
+                metrics = self.evaluate(model, trainer, test, train.reference_quantiles)
+                results.update({f"test_{k}": metrics[k] for k in ("pe_mean", "pe_median", "id_rate")})
+            return results
+
+        needs_periodic = self.eval_every and (validation is not None or self.test_ids)
+        trainer.fit(batches, evaluate=periodic if needs_periodic else None, eval_every=self.eval_every)
+        if not self.test_ids:
+            return {}
+        log.info("evaluating the last weights on %d test images", len(self.test_ids))
+        test = test or LandmarkSource(config.data, self.data_dir, self.test_ids, self.workers)
+        metrics = self.evaluate(model, trainer, test, train.reference_quantiles, write=True)
+        if validation is not None and (self.output_dir / "best.weights.h5").exists():
+            best_model = build_model(config.network, config.data)
+            best_model(np.zeros(probe_input_shape(best_model), np.float32))
+            best_model.load_weights(self.output_dir / "best.weights.h5")
+            best = self.evaluate(best_model, trainer, test, train.reference_quantiles)
+            write_json_atomic(self.output_dir / "metrics_best.json", best)
+        return metrics
+
+    def evaluate(self, model, trainer: Trainer, source: LandmarkSource, quantiles, write: bool = False) -> dict:
+        """Predicts every image of `source` and computes the paper's metrics (and writes them if asked)."""
+        data = self.config.data
+        predictor = Predictor(model, data, trainer.sigmas.numpy(), quantiles)
+        progress = keras.utils.Progbar(len(source.ids), unit_name="image", verbose=1 if write else 0)
+        predictions, details = {}, {}
+        for image_id in source.ids:
+            prediction = predictor.predict_prepared(source.images[image_id], image_id)
+            predictions[image_id] = prediction.in_units(data.landmark_units)
+            details[image_id] = prediction
+            progress.add(1)
+        truth = np.stack([source.annotations[i] for i in source.ids])
+        metrics = evaluate(source.ids, np.stack([predictions[i] for i in source.ids]), truth,
+                           data.outlier_radii, Normalization.parse(data.pe_normalization))
+        if write:
+            write_landmarks_csv(self.output_dir / "predictions.csv", predictions)
+            write_reports(self.output_dir, metrics, NETWORK_NAMES[self.config.network.network], data.landmark_names)
+            overlays = self.output_dir / "overlays"
+            overlays.mkdir(exist_ok=True)
+            for image_id in source.ids[:4]:
+                image = source.images[image_id]
+                save_overlay(overlays / f"{image_id}.png", sitk.GetArrayFromImage(image), image.GetSpacing(),
+                             landmarks=source.pixel_annotations(image_id), predicted=details[image_id].indices,
+                             names=data.landmark_names, title=f"{image_id}: annotation (o) and prediction (x)")
+        return metrics
