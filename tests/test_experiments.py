@@ -1,0 +1,120 @@
+"""The experiment scripts end to end with small overrides, --describe, scn-train and resuming."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+SMALL = ["--iterations", "4", "--filters", "4", "--workers", "1"]
+
+
+def script(name, *args):
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / f"{name}.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.mark.parametrize("name,expected", [("skull2d", 6_348_070), ("spine3d", 5_326_196), ("hand2d", 6_926_410),
+                                           ("hand3d", 5_417_464)])
+def test_describe_counts_original_weights(name, expected, tmp_path):
+    result = script(name, "--describe", "--network", "scn")
+    assert result.returncode == 0, result.stderr
+    *config_lines, last = result.stdout.strip().splitlines()
+    assert last == f"trainable_weights: {expected}"
+    config = json.loads("\n".join(config_lines))
+    if name not in ("skull2d", "spine3d"):
+        return
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    again = subprocess.run([sys.executable, "-m", "scn_tf.cli.train", "--config", str(path), "--describe"],
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert json.loads("\n".join(again.stdout.strip().splitlines()[:-1])) == config
+
+
+def write_volumes(root: Path, ids, num_landmarks: int, csv_name: str, size=(24, 24, 90), spacing=(4.0, 4.0, 5.0)):
+    """NIfTI volumes (anisotropic spacing, non-zero origin, longer than the network window) with a blob at each
+    landmark, and a world-coordinate CSV with NaN for landmarks outside the scan."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for image_id in ids:
+        origin = np.array([-40.0, 12.0, 300.0])
+        chain = np.linspace(0.1, 0.9, num_landmarks)
+        points = origin + np.stack([np.full(num_landmarks, 0.5), np.full(num_landmarks, 0.5), chain], 1) * (
+            np.array(size) * np.array(spacing))
+        points[:, :2] += rng.normal(0, 3, (num_landmarks, 2))
+        z, y, x = np.meshgrid(*[np.arange(n) * s + o for n, s, o in zip(size[::-1], spacing[::-1], origin[::-1])],
+                              indexing="ij", sparse=True)
+        volume = np.full(size[::-1], -1000.0, np.float32)
+        for px, py, pz in points:
+            volume += 1500 * np.exp(-((x - px) ** 2 + (y - py) ** 2 + (z - pz) ** 2) / 50.0)
+        image = sitk.GetImageFromArray(volume)
+        image.SetSpacing(spacing)
+        image.SetOrigin(origin.tolist())
+        sitk.WriteImage(image, str(root / "images" / f"{image_id}.nii.gz"))
+        points[: num_landmarks // 4] = np.nan  # not in this scan
+        rows.append(",".join([image_id] + ["NaN" if np.isnan(v) else f"{v:.3f}" for v in points.ravel()]))
+    (root / csv_name).write_text("\n".join(rows) + "\n")
+
+
+def check_run(run: Path, data_dir: Path, image: Path):
+    for name in ("config.json", "metrics.json", "predictions.csv", "last.weights.h5", "sigmas.json", "summary.txt",
+                 "cumulative_ipe.png", "per_landmark.csv"):
+        assert (run / name).exists(), name
+    assert list((run / "logs").glob("events.out.tfevents.*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert np.isfinite(metrics["pe_mean"])
+    out = run / "scn_predict.csv"
+    result = subprocess.run([sys.executable, "-m", "scn_tf.cli.predict", "--model_dir", str(run), "--output", str(out),
+                             str(image)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert out.read_text().startswith(image.name.split(".")[0] + ",")
+
+
+@pytest.mark.parametrize("name,num_landmarks,csv,size", [
+    ("spine3d", 26, "points_world_coordinates.csv", "32,32,64"), ("hand3d", 28, "landmarks.csv", "32,32,16")])
+def test_3d_experiments_on_generated_volumes(name, num_landmarks, csv, size, tmp_path):
+    data = tmp_path / "data"
+    write_volumes(data, ["v1", "v2", "v3"], num_landmarks, csv)
+    (tmp_path / "train.txt").write_text("v1\nv2\n")
+    (tmp_path / "test.txt").write_text("v3\n")
+    run = tmp_path / "run"
+    result = script(name, "--data_dir", data, "--train_ids", tmp_path / "train.txt", "--test_ids",
+                    tmp_path / "test.txt", "--output_dir", run, "--image_size", size, *SMALL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_run(run, data, data / "images" / "v3.nii.gz")
+
+
+@pytest.mark.skipif(not (SHARED / "isbi2015_ceph").exists(), reason="../shared/data/isbi2015_ceph is absent")
+def test_skull2d_on_real_cephalograms_and_resume(tmp_path):
+    (tmp_path / "train.txt").write_text("001\n002\n")
+    (tmp_path / "test.txt").write_text("151\n")
+    run = tmp_path / "run"
+    common = ["--data_dir", SHARED / "isbi2015_ceph", "--train_ids", tmp_path / "train.txt", "--test_ids",
+              tmp_path / "test.txt", "--output_dir", run, "--image_size", "64,64", "--filters", "4", "--workers", "1"]
+    result = script("skull2d", *common, "--iterations", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_run(run, SHARED / "isbi2015_ceph", SHARED / "isbi2015_ceph" / "images" / "152.jpg")
+    again = script("skull2d", *common, "--iterations", "6")
+    assert again.returncode != 0 and "--resume" in again.stderr
+    resumed = script("skull2d", *common, "--iterations", "6", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "(step 3)" in resumed.stderr
+    assert json.loads((run / "sigmas.json").read_text())["step"] == 6
+
+
+@pytest.mark.skipif(not (SHARED / "hand_xray").exists(), reason="../shared/data/hand_xray is absent")
+def test_hand2d_on_real_radiographs(tmp_path):
+    run = tmp_path / "run"
+    result = script("hand2d", "--data_dir", SHARED / "hand_xray", "--split", "cv_reduced", "--fold", "0",
+                    "--output_dir", run, "--image_size", "64,64", *SMALL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["normalization"] == {"first": 1, "second": 5, "distance": 50.0}
+    check_run(run, SHARED / "hand_xray", SHARED / "hand_xray" / "images" / "3147.mha")
