@@ -16,6 +16,7 @@ from scn_tf.cli import runner
 from scn_tf.configs import preset
 
 runner.define_flags("0, 1 or 2 (cross-validation set)", default_fold="0")
+flags.adopt_module_key_flags(runner)
 flags.DEFINE_enum("split", "cv", ["cv", "cv_reduced"], "Split family.")
 flags.DEFINE_enum("train_subset", None, ["10", "50", "100"], "Reduced training set size (cv_rand).")
 flags.DEFINE_enum("subset_draw", "1", ["1", "2"], "Which random draw of the reduced training set.")

@@ -17,6 +17,7 @@ from scn_tf.configs import preset
 from scn_tf.data.folds import k_fold
 
 runner.define_flags("0..4 (cross-validation fold)", default_fold="0")
+flags.adopt_module_key_flags(runner)
 flags.DEFINE_string("ids_file", None, "Ids to split into folds (default: every id in the landmark CSV).")
 flags.DEFINE_integer("fold_seed", 0, "Seed of the fold generator.")
 FLAGS = flags.FLAGS

@@ -21,6 +21,7 @@ from scn_tf.configs import ExperimentConfig, preset
 from scn_tf.data.io import read_landmarks_csv, write_landmarks_csv
 
 runner.define_flags("test1, test2, test (both) or cv0..cv3", default_fold="test1")
+flags.adopt_module_key_flags(runner)
 flags.DEFINE_enum("annotations", "challenge", ["challenge", "senior", "junior", "mean"], "Ground truth used.")
 FLAGS = flags.FLAGS
 SPLITS = runner.SPLITS_DIR / "isbi2015_ceph"

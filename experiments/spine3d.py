@@ -9,12 +9,13 @@ DATA holds images/<id>.nii.gz and points_world_coordinates.csv (NaN for vertebra
 
 from __future__ import annotations
 
-from absl import app
+from absl import app, flags
 
 from scn_tf.cli import runner
 from scn_tf.configs import preset
 
 runner.define_flags("0 or 1 (cross-validation), or test", default_fold="0")
+flags.adopt_module_key_flags(runner)
 SPLITS = runner.SPLITS_DIR / "spine_csi2014"
 # The spine U-Net of the original trains longer with a smaller learning rate.
 NETWORK_OVERRIDES = {"unet": {"training": {"learning_rate": 5e-9, "iterations": 80_000},

@@ -14,6 +14,7 @@ from absl import app, flags
 from scn_tf.cli import runner
 
 runner.define_flags("unused by scn-train (the split comes from --train_ids / --test_ids)", default_fold=None)
+flags.adopt_module_key_flags(runner)
 FLAGS = flags.FLAGS
 
 
