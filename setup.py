@@ -24,5 +24,6 @@ setup(
         "scn-predict = scn_tf.cli.predict:run",
         "scn-evaluate = scn_tf.cli.evaluate:run",
         "scn-train = scn_tf.cli.train:run",
+        "scn-convert = scn_tf.cli.convert:run",
     ]},
 )

@@ -1,0 +1,140 @@
+"""scn-convert: lay out a public dataset download the way the experiment scripts expect.
+
+  scn-convert --dataset isbi2015 --images RawImage --annotations AnnotationsByMD --output_dir DATA
+  scn-convert --dataset hand --images DHA_images --landmarks all.csv --output_dir DATA
+  scn-convert --dataset spine --images CSI2014_volumes --landmarks points_world_coordinates.csv --output_dir DATA
+
+isbi2015: images (BMP or JPEG, searched recursively) are linked as images/<id>.<ext>; the doctors' text
+annotations (<annotations>/400_senior/<id>.txt and 400_junior/<id>.txt: 19 lines `x,y` in pixels, further
+lines ignored) become annotations/{senior,junior,mean}_mm.csv at 0.1 mm per pixel, and challenge_mm.csv
+(= senior). A data.json beside them sets the image suffix, for `--config`.
+hand / spine: images are linked as images/<id>.<ext> for every id of the landmark CSV (a file whose name
+starts with the id), and the CSV is copied (all.csv / points_world_coordinates.csv).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from absl import app, flags, logging
+
+from scn_tf.data.io import DataError, strip_image_suffix, write_landmarks_csv
+from scn_tf.files import write_json_atomic
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("dataset", None, ["isbi2015", "hand", "spine"], "Which download.", required=True)
+flags.DEFINE_string("images", None, "Folder of the downloaded images (searched recursively).", required=True)
+flags.DEFINE_string("annotations", None, "isbi2015: the AnnotationsByMD folder.")
+flags.DEFINE_string("landmarks", None, "hand / spine: the landmark CSV.")
+flags.DEFINE_string("output_dir", None, "Dataset folder to create.", required=True)
+
+ISBI_PIXEL_MM = 0.1
+IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".png", ".mha", ".mhd", ".nii.gz", ".nii", ".nrrd")
+
+
+def find_images(folder: Path) -> dict[str, Path]:
+    images = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES):
+            images[strip_image_suffix(path.name)] = path
+    if not images:
+        raise DataError(f"{folder}: no image files found")
+    return images
+
+
+def link(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() or target.is_symlink():
+        target.unlink()
+    os.symlink(source.resolve(), target)
+
+
+def suffix_of(path: Path) -> str:
+    return ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix.lower()
+
+
+def read_isbi_annotation(path: Path, landmarks: int = 19) -> np.ndarray:
+    """The first 19 `x,y` pixel lines of an ISBI 2015 doctor's file, in mm."""
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if len(lines) < landmarks:
+        raise DataError(f"{path}: {len(lines)} lines, expected at least {landmarks} 'x,y' lines")
+    points = []
+    for number, line in enumerate(lines[:landmarks], start=1):
+        try:
+            x, y = (float(v) for v in line.replace(" ", "").split(",")[:2])
+        except ValueError as error:
+            raise DataError(f"{path}, line {number}: expected 'x,y', got {line!r}") from error
+        points.append((x * ISBI_PIXEL_MM, y * ISBI_PIXEL_MM))
+    return np.array(points)
+
+
+def convert_isbi(images: dict[str, Path], annotations: Path, output: Path) -> None:
+    tables = {}
+    for doctor in ("senior", "junior"):
+        folder = annotations / f"400_{doctor}"
+        if not folder.is_dir():
+            raise DataError(f"{folder}: annotation folder does not exist")
+        tables[doctor] = {path.stem: read_isbi_annotation(path) for path in sorted(folder.glob("*.txt"))}
+    ids = sorted(set(tables["senior"]) & set(images))
+    if not ids:
+        raise DataError(f"no id has both an image in {FLAGS.images} and an annotation in {annotations}")
+    for image_id in ids:
+        link(images[image_id], output / "images" / f"{image_id}{suffix_of(images[image_id])}")
+    write_landmarks_csv(output / "annotations" / "senior_mm.csv", {i: tables["senior"][i] for i in ids})
+    write_landmarks_csv(output / "annotations" / "challenge_mm.csv", {i: tables["senior"][i] for i in ids})
+    junior = [i for i in ids if i in tables["junior"]]
+    write_landmarks_csv(output / "annotations" / "junior_mm.csv", {i: tables["junior"][i] for i in junior})
+    write_landmarks_csv(output / "annotations" / "mean_mm.csv",
+                        {i: (tables["senior"][i] + tables["junior"][i]) / 2 for i in junior})
+    write_json_atomic(output / "data.json", {"data": {"image_suffix": suffix_of(images[ids[0]])}})
+    logging.info("%d cephalograms laid out in %s", len(ids), output)
+
+
+def convert_listed(images: dict[str, Path], landmarks: Path, output: Path, csv_name: str) -> None:
+    if not landmarks.exists():
+        raise DataError(f"{landmarks}: landmark CSV does not exist")
+    ids = [line.split(",", 1)[0].strip() for line in landmarks.read_text().splitlines() if line.strip()]
+    found = 0
+    for image_id in ids:
+        matches = [path for name, path in images.items() if name == image_id or name.startswith(f"{image_id}")]
+        if matches:
+            link(matches[0], output / "images" / f"{image_id}{suffix_of(matches[0])}")
+            found += 1
+    if not found:
+        raise DataError(f"no image in {FLAGS.images} matches an id of {landmarks}")
+    output.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(landmarks, output / csv_name)
+    suffixes = {suffix_of(p) for p in (output / "images").iterdir()}
+    write_json_atomic(output / "data.json", {"data": {"image_suffix": sorted(suffixes)[0]}})
+    logging.info("%d of %d ids have an image; laid out in %s", found, len(ids), output)
+
+
+def main(argv):
+    del argv
+    output = Path(FLAGS.output_dir)
+    try:
+        images = find_images(Path(FLAGS.images))
+        if FLAGS.dataset == "isbi2015":
+            if not FLAGS.annotations:
+                raise app.UsageError("--annotations is required for isbi2015")
+            convert_isbi(images, Path(FLAGS.annotations), output)
+        else:
+            if not FLAGS.landmarks:
+                raise app.UsageError("--landmarks is required")
+            name = "all.csv" if FLAGS.dataset == "hand" else "points_world_coordinates.csv"
+            convert_listed(images, Path(FLAGS.landmarks), output, name)
+    except DataError as error:
+        logging.error("%s", error)
+        return 1
+    return 0
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,38 @@
+"""scn-convert lays out an ISBI 2015 style download: doctors' pixel annotations become mm CSVs."""
+
+import subprocess
+import sys
+
+import numpy as np
+import SimpleITK as sitk
+
+from scn_tf.data.io import read_landmarks_csv
+
+
+def test_isbi2015_text_annotations(tmp_path):
+    raw = tmp_path / "RawImage" / "TrainingData"
+    raw.mkdir(parents=True)
+    for image_id in ("001", "002"):
+        sitk.WriteImage(sitk.Image([20, 30], sitk.sitkUInt8), str(raw / f"{image_id}.bmp"))
+    for doctor, offset in (("senior", 0), ("junior", 10)):
+        folder = tmp_path / "AnnotationsByMD" / f"400_{doctor}"
+        folder.mkdir(parents=True)
+        for image_id in ("001", "002"):
+            lines = [f"{100 + k + offset},{200 + 2 * k}" for k in range(19)] + ["1", "3"]
+            (folder / f"{image_id}.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "data"
+    result = subprocess.run([sys.executable, "-m", "scn_tf.cli.convert", "--dataset", "isbi2015", "--images",
+                             str(tmp_path / "RawImage"), "--annotations", str(tmp_path / "AnnotationsByMD"),
+                             "--output_dir", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    senior = read_landmarks_csv(out / "annotations" / "senior_mm.csv", 19, 2)
+    np.testing.assert_allclose(senior["001"][3], [10.3, 20.6])
+    mean = read_landmarks_csv(out / "annotations" / "mean_mm.csv", 19, 2)
+    np.testing.assert_allclose(mean["002"][0], [10.5, 20.0])
+    assert (out / "images" / "001.bmp").exists()
+    assert '".bmp"' in (out / "data.json").read_text()
+    (tmp_path / "AnnotationsByMD" / "400_senior" / "002.txt").write_text("1,2\n")
+    bad = subprocess.run([sys.executable, "-m", "scn_tf.cli.convert", "--dataset", "isbi2015", "--images",
+                          str(tmp_path / "RawImage"), "--annotations", str(tmp_path / "AnnotationsByMD"),
+                          "--output_dir", str(tmp_path / "data2")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "002.txt: 1 lines, expected at least 19" in bad.stderr
