@@ -17,7 +17,7 @@ from scn_tf.models import build_model
 
 def command(module, *args):
     return subprocess.run([sys.executable, "-m", f"scn_tf.cli.{module}", *map(str, args)], capture_output=True,
-                          text=True)
+                          encoding="utf-8", errors="replace")
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ def test_isbi2015_text_annotations(tmp_path):
     out = tmp_path / "data"
     result = subprocess.run([sys.executable, "-m", "scn_tf.cli.convert", "--dataset", "isbi2015", "--images",
                              str(tmp_path / "RawImage"), "--annotations", str(tmp_path / "AnnotationsByMD"),
-                             "--output_dir", str(out)], capture_output=True, text=True)
+                             "--output_dir", str(out)], capture_output=True, encoding="utf-8", errors="replace")
     assert result.returncode == 0, result.stderr
     senior = read_landmarks_csv(out / "annotations" / "senior_mm.csv", 19, 2)
     np.testing.assert_allclose(senior["001"][3], [10.3, 20.6])
@@ -34,5 +34,5 @@ def test_isbi2015_text_annotations(tmp_path):
     (tmp_path / "AnnotationsByMD" / "400_senior" / "002.txt").write_text("1,2\n")
     bad = subprocess.run([sys.executable, "-m", "scn_tf.cli.convert", "--dataset", "isbi2015", "--images",
                           str(tmp_path / "RawImage"), "--annotations", str(tmp_path / "AnnotationsByMD"),
-                          "--output_dir", str(tmp_path / "data2")], capture_output=True, text=True)
+                          "--output_dir", str(tmp_path / "data2")], capture_output=True, encoding="utf-8", errors="replace")
     assert bad.returncode != 0 and "002.txt: 1 lines, expected at least 19" in bad.stderr

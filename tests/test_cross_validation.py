@@ -15,7 +15,7 @@ def test_two_folds_aggregate(tmp_path):
     command = [sys.executable, str(ROOT / "experiments" / "cross_validation.py"), "--experiment", "hand2d",
                "--data_dir", str(HANDS), "--output_dir", str(tmp_path), "--folds", "0,1", "--", "--split",
                "cv_reduced", "--iterations", "2", "--image_size", "64,64", "--filters", "4", "--workers", "1"]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace", cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     root = tmp_path / "hand2d"
     for fold in ("0", "1"):
@@ -26,5 +26,5 @@ def test_two_folds_aggregate(tmp_path):
     assert rows[0].startswith("method,pe_median") and rows[1].startswith("SCN,")
     assert "pooled" in table
     assert (root / "cumulative_ipe_scn.png").stat().st_size > 1000
-    again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    again = subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace", cwd=ROOT)
     assert again.returncode == 0 and again.stderr.count("finished before, skipped") == 2

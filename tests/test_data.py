@@ -160,7 +160,7 @@ def test_scn_augment_command(tmp_path):
         assert row[0] == name[0] and len(row) == 7
     assert (out / "b_0.csv").read_text().strip().split(",")[3:5] == ["NaN", "NaN"]
     printed = subprocess.run([sys.executable, "-m", "scn_tf.cli.augment", "--preset", "spine3d", "--print_config"],
-                             check=True, capture_output=True, text=True).stdout
+                             check=True, capture_output=True, encoding="utf-8", errors="replace").stdout
     assert json.loads(printed) == preset("spine3d").to_dict()
 
 
@@ -182,3 +182,14 @@ def test_real_cephalogram_geometry():
     assert sample.valid.all()
     np.testing.assert_allclose(sample.transform.geometry.spacing, [0.46875, 0.46875])
     assert len(read_id_list(Path(__file__).resolve().parents[1] / "data_splits" / "isbi2015_ceph" / "test1.txt")) == 150
+
+
+def test_k_fold_is_seeded_and_partitions():
+    from scn_tf.data.folds import k_fold
+
+    ids = [f"id{i:02d}" for i in range(60)]
+    folds = [k_fold(ids, 5, k, seed=3) for k in range(5)]
+    tests = [set(test) for _, test in folds]
+    assert all(len(t) == 12 for t in tests) and set().union(*tests) == set(ids)
+    assert all(not set(train) & test for (train, _), test in zip(folds, tests))
+    assert k_fold(ids, 5, 2, seed=3) == folds[2] and k_fold(ids, 5, 2, seed=4) != folds[2]

@@ -16,7 +16,7 @@ SMALL = ["--iterations", "4", "--filters", "4", "--workers", "1"]
 
 def script(name, *args):
     return subprocess.run([sys.executable, str(ROOT / "experiments" / f"{name}.py"), *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, encoding="utf-8", errors="replace", cwd=ROOT)
 
 
 @pytest.mark.parametrize("name,expected", [("skull2d", 6_348_070), ("spine3d", 5_326_196), ("hand2d", 6_926_410),
@@ -32,7 +32,7 @@ def test_describe_counts_original_weights(name, expected, tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     again = subprocess.run([sys.executable, "-m", "scn_tf.cli.train", "--config", str(path), "--describe"],
-                           capture_output=True, text=True)
+                           capture_output=True, encoding="utf-8", errors="replace")
     assert again.returncode == 0, again.stderr
     assert json.loads("\n".join(again.stdout.strip().splitlines()[:-1])) == config
 
@@ -72,7 +72,7 @@ def check_run(run: Path, data_dir: Path, image: Path):
     assert np.isfinite(metrics["pe_mean"])
     out = run / "scn_predict.csv"
     result = subprocess.run([sys.executable, "-m", "scn_tf.cli.predict", "--model_dir", str(run), "--output", str(out),
-                             str(image)], capture_output=True, text=True)
+                             str(image)], capture_output=True, encoding="utf-8", errors="replace")
     assert result.returncode == 0, result.stderr
     assert out.read_text().startswith(image.name.split(".")[0] + ",")
 
