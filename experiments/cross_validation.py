@@ -10,7 +10,6 @@ Flags after `--` go to every run of experiments/<experiment>.py. With --processe
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -1,9 +1,6 @@
 """Metrics against hand-computed cases and an independent loop-based computation."""
 
-import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest

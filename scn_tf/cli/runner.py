@@ -13,7 +13,7 @@ from typing import Callable
 
 from absl import flags
 
-from scn_tf.configs import ExperimentConfig, load_config, preset
+from scn_tf.configs import ExperimentConfig, load_config
 from scn_tf.data.io import DataError, read_id_list
 
 FLAGS = flags.FLAGS
