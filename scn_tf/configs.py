@@ -32,9 +32,14 @@ class _Section:
 
 @dataclasses.dataclass
 class TrainingConfig(_Section):
-    """Optimiser, loss and bookkeeping settings; defaults are the original cephalogram code's."""
+    """Optimiser, loss and bookkeeping settings; defaults are the original cephalogram code's.
+
+    `optimizer` "sgd" is the original's SGD with Nesterov momentum; "adam" is an option for small CPU
+    configurations, whose learning rate does not depend on the loss scale.
+    """
 
     iterations: int = 30_000
+    optimizer: str = "sgd"
     learning_rate: float = 1e-6
     momentum: float = 0.99
     clip_norm: float | None = 1e4

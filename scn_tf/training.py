@@ -37,7 +37,12 @@ class Trainer:
         self.config = config
         self.output_dir = Path(output_dir)
         self.sigmas = tf.Variable(np.full(num_landmarks, config.sigma_init, np.float32), name="sigmas")
-        self.optimizer = keras.optimizers.SGD(config.learning_rate, momentum=config.momentum, nesterov=True)
+        if config.optimizer == "adam":
+            self.optimizer = keras.optimizers.Adam(config.learning_rate)
+        elif config.optimizer == "sgd":
+            self.optimizer = keras.optimizers.SGD(config.learning_rate, momentum=config.momentum, nesterov=True)
+        else:
+            raise ValueError(f"training.optimizer must be 'sgd' or 'adam', got {config.optimizer!r}")
         self.step = tf.Variable(0, dtype=tf.int64, name="step")
         self.nonfinite_steps = tf.Variable(0, dtype=tf.int64, name="nonfinite_steps")
         self.loss_scale = tf.Variable(2.0**15 if config.mixed_precision else 1.0, name="loss_scale")
