@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 from absl import app, flags
 
 from scn_tf.cli import runner
@@ -59,5 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    np.seterr(all="ignore")
     app.run(main)
