@@ -33,12 +33,6 @@ class NetworkGeometry:
     def centre(self) -> np.ndarray:
         return (self.size - 1) / 2.0 * self.spacing
 
-    def reference_image(self) -> sitk.Image:
-        """An empty image with this geometry (for writing a network-space image to disk)."""
-        image = sitk.Image([int(s) for s in self.size], sitk.sitkUInt8)
-        image.SetSpacing([float(s) for s in self.spacing])
-        return image
-
 
 def network_geometry(source: sitk.Image, data: DataConfig) -> NetworkGeometry:
     """The configured spacing, or the largest one that fits the whole source image (fixed aspect ratio)."""
