@@ -29,6 +29,30 @@ log = logging.getLogger("scn_tf")
 Batch = tuple  # (images (B, *spatial, C), coords (B, N, d), valid (B, N))
 
 
+class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """The configured schedule times `scale`, a variable that recovery from non-finite steps lowers."""
+
+    def __init__(self, config: TrainingConfig):
+        self.config = config
+        self.scale = tf.Variable(1.0, trainable=False, name="learning_rate_scale")
+
+    def __call__(self, step):
+        config = self.config
+        step = tf.cast(step, tf.float32)
+        rate = tf.constant(config.learning_rate, tf.float32)
+        if config.lr_schedule == "cosine":
+            length = float(max(config.iterations - config.lr_warmup, 1))
+            progress = tf.clip_by_value((step - config.lr_warmup) / length, 0.0, 1.0)
+            final = config.lr_final_factor
+            rate = rate * (final + (1.0 - final) * 0.5 * (1.0 + tf.cos(np.pi * progress)))
+        if config.lr_warmup:
+            rate = rate * tf.minimum(1.0, (step + 1.0) / config.lr_warmup)
+        return rate * self.scale
+
+    def get_config(self) -> dict:
+        return self.config.to_dict()
+
+
 class Trainer:
     """Trains `model` and its per-landmark sigmas; owns the optimizer, checkpoints and logs in `output_dir`."""
 
@@ -37,18 +61,18 @@ class Trainer:
         self.config = config
         self.output_dir = Path(output_dir)
         self.sigmas = tf.Variable(np.full(num_landmarks, config.sigma_init, np.float32), name="sigmas")
+        self.schedule = LearningRate(config)
         if config.optimizer == "adam":
-            self.optimizer = keras.optimizers.Adam(config.learning_rate)
-        elif config.optimizer == "sgd":
-            self.optimizer = keras.optimizers.SGD(config.learning_rate, momentum=config.momentum, nesterov=True)
+            self.optimizer = keras.optimizers.Adam(self.schedule)
         else:
-            raise ValueError(f"training.optimizer must be 'sgd' or 'adam', got {config.optimizer!r}")
+            self.optimizer = keras.optimizers.SGD(self.schedule, momentum=config.momentum, nesterov=True)
         self.step = tf.Variable(0, dtype=tf.int64, name="step")
         self.nonfinite_steps = tf.Variable(0, dtype=tf.int64, name="nonfinite_steps")
         self.loss_scale = tf.Variable(2.0**15 if config.mixed_precision else 1.0, name="loss_scale")
         self.clean_steps = tf.Variable(0, dtype=tf.int64, name="clean_steps")
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=self.optimizer, sigmas=self.sigmas,
-                                              step=self.step, loss_scale=self.loss_scale)
+                                              step=self.step, loss_scale=self.loss_scale,
+                                              learning_rate_scale=self.schedule.scale)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.output_dir / "checkpoints"),
                                                   max_to_keep=config.max_to_keep)
         self.train_step = tf.function(self._train_step, jit_compile=config.xla)
@@ -174,9 +198,10 @@ class Trainer:
             raise RuntimeError(f"training stayed non-finite after {self.config.max_recoveries} restarts "
                                f"with a lower learning rate; last rate {self.learning_rate:g}")
         old_rate = self.learning_rate
+        scale = float(self.schedule.scale.numpy()) * self.config.nonfinite_lr_factor
         self.checkpoint.restore(self.manager.latest_checkpoint)
-        new_rate = old_rate * self.config.nonfinite_lr_factor
-        self.optimizer.learning_rate = new_rate
+        self.schedule.scale.assign(scale)
+        new_rate = self.learning_rate
         step = int(self.step.numpy())
         log.warning("%d step(s) had a non-finite loss or gradient and were not applied; restored the checkpoint "
                     "of step %d and lowered the learning rate from %g to %g", count, step, old_rate, new_rate)

@@ -12,7 +12,7 @@ from conftest import blob_sample
 from scn_tf.configs import TrainingConfig
 from scn_tf.heatmaps import decode_heatmaps
 from scn_tf.models import SpatialConfigurationNet
-from scn_tf.training import Trainer
+from scn_tf.training import LearningRate, Trainer
 
 TINY = dict(filters=8, levels=3, spatial_kernel_size=3, spatial_downsampling=4)
 
@@ -132,3 +132,26 @@ def test_nonfinite_training_restores_and_lowers_learning_rate(tmp_path, caplog):
     assert trainer.learning_rate == pytest.approx(5e-6)
     assert int(trainer.step.numpy()) == 12
     assert all(np.all(np.isfinite(np.asarray(w))) for w in trainer.model.weights)
+
+
+def test_cosine_schedule_with_warmup_matches_the_formula():
+    settings = TrainingConfig(iterations=110, learning_rate=1e-3, lr_schedule="cosine", lr_warmup=10,
+                              lr_final_factor=0.1)
+    schedule = LearningRate(settings)
+    for step in (0, 4, 9, 10, 35, 60, 85, 110, 200):
+        progress = min(max((step - 10) / 100, 0.0), 1.0)
+        expected = 1e-3 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress))) * min(1.0, (step + 1) / 10)
+        assert float(schedule(step)) == pytest.approx(expected, rel=1e-5)
+    constant = LearningRate(TrainingConfig(learning_rate=2e-4))
+    assert float(constant(0)) == pytest.approx(2e-4) and float(constant(10_000)) == pytest.approx(2e-4)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainingConfig(lr_schedule="linear")
+
+
+def test_trainer_follows_the_schedule(tmp_path):
+    data = samples(2, seed=5)
+    trainer = Trainer(tiny_scn(), 2, config(iterations=6, log_every=3, checkpoint_every=3, lr_schedule="cosine",
+                                            learning_rate=1e-4), tmp_path)
+    trainer.fit(stream(data))
+    assert int(trainer.optimizer.iterations.numpy()) == 6
+    assert trainer.learning_rate == pytest.approx(0.0, abs=1e-12)
