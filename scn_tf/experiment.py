@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +21,7 @@ import SimpleITK as sitk
 from scn_tf.configs import ExperimentConfig
 from scn_tf.data.io import write_landmarks_csv
 from scn_tf.data.pipeline import LandmarkSource, make_dataset
+from scn_tf.distribution import distribute_batches, is_chief, make_strategy, worker_dir
 from scn_tf.evaluation import Normalization, evaluate
 from scn_tf.files import write_json_atomic
 from scn_tf.inference import Predictor
@@ -67,8 +69,10 @@ class Experiment:
 
     def __init__(self, config: ExperimentConfig, data_dir: str | os.PathLike, train_ids: Sequence[str],
                  test_ids: Sequence[str], output_dir: str | os.PathLike, resume: bool = False,
-                 eval_every: int = 0, validation_fraction: float = 0.0, workers: int = 2):
+                 eval_every: int = 0, validation_fraction: float = 0.0, workers: int = 2,
+                 strategy: str = "none"):
         self.config = config
+        self.strategy_name = strategy
         self.data_dir = Path(data_dir)
         self.output_dir = Path(output_dir)
         self.eval_every = eval_every
@@ -82,18 +86,29 @@ class Experiment:
 
     def run(self) -> dict:
         config = self.config
+        strategy = make_strategy(self.strategy_name)  # first: multi-worker collectives are set up before other ops
         keras.utils.set_random_seed(config.training.seed)
         keras.mixed_precision.set_global_policy("mixed_float16" if config.training.mixed_precision else "float32")
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        chief = is_chief()
+        run_dir = worker_dir(self.output_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
         log.info("loading %d training images", len(self.train_ids))
         train = LandmarkSource(config.data, self.data_dir, self.train_ids, self.workers)
-        write_model_files(self.output_dir, config, train.reference_quantiles)
-        model = build_model(config.network, config.data)
-        trainer = Trainer(model, config.data.num_landmarks, config.training, self.output_dir)
+        if chief:
+            write_model_files(self.output_dir, config, train.reference_quantiles)
+        if strategy.num_replicas_in_sync > 1:
+            log.info("%s strategy: %d replicas, global batch %d", self.strategy_name, strategy.num_replicas_in_sync,
+                     strategy.num_replicas_in_sync * config.training.batch_size)
+        with strategy.scope():
+            model = build_model(config.network, config.data)
+        trainer = Trainer(model, config.data.num_landmarks, config.training, run_dir, strategy)
+
+        def make(batch_size: int, start_step: int, shard: tuple[int, int]):
+            return make_dataset(train, config.augmentation, seed=config.training.seed, batch_size=batch_size,
+                                start_step=start_step, workers=self.workers, shard=shard)
 
         def batches(start_step: int):
-            return make_dataset(train, config.augmentation, seed=config.training.seed,
-                                batch_size=config.training.batch_size, start_step=start_step, workers=self.workers)
+            return distribute_batches(strategy, make, config.training.batch_size, start_step)
 
         validation = (LandmarkSource(config.data, self.data_dir, self.validation_ids, self.workers)
                       if self.validation_ids else None)
@@ -115,8 +130,11 @@ class Experiment:
                 results.update({f"test_{k}": metrics[k] for k in ("pe_mean", "pe_median", "id_rate")})
             return results
 
-        needs_periodic = self.eval_every and (validation is not None or self.test_ids)
+        needs_periodic = chief and self.eval_every and (validation is not None or self.test_ids)
         trainer.fit(batches, evaluate=periodic if needs_periodic else None, eval_every=self.eval_every)
+        if not chief:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            return {}
         if not self.test_ids:
             return {}
         log.info("evaluating the last weights on %d test images", len(self.test_ids))

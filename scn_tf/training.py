@@ -56,20 +56,23 @@ class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
 class Trainer:
     """Trains `model` and its per-landmark sigmas; owns the optimizer, checkpoints and logs in `output_dir`."""
 
-    def __init__(self, model: keras.Model, num_landmarks: int, config: TrainingConfig, output_dir: str | os.PathLike):
+    def __init__(self, model: keras.Model, num_landmarks: int, config: TrainingConfig, output_dir: str | os.PathLike,
+                 strategy: tf.distribute.Strategy | None = None):
         self.model = model
         self.config = config
         self.output_dir = Path(output_dir)
-        self.sigmas = tf.Variable(np.full(num_landmarks, config.sigma_init, np.float32), name="sigmas")
-        self.schedule = LearningRate(config)
-        if config.optimizer == "adam":
-            self.optimizer = keras.optimizers.Adam(self.schedule)
-        else:
-            self.optimizer = keras.optimizers.SGD(self.schedule, momentum=config.momentum, nesterov=True)
-        self.step = tf.Variable(0, dtype=tf.int64, name="step")
-        self.nonfinite_steps = tf.Variable(0, dtype=tf.int64, name="nonfinite_steps")
-        self.loss_scale = tf.Variable(2.0**15 if config.mixed_precision else 1.0, name="loss_scale")
-        self.clean_steps = tf.Variable(0, dtype=tf.int64, name="clean_steps")
+        self.strategy = strategy or tf.distribute.get_strategy()
+        with self.strategy.scope():
+            self.sigmas = tf.Variable(np.full(num_landmarks, config.sigma_init, np.float32), name="sigmas")
+            self.schedule = LearningRate(config)
+            if config.optimizer == "adam":
+                self.optimizer = keras.optimizers.Adam(self.schedule)
+            else:
+                self.optimizer = keras.optimizers.SGD(self.schedule, momentum=config.momentum, nesterov=True)
+            self.step = tf.Variable(0, dtype=tf.int64, name="step")
+            self.nonfinite_steps = tf.Variable(0, dtype=tf.int64, name="nonfinite_steps")
+            self.loss_scale = tf.Variable(2.0**15 if config.mixed_precision else 1.0, name="loss_scale")
+            self.clean_steps = tf.Variable(0, dtype=tf.int64, name="clean_steps")
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=self.optimizer, sigmas=self.sigmas,
                                               step=self.step, loss_scale=self.loss_scale,
                                               learning_rate_scale=self.schedule.scale)
@@ -88,9 +91,10 @@ class Trainer:
 
     def build(self, image_shape: Iterable[int]) -> None:
         """Creates the model's weights and the optimizer's slots, so that a checkpoint can restore both."""
-        if not self.model.built:
-            self.model(np.zeros((1, *tuple(image_shape)[1:]), np.float32))
-        self.optimizer.build(self.variables)
+        with self.strategy.scope():
+            if not self.model.built:
+                self.model(np.zeros((1, *tuple(image_shape)[1:]), np.float32))
+            self.optimizer.build(self.variables)
 
     def restore(self) -> int:
         """Restores the latest checkpoint in `output_dir`, if any; returns the step it resumes from."""
@@ -100,26 +104,20 @@ class Trainer:
         return int(self.step.numpy())
 
     def _train_step(self, images, coords, valid):
+        """One step on every replica: gradients summed across replicas, then clipped, then applied if finite.
+
+        The decision to apply is taken outside the replica function, on the all-reduced gradient norm, so
+        that every replica takes the same branch (a synchronisation point inside a branch of a replica
+        function is not supported by tf.distribute).
+        """
         config = self.config
-        with tf.GradientTape() as tape:
-            predicted = self.model(images, training=True)
-            target = gaussian_heatmaps(coords, valid, self.sigmas, predicted.shape[1:-1], config.gamma)
-            terms = heatmap_loss(predicted, target, self.sigmas, valid, config.alpha)
-            terms["weight_decay"] = weight_decay(conv_kernels(self.model), config.weight_decay)
-            total = terms["heatmap"] + terms["sigma"] + terms["weight_decay"]
-        variables = self.variables
-        if config.mixed_precision:
-            scaled = tape.gradient(total * self.loss_scale, variables)
-            gradients = [gradient / self.loss_scale for gradient in scaled]
-        else:
-            gradients = tape.gradient(total, variables)
-        gradient_norm = tf.linalg.global_norm(gradients)
-        if config.clip_norm:
-            gradients, _ = tf.clip_by_global_norm(gradients, config.clip_norm, use_norm=gradient_norm)
-        finite_loss = tf.math.is_finite(total)
+        strategy = self.strategy
+        terms, gradients, gradient_norm = strategy.run(self._replica_gradients, args=(images, coords, valid))
+        terms, gradient_norm = tf.nest.map_structure(self._first_replica, (terms, gradient_norm))
+        finite_loss = tf.math.is_finite(terms["loss"])
         finite = finite_loss & tf.math.is_finite(gradient_norm)
         if finite:
-            self.optimizer.apply(gradients, variables)
+            strategy.run(self._apply, args=(gradients,))
             if config.mixed_precision:
                 self._grow_loss_scale()
         elif config.mixed_precision and finite_loss:
@@ -128,7 +126,44 @@ class Trainer:
         else:
             self.nonfinite_steps.assign_add(1)
         self.step.assign_add(1)
-        return {"loss": total, **terms, "gradient_norm": gradient_norm}
+        return {**terms, "gradient_norm": gradient_norm}
+
+    def _first_replica(self, value):
+        """The first replica's copy of a value that the all-reduce made equal on every replica."""
+        return self.strategy.experimental_local_results(value)[0]
+
+    def _replica_gradients(self, images, coords, valid):
+        """Loss terms and gradients of this replica's share of the global batch, summed across replicas."""
+        config = self.config
+        context = tf.distribute.get_replica_context()
+        replicas = float(context.num_replicas_in_sync)
+        with tf.GradientTape() as tape:
+            predicted = self.model(images, training=True)
+            target = gaussian_heatmaps(coords, valid, self.sigmas, predicted.shape[1:-1], config.gamma)
+            terms = heatmap_loss(predicted, target, self.sigmas, valid, config.alpha)
+            terms["weight_decay"] = weight_decay(conv_kernels(self.model), config.weight_decay)
+            terms = {name: value / replicas for name, value in terms.items()}  # means over the global batch
+            total = terms["heatmap"] + terms["sigma"] + terms["weight_decay"]
+        variables = self.variables
+        if config.mixed_precision:
+            scaled = tape.gradient(total * self.loss_scale, variables)
+            gradients = [gradient / self.loss_scale for gradient in scaled]
+        else:
+            gradients = tape.gradient(total, variables)
+        terms["loss"] = total
+        if context.num_replicas_in_sync > 1:
+            terms, gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, (terms, gradients))
+        gradient_norm = tf.linalg.global_norm(gradients)
+        if config.clip_norm:
+            gradients, _ = tf.clip_by_global_norm(gradients, config.clip_norm, use_norm=gradient_norm)
+        return terms, gradients, gradient_norm
+
+    def _apply(self, gradients):
+        """Applies the summed gradients; the Keras optimizer sums across replicas again, hence the division."""
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        if replicas > 1:
+            gradients = [gradient / replicas for gradient in gradients]
+        self.optimizer.apply(gradients, self.variables)
 
     def latest_checkpoint_step(self) -> int:
         """The step stored in the latest checkpoint, read without restoring anything; 0 if none."""
@@ -155,7 +190,7 @@ class Trainer:
         config = self.config
         iterator = iter(batches(self.latest_checkpoint_step()) if callable(batches) else batches)
         first = next(iterator)
-        self.build(first[0].shape)
+        self.build(self._first_replica(first[0]).shape)
         step = self.restore()
         if not self.manager.latest_checkpoint:
             self.manager.save(checkpoint_number=step)

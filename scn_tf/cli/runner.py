@@ -45,6 +45,9 @@ def define_flags(fold_help: str, default_fold: str | None, default_data_dir: str
                       "stay float32.")
     flags.DEFINE_bool("xla", False, "Compile the training step with XLA.")
     flags.DEFINE_integer("workers", 2, "Parallel data-pipeline workers.")
+    flags.DEFINE_enum("strategy", "none", ["none", "mirrored", "multi_worker"],
+                      "Data-parallel training: 'mirrored' over the GPUs of this machine, 'multi_worker' over the "
+                      "machines in TF_CONFIG; the global batch is replicas x the configured batch size.")
 
 
 def resolve_config(base: ExperimentConfig | None, network_overrides: dict | None = None) -> ExperimentConfig:
@@ -121,7 +124,7 @@ def run(name: str, base: ExperimentConfig | None, splits: Callable[[str], tuple[
             raise DataError("no training ids: give --train_ids FILE")
         experiment = Experiment(config, FLAGS.data_dir, train_ids, test_ids, output_dir, resume=FLAGS.resume,
                                 eval_every=FLAGS.eval_every, validation_fraction=FLAGS.validation_fraction,
-                                workers=FLAGS.workers)
+                                workers=FLAGS.workers, strategy=FLAGS.strategy)
         metrics = experiment.run()
     except (ValueError, DataError) as error:
         logging.error("%s", error)

@@ -108,13 +108,15 @@ def sample_order(num_ids: int, seed: int, index: int, shuffle: bool) -> tuple[in
 
 def make_dataset(source: LandmarkSource, augmentation: AugmentationConfig | None, seed: int = 0,
                  batch_size: int = 1, start_step: int = 0, repeat: bool = True, workers: int = 2,
-                 sitk_threads: int = 0) -> tf.data.Dataset:
+                 sitk_threads: int = 0, shard: tuple[int, int] = (0, 1)) -> tf.data.Dataset:
     """Batches of (images, coords, valid) with fixed shapes for the training step.
 
     With `repeat` (training), an endless shuffled stream starting at `start_step` batches; else each id once,
     in order, without randomness. Per-sample SimpleITK work runs in `workers` parallel calls (SimpleITK
     releases the GIL). `sitk_threads` > 0 sets SimpleITK's process-wide default thread count (a filter's own
     setting is not honoured by its default threader), so that the workers do not oversubscribe the cores.
+    `shard` (index, count) takes every count-th sample of the stream from `index` on (one input pipeline of
+    several in distributed training); `start_step` counts this pipeline's batches.
     """
     if sitk_threads > 0:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(sitk_threads)
@@ -136,6 +138,8 @@ def make_dataset(source: LandmarkSource, augmentation: AugmentationConfig | None
         return image, coords, valid
 
     first = start_step * batch_size
-    indices = tf.data.Dataset.range(first, 2**62 if repeat else num_ids)
+    indices = tf.data.Dataset.range(first, 2**62 // shard[1] if repeat else num_ids)
+    if repeat and shard[1] > 1:
+        indices = indices.map(lambda index: index * shard[1] + shard[0])
     dataset = indices.map(to_tensors, num_parallel_calls=max(workers, 1), deterministic=True)
     return dataset.batch(batch_size, drop_remainder=repeat).prefetch(2)
