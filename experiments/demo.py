@@ -60,7 +60,7 @@ def demo_config(ndim: int, network: str, iterations: int, seed: int) -> Experime
                                       intensity_shift=0.1, intensity_scale=0.1)
     network_config = NetworkConfig(network=network, filters=32 if ndim == 2 else 16,
                                    levels=4, spatial_kernel_size=5,
-                                   spatial_downsampling=8 if ndim == 2 else 4, dropout_rate=0.3,
+                                   spatial_downsampling=4 if ndim == 2 else 2, dropout_rate=0.3,
                                    padding="same")
     training = TrainingConfig(iterations=iterations, optimizer="adam", learning_rate=3e-4, clip_norm=None,
                               alpha=20.0, weight_decay=5e-4, gamma=100.0 if ndim == 2 else 1000.0, sigma_init=2.0,

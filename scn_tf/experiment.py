@@ -164,7 +164,9 @@ class Experiment:
                            data.outlier_radii, Normalization.parse(data.pe_normalization))
         if write:
             write_landmarks_csv(self.output_dir / "predictions.csv", predictions)
-            write_reports(self.output_dir, metrics, NETWORK_NAMES[self.config.network.network], data.landmark_names)
+            sigmas_mm = details[source.ids[0]].sigma_mm
+            write_reports(self.output_dir, metrics, NETWORK_NAMES[self.config.network.network], data.landmark_names,
+                          None if sigmas_mm is None else sigmas_mm.tolist())
             overlays = self.output_dir / "overlays"
             overlays.mkdir(exist_ok=True)
             for image_id in source.ids[:4]:

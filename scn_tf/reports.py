@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -29,23 +30,59 @@ def summary_table(metrics: Mapping, name: str = "SCN", units: str = "mm") -> str
 
 
 def write_reports(output_dir: str | os.PathLike, metrics: Mapping, name: str = "SCN",
-                  landmark_names: Sequence[str] | None = None) -> None:
-    """metrics.json, per_landmark.csv, summary.txt and cumulative_ipe.png in `output_dir`."""
+                  landmark_names: Sequence[str] | None = None, sigmas_mm: Sequence[float] | None = None) -> None:
+    """metrics.json, per_landmark.csv, summary.txt and cumulative_ipe.png in `output_dir`; with the learned
+    sigmas also sigmas.png and their rank correlation with the per-landmark mean error in the summary."""
     output_dir = Path(output_dir)
     units = "mm"
     write_json_atomic(output_dir / "metrics.json", metrics)
-    rows = ["landmark,name,count,mean,median,std"]
+    rows = ["landmark,name,count,mean,median,std" + (",sigma_mm" if sigmas_mm is not None else "")]
     for entry in metrics["per_landmark"]:
         index = entry["landmark"]
         label = landmark_names[index] if landmark_names else ""
-        rows.append(f"{index},{label},{entry['count']},{entry['mean']:.4f},{entry['median']:.4f},{entry['std']:.4f}")
+        sigma = f",{sigmas_mm[index]:.4f}" if sigmas_mm is not None else ""
+        rows.append(f"{index},{label},{entry['count']},{entry['mean']:.4f},{entry['median']:.4f},"
+                    f"{entry['std']:.4f}{sigma}")
     write_text_atomic(output_dir / "per_landmark.csv", "\n".join(rows) + "\n")
     detected = ", ".join(f"{100 - o['percent']:.2f}% within {r} {units}" for r, o in metrics["outliers"].items())
     text = (f"{metrics['num_images']} images, {metrics['num_landmarks']} landmarks, "
             f"{metrics['num_annotated']} annotated pairs\n\n" + summary_table(metrics, name, units)
             + f"\nSuccess detection rate: {detected}\n")
+    if sigmas_mm is not None:
+        means = [entry["mean"] for entry in metrics["per_landmark"]]
+        text += (f"Learned sigma per landmark: {min(sigmas_mm):.2f} to {max(sigmas_mm):.2f} {units}; Spearman rank "
+                 f"correlation with the landmark's mean PE: {rank_correlation(sigmas_mm, means):.2f}\n")
+        plot_sigmas(output_dir / "sigmas.png", sigmas_mm, means, landmark_names, units)
     write_text_atomic(output_dir / "summary.txt", text)
     plot_cumulative_ipe(output_dir / "cumulative_ipe.png", {name: metrics["ipe"].values()})
+
+
+def rank_correlation(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation (ties broken by order; NaN pairs left out)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    keep = np.isfinite(a) & np.isfinite(b)
+    ranks = [np.argsort(np.argsort(v[keep])).astype(np.float64) for v in (a, b)]
+    return float(np.corrcoef(*ranks)[0, 1]) if keep.sum() > 1 else float("nan")
+
+
+def plot_sigmas(path: str | os.PathLike, sigmas: Sequence[float], mean_errors: Sequence[float],
+                names: Sequence[str] | None = None, units: str = "mm") -> None:
+    """Learned target width per landmark (bars) next to its mean point error (dots)."""
+    count = len(sigmas)
+    labels = [f"{i + 1} {names[i]}" if names else str(i + 1) for i in range(count)]
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.45 * count + 2), 4.5))
+    axis.bar(range(count), sigmas, color="tab:blue", alpha=0.7, label="learned sigma")
+    axis.set_ylabel(f"learned sigma ({units})", color="tab:blue")
+    errors = axis.twinx()
+    errors.plot(range(count), mean_errors, "o", color="tab:red", label="mean PE")
+    errors.set_ylabel(f"mean point error ({units})", color="tab:red")
+    errors.set_ylim(bottom=0)
+    axis.set_xticks(range(count), labels, rotation=60, ha="right", fontsize=8)
+    axis.set_title(f"learned sigma vs error per landmark (Spearman {rank_correlation(sigmas, mean_errors):.2f})")
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100)
+    plt.close(figure)
 
 
 def plot_cumulative_ipe(path: str | os.PathLike, results: Mapping[str, Sequence[float]],

@@ -20,20 +20,25 @@ def save_overlay(path: str | os.PathLike, image: np.ndarray, spacing: Sequence[f
     """Draws landmarks (N, d) given in pixel units (x, y[, z]) over `image` (array order, no channel axis).
 
     `landmarks` are drawn as green circles, `predicted` as red crosses joined to their landmark; each point
-    is numbered from 1 (with its name where `names` is given). 3D images are shown as three maximum-intensity
-    projections. Aspect ratios follow `spacing` (x, y[, z]).
+    is numbered from 1 on a dark label, and with `names` a key beside the image lists number and name.
+    3D images are shown as three maximum-intensity projections. Aspect ratios follow `spacing` (x, y[, z]).
     """
     ndim = image.ndim
     views = [(0, 1, 0)] if ndim == 2 else [(0, 1, 0), (0, 2, 1), (1, 2, 2)]  # (x coord, y coord, MIP axis)
-    figure, axes = plt.subplots(1, len(views), figsize=(6 * len(views), 6), squeeze=False)
-    for axis, (cx, cy, projection) in zip(axes[0], views):
-        picture = image if ndim == 2 else image.max(axis=projection)
+    pictures = [image if ndim == 2 else image.max(axis=projection) for _, _, projection in views]
+    widths = [p.shape[1] * spacing[cx] / (p.shape[0] * spacing[cy]) for p, (cx, cy, _) in zip(pictures, views)]
+    height = 8.0 if ndim == 2 else 6.0
+    key = 2.6 if names else 0.0
+    figure, axes = plt.subplots(1, len(views) + (1 if names else 0), squeeze=False,
+                                figsize=(height * sum(widths) + key, height),
+                                gridspec_kw={"width_ratios": [height * w for w in widths] + ([key] if names else [])})
+    for axis, picture, (cx, cy, _) in zip(axes[0], pictures, views):
         axis.imshow(picture, cmap="gray", aspect=spacing[cy] / spacing[cx], interpolation="bilinear")
         for points, style in ((landmarks, dict(marker="o", facecolors="none", edgecolors="lime")),
                               (predicted, dict(marker="x", c="red"))):
             if points is None:
                 continue
-            axis.scatter(points[:, cx], points[:, cy], s=40, linewidths=1.2, **style)
+            axis.scatter(points[:, cx], points[:, cy], s=60, linewidths=1.5, **style)
         if landmarks is not None and predicted is not None:
             for truth, guess in zip(landmarks, predicted):
                 if np.all(np.isfinite(truth)) and np.all(np.isfinite(guess)):
@@ -42,13 +47,18 @@ def save_overlay(path: str | os.PathLike, image: np.ndarray, spacing: Sequence[f
         if labelled is not None:
             for index, point in enumerate(labelled):
                 if np.all(np.isfinite(point)):
-                    label = f"{index + 1}" + (f" {names[index]}" if names else "")
-                    axis.annotate(label, (point[cx], point[cy]), xytext=(4, 4), textcoords="offset points",
-                                  color="yellow", fontsize=7)
+                    axis.annotate(str(index + 1), (point[cx], point[cy]), xytext=(5, 5), textcoords="offset points",
+                                  color="yellow", fontsize=9, fontweight="bold",
+                                  bbox=dict(boxstyle="round,pad=0.15", facecolor="black", alpha=0.6, edgecolor="none"))
         axis.set_axis_off()
+    if names:
+        legend = axes[0][-1]
+        legend.set_axis_off()
+        legend.text(0.0, 1.0, "\n".join(f"{i + 1:>2}  {name}" for i, name in enumerate(names)), va="top",
+                    ha="left", family="monospace", fontsize=9, transform=legend.transAxes)
     if title:
         figure.suptitle(title)
     figure.tight_layout()
     with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=100)
+        figure.savefig(temporary, dpi=110)
     plt.close(figure)

@@ -97,3 +97,19 @@ def test_normalization_parse():
     assert Normalization.parse(None) is None
     with pytest.raises(ValueError, match="wrist:1,5,50"):
         Normalization.parse("wrist:1,5")
+
+
+def test_reports_with_learned_sigmas(tmp_path):
+    from scn_tf.reports import rank_correlation, write_reports
+
+    assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 45]) == pytest.approx(1.0)
+    assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert rank_correlation([1, 2, np.nan, 4], [1, 3, 0, 2]) == pytest.approx(0.5)
+    truth = np.zeros((2, 3, 2))
+    predicted = truth + np.array([1.0, 2.0, 4.0])[None, :, None]
+    metrics = evaluate(["a", "b"], predicted, truth, radii=["2"])
+    write_reports(tmp_path, metrics, "SCN", ["p", "q", "r"], sigmas_mm=[1.5, 2.5, 3.5])
+    rows = (tmp_path / "per_landmark.csv").read_text().splitlines()
+    assert rows[0].endswith(",sigma_mm") and rows[3].startswith("2,r,2,5.6569") and rows[3].endswith(",3.5000")
+    assert "Spearman rank correlation with the landmark's mean PE: 1.00" in (tmp_path / "summary.txt").read_text()
+    assert (tmp_path / "sigmas.png").stat().st_size > 1000

@@ -129,3 +129,15 @@ def test_heatmap_layers_use_small_init():
     assert conv_kernel.std() > 0.05
     assert np.all(np.asarray(model.local_appearance.conv0.conv.bias) == 0)
     assert keras.config.image_data_format() == "channels_last"
+
+
+def test_analytic_conv_cost_matches_a_hand_count():
+    from scn_tf.models.flops import conv_macs, training_flops
+
+    model = SpatialConfigurationNet(2, 2, filters=4, levels=2, spatial_kernel_size=3, spatial_downsampling=4)
+    # conv0 1->4 at 16x16; per level 3 convs 4->4 (16x16, then 8x8); heatmaps 4->2; SC at 4x4: 2->4, 4->4 x2, 4->2
+    expected = (256 * 9 * 4 + 3 * 256 * 9 * 16 + 3 * 64 * 9 * 16 + 256 * 9 * 8
+                + 16 * 9 * (8 + 16 + 16 + 8))
+    assert conv_macs(model, (1, 16, 16, 1)) == expected == 172_800
+    assert conv_macs(model, (2, 16, 16, 1)) == 2 * expected  # built now: counted once, per image
+    assert training_flops(model, (1, 16, 16, 1)) == 6 * expected

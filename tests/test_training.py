@@ -38,7 +38,8 @@ def stream(data):
 
 
 def mean_error(model, data):
-    errors = [np.linalg.norm(np.asarray(decode_heatmaps(model(image))[0]) - coords, axis=-1).mean()
+    errors = [np.linalg.norm(np.asarray(decode_heatmaps(np.asarray(model(image), np.float32))[0]) - coords,
+                             axis=-1).mean()
               for image, coords, _ in data]
     return float(np.mean(errors))
 
@@ -155,3 +156,20 @@ def test_trainer_follows_the_schedule(tmp_path):
     trainer.fit(stream(data))
     assert int(trainer.optimizer.iterations.numpy()) == 6
     assert trainer.learning_rate == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("option", ["xla", "mixed_precision"])
+def test_xla_and_mixed_precision_train_as_well_as_float32(tmp_path, option):
+    train, test = samples(20, seed=0), samples(10, seed=1)
+    errors = {}
+    for variant in ("default", option):
+        keras.mixed_precision.set_global_policy("mixed_float16" if variant == "mixed_precision" else "float32")
+        try:
+            model = tiny_scn()
+            trainer = Trainer(model, 2, config(**({variant: True} if variant != "default" else {})), tmp_path / variant)
+            trainer.fit(stream(train))
+            errors[variant] = mean_error(model, test)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        assert trainer.sigmas.dtype == tf.float32 and np.all(np.isfinite(trainer.sigmas.numpy()))
+    assert errors[option] < 2.0 and abs(errors[option] - errors["default"]) < 0.5, errors

@@ -1,0 +1,45 @@
+"""Analytic arithmetic cost of a network: multiply-accumulates of its convolutions for an input shape.
+
+Counted on a symbolic pass (no computation), from each convolution's output size and kernel shape; the
+fixed upsampling, pooling and activations are a few per cent on top and are left out. Training costs about
+3x the forward pass (the forward, the gradient with respect to the inputs and to the weights).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import keras
+
+CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.Conv3D)
+
+
+def conv_macs(model: keras.Model, input_shape: Sequence[int]) -> int:
+    """Multiply-accumulates of all convolutions of `model` on one input of `input_shape` (batch first)."""
+    counts = []
+    originals = {cls: cls.call for cls in CONVOLUTIONS}
+
+    def recording(original):
+        def call(self, inputs, *args, **kwargs):
+            outputs = original(self, inputs, *args, **kwargs)
+            counts.append(math.prod(outputs.shape[:-1]) * math.prod(self.kernel.shape))
+            return outputs
+        return call
+
+    inputs = keras.KerasTensor(tuple(input_shape))
+    if not model.built:
+        model(inputs)  # building traces every layer more than once: count on a second pass
+    try:
+        for cls, original in originals.items():
+            cls.call = recording(original)
+        model(inputs)
+    finally:
+        for cls, original in originals.items():
+            cls.call = original
+    return int(sum(counts))
+
+
+def training_flops(model: keras.Model, input_shape: Sequence[int]) -> int:
+    """Floating-point operations of one training step (forward + backward): 3 x 2 x MACs."""
+    return 6 * conv_macs(model, input_shape)
