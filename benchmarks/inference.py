@@ -4,7 +4,7 @@
 
 ceph_*: one real 1935x2400 JPEG of ../shared/data/isbi2015_ceph (skipped with a message where absent),
 read, smoothed, resampled into network space, run through the network and decoded. ct_paper: a generated
-512x512x300 volume at 0.34x0.34x2 mm (written as .nii.gz first), covered by sliding windows of the spine
+512x512x300 volume at 0.34x0.34x2 mm (benchmarks/ct_volume.py, written as .nii.gz first), covered by sliding windows of the spine
 network's 192 slices, 64 apart, `--window_batch` windows per call. The network is untrained: the time does
 not depend on the weights. Each figure is the median over `--repeats` runs after one warm-up run, split
 into reading, preprocessing (smoothing), and prediction (resampling, network, decoding); with the peak
@@ -25,6 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from ct_volume import ct_like_volume  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("cases", ["ceph_cpu", "ceph_paper", "ct_paper"], "Cases to measure.")
 flags.DEFINE_integer("repeats", 3, "Timed runs per case (median reported).")
@@ -32,23 +34,6 @@ flags.DEFINE_integer("window_batch", 2, "Sliding windows per network call.")
 
 CEPH = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2015_ceph"
 CASES = {"ceph_cpu": "skull2d_cpu", "ceph_paper": "skull2d", "ct_paper": "spine3d"}
-
-
-def write_ct(path: Path, size=(512, 512, 300), spacing=(0.34, 0.34, 2.0)) -> None:
-    """A CT-like volume: a soft-tissue ellipse cylinder with bright blocks along z, air around, noise."""
-    import SimpleITK as sitk
-
-    rng = np.random.default_rng(0)
-    z, y, x = np.meshgrid(*[np.arange(n, dtype=np.float32) * s for n, s in zip(size[::-1], spacing[::-1])],
-                          indexing="ij", sparse=True)
-    cx, cy = size[0] * spacing[0] / 2, size[1] * spacing[1] / 2
-    volume = np.where(((x - cx) / 80) ** 2 + ((y - cy) / 60) ** 2 < 1, 40.0, -1000.0).astype(np.float32)
-    volume = np.where((((x - cx) / 18) ** 2 + ((y - cy - 30) / 14) ** 2 < 1) & (np.sin(z / 4.3) > -0.3), 700.0,
-                      volume)
-    volume += rng.normal(0, 20, volume.shape).astype(np.float32)
-    image = sitk.GetImageFromArray(volume)
-    image.SetSpacing(spacing)
-    sitk.WriteImage(image, str(path))
 
 
 def main(argv):
@@ -77,9 +62,9 @@ def main(argv):
                 print(f"| {case} | skipped: {path} absent |", flush=True)
                 continue
         else:
-            path = scratch / "ct.nii.gz"
+            path = scratch / "images" / "ct.nii.gz"
             if not path.exists():
-                write_ct(path)
+                ct_like_volume(scratch, size=(512, 512, 300), spacing=(0.34, 0.34, 2.0))
         model = build_model(config.network, data)
         model(np.zeros(probe_input_shape(model), np.float32))
         predictor = Predictor(model, data, np.full(data.num_landmarks, 2.0), batch_size=FLAGS.window_batch)

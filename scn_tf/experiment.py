@@ -105,7 +105,8 @@ class Experiment:
 
         def make(batch_size: int, start_step: int, shard: tuple[int, int]):
             return make_dataset(train, config.augmentation, seed=config.training.seed, batch_size=batch_size,
-                                start_step=start_step, workers=self.workers, shard=shard)
+                                start_step=start_step, workers=self.workers, shard=shard,
+                                sitk_threads=1)  # the workers are the parallelism: no oversubscription
 
         def batches(start_step: int):
             return distribute_batches(strategy, make, config.training.batch_size, start_step)
