@@ -144,10 +144,10 @@ class Trainer:
             terms["weight_decay"] = weight_decay(conv_kernels(self.model), config.weight_decay)
             terms = {name: value / replicas for name, value in terms.items()}  # means over the global batch
             total = terms["heatmap"] + terms["sigma"] + terms["weight_decay"]
+            scaled_total = total * self.loss_scale if config.mixed_precision else total
         variables = self.variables
         if config.mixed_precision:
-            scaled = tape.gradient(total * self.loss_scale, variables)
-            gradients = [gradient / self.loss_scale for gradient in scaled]
+            gradients = [gradient / self.loss_scale for gradient in tape.gradient(scaled_total, variables)]
         else:
             gradients = tape.gradient(total, variables)
         terms["loss"] = total
