@@ -1,7 +1,8 @@
-"""A generated CT-like volume with landmarks, for the benchmarks (no CT data needed)."""
+"""Shared by the benchmarks: a generated CT-like volume with landmarks (no CT data needed), peak memory."""
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 import numpy as np
@@ -30,3 +31,8 @@ def ct_like_volume(root: Path, size=(512, 512, 160), spacing=(0.34, 0.34, 2.06))
     coords[: len(points)] = points[:26]
     row = ",".join(["ct"] + ["NaN" if np.isnan(v) else f"{v:.3f}" for v in coords.ravel()])
     (root / "points_world_coordinates.csv").write_text(row + "\n")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

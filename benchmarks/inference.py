@@ -14,7 +14,6 @@ resident memory of the process.
 from __future__ import annotations
 
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from ct_volume import ct_like_volume  # noqa: E402
+from ct_volume import ct_like_volume, peak_rss_mb  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("cases", ["ceph_cpu", "ceph_paper", "ct_paper"], "Cases to measure.")
@@ -84,7 +83,7 @@ def main(argv):
         geometry = predictor.transform(prepared).geometry
         windows = (len(window_starts(int(geometry.size[2]), data.image_size[2], data.window_step))
                    if data.ndim == 3 else 1)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = peak_rss_mb()
         print(f"| {case} | {'x'.join(map(str, image.GetSize()))} | {'x'.join(map(str, geometry.size))} | {windows} | "
               f"{read:.2f} s | {prepare:.2f} s | {predict:.2f} s | {total:.2f} s | {peak:.0f} MB |", flush=True)
     return 0

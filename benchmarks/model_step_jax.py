@@ -24,11 +24,10 @@ import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from keras import ops  # noqa: E402
 
 from scn_tf.configs import preset  # noqa: E402
 from scn_tf.heatmaps import gaussian_heatmaps  # noqa: E402
-from scn_tf.losses import heatmap_loss  # noqa: E402
+from scn_tf.losses import heatmap_loss, weight_decay  # noqa: E402
 from scn_tf.models import build_model  # noqa: E402
 from scn_tf.models.flops import training_flops  # noqa: E402
 
@@ -61,8 +60,7 @@ def make_step(model, config):
         predicted, non_trainable = model.stateless_call(weights, non_trainable, images, training=True)
         target = gaussian_heatmaps(coords, valid, sigma, predicted.shape[1:-1], training.gamma)
         terms = heatmap_loss(predicted, target, sigma, valid, training.alpha)
-        decay = training.weight_decay * 0.5 * sum(ops.sum(ops.square(ops.cast(weights[k], "float32")))
-                                                  for k in kernels)
+        decay = weight_decay([weights[k] for k in kernels], training.weight_decay)
         return terms["heatmap"] + terms["sigma"] + decay, non_trainable
 
     def step(state, images, coords, valid):

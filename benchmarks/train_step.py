@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from ct_volume import ct_like_volume  # noqa: E402
+from ct_volume import ct_like_volume, peak_rss_mb  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["skull2d_cpu", "skull2d_256", "skull2d_paper", "spine3d_small", "spine3d_paper"],
@@ -50,12 +50,6 @@ CONFIGS = {
                                   "network": {"filters": 32}}, "3D SCN 64x64x128, 32 filters"),
     "spine3d_paper": ("spine3d", {}, "spine paper size (96x96x192, 64 filters)"),
 }
-
-
-def peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def source_for(config, root: Path):

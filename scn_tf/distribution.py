@@ -29,18 +29,20 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}")
 
 
+def _tf_config() -> dict:
+    return json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+
+
 def task() -> tuple[str, int]:
     """(task type, task index) of this process from TF_CONFIG; ("chief", 0) without one."""
-    config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
-    current = config.get("task", {})
+    current = _tf_config().get("task", {})
     return current.get("type", "chief"), int(current.get("index", 0))
 
 
 def is_chief() -> bool:
     """The process that writes the run folder: the chief, or worker 0 where no chief is named."""
     kind, index = task()
-    has_chief = "chief" in json.loads(os.environ.get("TF_CONFIG", "{}") or "{}").get("cluster", {})
-    return kind == "chief" or (kind == "worker" and index == 0 and not has_chief)
+    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in _tf_config().get("cluster", {}))
 
 
 def worker_dir(output_dir: Path) -> Path:
