@@ -1,9 +1,11 @@
-"""Fixed-kernel upsampling against a NumPy transposed convolution with the Keys / linear filler kernel."""
+"""Fixed-kernel upsampling against a NumPy transposed convolution with the Keys / linear filler kernel; the
+convolution with the matrix-product kernel gradient against NumPy sums and TensorFlow's own gradients."""
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from scn_tf.models.layers import FixedUpsampling, filler_kernel, keys_cubic
+from scn_tf.models.layers import Conv, FixedUpsampling, convolution, filler_kernel, keys_cubic
 
 
 def numpy_transposed_upsample(x: np.ndarray, weights_1d: np.ndarray, factor: int) -> np.ndarray:
@@ -60,3 +62,50 @@ def test_cubic_upsampling_reproduces_constants_inside_and_decays_at_zero_padded_
     y = np.asarray(FixedUpsampling(2, 4, "cubic")(x))[0, ..., 0]
     np.testing.assert_allclose(y[8:16, 8:16], 1.0, atol=1e-6)
     assert abs(y[0, 0] - 1.0) > 0.01  # zero padding, unlike tf.image.resize's edge clamping
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_convolution_gradients_equal_numpy_sums(padding):
+    rng = np.random.default_rng(0)
+    x, kernel = rng.normal(size=(2, 5, 6, 2)), rng.normal(size=(3, 3, 2, 3))
+    padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)]) if padding == "same" else x
+    out_y, out_x = padded.shape[1] - 2, padded.shape[2] - 2
+    weights = rng.normal(size=(2, out_y, out_x, 3))  # loss = sum(weights * y), so dL/dy = weights
+    expected_y = np.zeros((2, out_y, out_x, 3))
+    expected_dk = np.zeros_like(kernel)
+    expected_dpadded = np.zeros_like(padded)
+    for i, j in np.ndindex(3, 3):
+        window = padded[:, i:i + out_y, j:j + out_x, :]
+        expected_y += window @ kernel[i, j]
+        expected_dk[i, j] = np.einsum("byxc,byxo->co", window, weights)
+        expected_dpadded[:, i:i + out_y, j:j + out_x, :] += weights @ kernel[i, j].T
+    expected_dx = expected_dpadded[:, 1:-1, 1:-1, :] if padding == "same" else expected_dpadded
+    x_t, kernel_t = tf.constant(x, tf.float32), tf.constant(kernel, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch([x_t, kernel_t])
+        y = convolution(x_t, kernel_t, padding)
+        loss = tf.reduce_sum(y * weights.astype(np.float32))
+    dx, dk = tape.gradient(loss, [x_t, kernel_t])
+    np.testing.assert_allclose(y.numpy(), expected_y, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dk.numpy(), expected_dk, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dx.numpy(), expected_dx, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("padding", ["same", "reflect"])
+def test_conv_layer_matmul_kernel_gradient_equals_tensorflow_gradient(padding):
+    layer = Conv(2, 4, 3, padding=padding, activation="leaky_relu")
+    x = tf.constant(np.random.default_rng(1).normal(size=(2, 9, 10, 3)), tf.float32)
+    layer.build(x.shape)
+    assert layer.matmul_kernel_gradient
+
+    def outputs_and_gradients():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * tf.sin(y))
+        return [y, *tape.gradient(loss, [x, *layer.trainable_weights])]
+
+    ours = outputs_and_gradients()
+    layer.matmul_kernel_gradient = False
+    for a, b in zip(ours, outputs_and_gradients()):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)

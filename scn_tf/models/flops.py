@@ -12,31 +12,27 @@ from typing import Sequence
 
 import keras
 
-CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.Conv3D)
+from scn_tf.models.layers import Conv
 
 
 def conv_macs(model: keras.Model, input_shape: Sequence[int]) -> int:
     """Multiply-accumulates of all convolutions of `model` on one input of `input_shape` (batch first)."""
     counts = []
-    originals = {cls: cls.call for cls in CONVOLUTIONS}
+    original = Conv.call
 
-    def recording(original):
-        def call(self, inputs, *args, **kwargs):
-            outputs = original(self, inputs, *args, **kwargs)
-            counts.append(math.prod(outputs.shape[:-1]) * math.prod(self.kernel.shape))
-            return outputs
-        return call
+    def recording(self, inputs, *args, **kwargs):
+        outputs = original(self, inputs, *args, **kwargs)
+        counts.append(math.prod(outputs.shape[:-1]) * math.prod(self.conv.kernel.shape))
+        return outputs
 
     inputs = keras.KerasTensor(tuple(input_shape))
     if not model.built:
         model(inputs)  # building traces every layer more than once: count on a second pass
     try:
-        for cls, original in originals.items():
-            cls.call = recording(original)
+        Conv.call = recording
         model(inputs)
     finally:
-        for cls, original in originals.items():
-            cls.call = original
+        Conv.call = original
     return int(sum(counts))
 
 

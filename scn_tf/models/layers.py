@@ -71,13 +71,76 @@ class Conv(keras.layers.Layer):
         self.conv = _CONV[ndim](filters, kernel_size, padding="same" if padding == "same" else "valid",
                                 kernel_initializer=initializer, bias_initializer="zeros", name="conv")
         self.activation = activation_fn(activation, leaky_relu_slope)
+        self.matmul_kernel_gradient = (kernel_size**self.ndim <= MATMUL_KERNEL_GRADIENT_MAX_TAPS
+                                       and _tensorflow_cpu_only())
+
+    def build(self, input_shape):
+        shape = list(input_shape)
+        if self.padding == "reflect":
+            for axis in range(1, self.ndim + 1):
+                shape[axis] = None if shape[axis] is None else shape[axis] + self.kernel_size - 1
+        self.conv.build(tuple(shape))
 
     def call(self, x):
         if self.padding == "reflect" and self.kernel_size > 1:
             before, after = (self.kernel_size - 1) // 2, self.kernel_size // 2
             x = ops.pad(x, [[0, 0]] + [[before, after]] * self.ndim + [[0, 0]], mode="reflect")
-        x = self.conv(x)
+        if self.matmul_kernel_gradient:
+            padding = "same" if self.padding == "same" else "valid"
+            x = convolution(x, ops.cast(self.conv.kernel, x.dtype), padding) + ops.cast(self.conv.bias, x.dtype)
+        else:
+            x = self.conv(x)
         return x if self.activation is None else self.activation(x)
+
+
+# Kernels of at most this many taps (2D 3x3) take the matrix-product kernel gradient under TensorFlow on a
+# CPU. Larger ones keep TensorFlow's own, which is faster there with oneDNN: 3x3x3 (619 against 882 ms at
+# 128x64x64x32) and the spatial configuration's 11x11 at a coarse resolution.
+MATMUL_KERNEL_GRADIENT_MAX_TAPS = 9
+
+
+def _tensorflow_cpu_only() -> bool:
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return not tf.config.list_physical_devices("GPU")
+
+
+def convolution(x, kernel, padding: str):
+    """Stride-1 convolution ('same' or 'valid') whose kernel gradient is one matrix product per kernel tap,
+    the shifted input (positions x in-channels) transposed times the upstream gradient (positions x
+    out-channels): up to 3 times faster on a CPU than TensorFlow's Conv2DBackpropFilter (6 against 9 ms at
+    160x128x32, 83 against 263 ms at 256x256x64, with oneDNN), same values."""
+    return _CONVOLUTION[padding](x, kernel)
+
+
+def _convolution_with_matmul_kernel_gradient(padding: str):
+    def kernel_gradient(x, kernel, upstream):
+        size, ndim = kernel.shape[0], len(kernel.shape) - 2
+        if padding == "same":
+            x = ops.pad(x, [[0, 0]] + [[(size - 1) // 2, size // 2]] * ndim + [[0, 0]])
+        positions = upstream.shape[1:-1]
+        upstream = ops.reshape(upstream, (-1, upstream.shape[-1]))
+        taps = []
+        for offset in np.ndindex(*([size] * ndim)):
+            window = x[(slice(None),) + tuple(slice(o, o + n) for o, n in zip(offset, positions))]
+            taps.append(ops.matmul(ops.transpose(ops.reshape(window, (-1, x.shape[-1]))), upstream))
+        return ops.reshape(ops.stack(taps), kernel.shape)
+
+    @ops.custom_gradient
+    def convolution(x, kernel):
+        def gradients(*args, upstream=None):
+            upstream = args[0] if upstream is None else upstream
+            return (ops.conv_transpose(upstream, kernel, strides=1, padding=padding),
+                    kernel_gradient(x, kernel, upstream))
+
+        return ops.conv(x, kernel, strides=1, padding=padding), gradients
+
+    return convolution
+
+
+_CONVOLUTION = {padding: _convolution_with_matmul_kernel_gradient(padding) for padding in ("same", "valid")}
 
 
 def keys_cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
