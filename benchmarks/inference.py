@@ -37,14 +37,14 @@ CASES = {"ceph_cpu": "skull2d_cpu", "ceph_paper": "skull2d", "ct_paper": "spine3
 
 def main(argv):
     del argv
-    import keras
-
-    from scn_tf.configs import preset
+    from scn_tf.configs import preset  # scn_tf before keras: it picks TensorFlow's CPU kernels
     from scn_tf.data.io import read_image
     from scn_tf.data.preprocessing import prepare_source
     from scn_tf.experiment import probe_input_shape
     from scn_tf.inference import Predictor, window_starts
     from scn_tf.models import build_model
+
+    import keras
 
     print(f"{os.cpu_count()} CPU cores; median of {FLAGS.repeats} runs after a warm-up run", flush=True)
     print("| case | image | network input | windows | read | preprocess | predict | total | peak RSS |")
