@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from scn_tf.models.layers import Conv, FixedUpsampling, convolution, filler_kernel, keys_cubic
+from scn_tf.models.layers import (MATMUL_KERNEL_GRADIENT_MAX_ELEMENTS, Conv, FixedUpsampling,
+                                  _fits_matmul_kernel_gradient, convolution, filler_kernel, keys_cubic)
 
 
 def numpy_transposed_upsample(x: np.ndarray, weights_1d: np.ndarray, factor: int) -> np.ndarray:
@@ -109,3 +110,12 @@ def test_conv_layer_matmul_kernel_gradient_equals_tensorflow_gradient(padding):
     layer.matmul_kernel_gradient = False
     for a, b in zip(ours, outputs_and_gradients()):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_matmul_kernel_gradient_only_for_known_shapes_within_the_memory_bound():
+    assert _fits_matmul_kernel_gradient((None, 160, 128, 32))
+    assert _fits_matmul_kernel_gradient((1, MATMUL_KERNEL_GRADIENT_MAX_ELEMENTS, 1, 1))
+    assert not _fits_matmul_kernel_gradient((1, MATMUL_KERNEL_GRADIENT_MAX_ELEMENTS + 1, 1, 1))
+    assert not _fits_matmul_kernel_gradient((1, 512, 512, 128))
+    assert not _fits_matmul_kernel_gradient((1, None, 128, 32))
+    assert not Conv(3, 4, 3).matmul_kernel_gradient and not Conv(2, 4, 11).matmul_kernel_gradient

@@ -85,7 +85,7 @@ class Conv(keras.layers.Layer):
         if self.padding == "reflect" and self.kernel_size > 1:
             before, after = (self.kernel_size - 1) // 2, self.kernel_size // 2
             x = ops.pad(x, [[0, 0]] + [[before, after]] * self.ndim + [[0, 0]], mode="reflect")
-        if self.matmul_kernel_gradient:
+        if self.matmul_kernel_gradient and _fits_matmul_kernel_gradient(x.shape):
             padding = "same" if self.padding == "same" else "valid"
             x = convolution(x, ops.cast(self.conv.kernel, x.dtype), padding) + ops.cast(self.conv.bias, x.dtype)
         else:
@@ -94,9 +94,16 @@ class Conv(keras.layers.Layer):
 
 
 # Kernels of at most this many taps (2D 3x3) take the matrix-product kernel gradient under TensorFlow on a
-# CPU. Larger ones keep TensorFlow's own, which is faster there with oneDNN: 3x3x3 (619 against 882 ms at
-# 128x64x64x32) and the spatial configuration's 11x11 at a coarse resolution.
+# CPU. Larger ones keep TensorFlow's own, which is faster there with oneDNN: 3x3x3 (531 against 803 ms at
+# 128x64x64x32) and the spatial configuration's 11x11 at a coarse resolution. So do inputs of more than
+# MATMUL_KERNEL_GRADIENT_MAX_ELEMENTS values per sample, whose shifted copies would cost more memory than
+# the time saved (512x512x128 of the paper-size cephalogram network: 9.0 GB peak against 5.3 GB).
 MATMUL_KERNEL_GRADIENT_MAX_TAPS = 9
+MATMUL_KERNEL_GRADIENT_MAX_ELEMENTS = 2**23
+
+
+def _fits_matmul_kernel_gradient(shape) -> bool:
+    return all(n is not None for n in shape[1:]) and math.prod(shape[1:]) <= MATMUL_KERNEL_GRADIENT_MAX_ELEMENTS
 
 
 def _tensorflow_cpu_only() -> bool:
