@@ -1,6 +1,6 @@
 """One 3x3 convolution's forward pass and both gradients on this CPU, TensorFlow's kernels against ours.
 
-  python benchmarks/conv_gradients.py                           # oneDNN kernels (scn_tf's default)
+  TF_ENABLE_ONEDNN_OPTS=1 python benchmarks/conv_gradients.py   # oneDNN kernels
   TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/conv_gradients.py   # TensorFlow's own (Eigen) kernels
 
 For the shapes of the ISBI CPU preset's first level, the 256x256 64-filter SCN and the small 3D SCN: the
@@ -17,11 +17,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from scn_tf.models.layers import convolution  # noqa: E402  (first: scn_tf picks TensorFlow's CPU kernels)
-
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
+
+from scn_tf.models.layers import convolution  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("repeats", 10, "Timed calls per figure (median reported); 3D shapes use a third.")
@@ -42,7 +42,7 @@ def median_ms(function, repeats: int) -> float:
 
 def main(argv):
     del argv
-    print(f"oneDNN: {os.environ.get('TF_ENABLE_ONEDNN_OPTS')}; {os.cpu_count()} CPU cores")
+    print(f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(unset)')}; {os.cpu_count()} CPU cores")
     print("| shape | forward | input gradient | kernel gradient (TensorFlow) | kernel gradient (matmul per tap) | "
           "max relative difference |")
     print("|---|---|---|---|---|---|")

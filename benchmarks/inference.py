@@ -37,7 +37,7 @@ CASES = {"ceph_cpu": "skull2d_cpu", "ceph_paper": "skull2d", "ct_paper": "spine3
 
 def main(argv):
     del argv
-    from scn_tf.configs import preset  # scn_tf before keras: it picks TensorFlow's CPU kernels
+    from scn_tf.configs import preset
     from scn_tf.data.io import read_image
     from scn_tf.data.preprocessing import prepare_source
     from scn_tf.experiment import probe_input_shape

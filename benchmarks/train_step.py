@@ -77,7 +77,7 @@ def median_seconds(run, count: int) -> float:
 
 
 def measure(name: str) -> dict:
-    from scn_tf.configs import preset  # scn_tf before tensorflow: it picks TensorFlow's CPU kernels
+    from scn_tf.configs import preset
     from scn_tf.data.pipeline import make_dataset
     from scn_tf.models import build_model, count_trainable_weights
     from scn_tf.models.flops import training_flops

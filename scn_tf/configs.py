@@ -239,8 +239,8 @@ def _skull2d_cpu() -> ExperimentConfig:
     original's 11x11 kernels; pre-smoothing at 0.6 mm against aliasing at 1.5 mm pixels; sigma
     initialised at 2 px (3 mm) and weight decay 5e-4 as the calibration probe; Adam with a cosine-decayed
     rate instead of constant-rate SGD, which at this size stalls at the zero-output start (lr 1e-5) or
-    diverges (lr 1e-4); 20,000 iterations, about 56 minutes here including the data pipeline (0.17 s per
-    step with oneDNN and the matrix-product kernel gradient; 0.28 s and 12,500 iterations before them).
+    diverges (lr 1e-4); 20,000 iterations, 53 minutes here including the data pipeline (0.16 s per
+    step with TF_ENABLE_ONEDNN_OPTS=1 and the matrix-product kernel gradient; 0.28 s before them).
     """
     config = _skull2d()
     return config.updated({
