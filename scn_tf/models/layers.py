@@ -6,6 +6,7 @@ Tensors are channels_last: (batch, [z,] y, x, channels).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -68,8 +69,9 @@ class Conv(keras.layers.Layer):
         self.kernel_size = kernel_size
         initializer = ("he_normal" if init_std is None
                        else keras.initializers.TruncatedNormal(stddev=init_std))
-        self.conv = _CONV[ndim](filters, kernel_size, padding="same" if padding == "same" else "valid",
-                                kernel_initializer=initializer, bias_initializer="zeros", name="conv")
+        self.conv_padding = "same" if padding == "same" else "valid"  # reflect: padded in call, then valid
+        self.conv = _CONV[ndim](filters, kernel_size, padding=self.conv_padding, kernel_initializer=initializer,
+                                bias_initializer="zeros", name="conv")
         self.activation = activation_fn(activation, leaky_relu_slope)
         self.matmul_kernel_gradient = (kernel_size**self.ndim <= MATMUL_KERNEL_GRADIENT_MAX_TAPS
                                        and _tensorflow_cpu_only())
@@ -83,11 +85,10 @@ class Conv(keras.layers.Layer):
 
     def call(self, x):
         if self.padding == "reflect" and self.kernel_size > 1:
-            before, after = (self.kernel_size - 1) // 2, self.kernel_size // 2
-            x = ops.pad(x, [[0, 0]] + [[before, after]] * self.ndim + [[0, 0]], mode="reflect")
+            x = ops.pad(x, same_pad_width(self.ndim, self.kernel_size), mode="reflect")
         if self.matmul_kernel_gradient and _fits_matmul_kernel_gradient(x.shape):
-            padding = "same" if self.padding == "same" else "valid"
-            x = convolution(x, ops.cast(self.conv.kernel, x.dtype), padding) + ops.cast(self.conv.bias, x.dtype)
+            x = (convolution(x, ops.cast(self.conv.kernel, x.dtype), self.conv_padding)
+                 + ops.cast(self.conv.bias, x.dtype))
         else:
             x = self.conv(x)
         return x if self.activation is None else self.activation(x)
@@ -106,6 +107,13 @@ def _fits_matmul_kernel_gradient(shape) -> bool:
     return all(n is not None for n in shape[1:]) and math.prod(shape[1:]) <= MATMUL_KERNEL_GRADIENT_MAX_ELEMENTS
 
 
+def same_pad_width(ndim: int, kernel_size: int) -> list[list[int]]:
+    """The (before, after) padding per axis of a (batch, *spatial, channels) tensor that makes a valid
+    convolution of `kernel_size` keep the spatial size."""
+    return [[0, 0]] + [[(kernel_size - 1) // 2, kernel_size // 2]] * ndim + [[0, 0]]
+
+
+@functools.cache
 def _tensorflow_cpu_only() -> bool:
     if keras.backend.backend() != "tensorflow":
         return False
@@ -117,8 +125,8 @@ def _tensorflow_cpu_only() -> bool:
 def convolution(x, kernel, padding: str):
     """Stride-1 convolution ('same' or 'valid') whose kernel gradient is one matrix product per kernel tap,
     the shifted input (positions x in-channels) transposed times the upstream gradient (positions x
-    out-channels): up to 3 times faster on a CPU than TensorFlow's Conv2DBackpropFilter (6 against 9 ms at
-    160x128x32, 83 against 263 ms at 256x256x64, with oneDNN), same values."""
+    out-channels): faster on a CPU than TensorFlow's Conv2DBackpropFilter, same values (7.6 against 10.5 ms
+    at 160x128x32 and 86 against 210 ms at 256x256x64 with oneDNN; benchmarks/conv_gradients.py)."""
     return _CONVOLUTION[padding](x, kernel)
 
 
@@ -126,7 +134,7 @@ def _convolution_with_matmul_kernel_gradient(padding: str):
     def kernel_gradient(x, kernel, upstream):
         size, ndim = kernel.shape[0], len(kernel.shape) - 2
         if padding == "same":
-            x = ops.pad(x, [[0, 0]] + [[(size - 1) // 2, size // 2]] * ndim + [[0, 0]])
+            x = ops.pad(x, same_pad_width(ndim, size))
         positions = upstream.shape[1:-1]
         upstream = ops.reshape(upstream, (-1, upstream.shape[-1]))
         taps = []
@@ -185,7 +193,7 @@ class FixedUpsampling(keras.layers.Layer):
         self.ndim = check_ndim(ndim)
         self.factor = int(factor)
         self.interpolation = interpolation
-        self.phases = _polyphase_taps(filler_kernel(interpolation, self.factor), self.factor)
+        self.shifts, self.phase_weights = _polyphase_matrix(filler_kernel(interpolation, self.factor), self.factor)
 
     def call(self, x):
         if self.factor == 1:
@@ -210,18 +218,13 @@ class FixedUpsampling(keras.layers.Layer):
         """All output phases of one axis at once: the input at each distinct tap shift, stacked, times the
         (shifts x phases) weight matrix, so that the backward pass slices each shift once rather than once
         per phase and tap (8 phases x 4 taps for cubic x8)."""
-        shifts = sorted({m for taps in self.phases for m, _ in taps})
-        weights = np.zeros((len(shifts), self.factor))
-        for phase, taps in enumerate(self.phases):
-            for shift, weight in taps:
-                weights[shifts.index(shift), phase] = weight
-        pad_before, pad_after = max(max(shifts), 0), max(-min(shifts), 0)
+        pad_before, pad_after = max(max(self.shifts), 0), max(-min(self.shifts), 0)
         pad_width = [[0, 0]] * len(x.shape)
         pad_width[axis] = [pad_before, pad_after]
         padded = ops.pad(x, pad_width)
         length = x.shape[axis]
         windows = []
-        for shift in shifts:
+        for shift in self.shifts:
             index = [slice(None)] * len(x.shape)
             index[axis] = slice(pad_before - shift, pad_before - shift + length)
             windows.append(padded[tuple(index)])
@@ -229,7 +232,7 @@ class FixedUpsampling(keras.layers.Layer):
         stacked_letters = letters[:axis + 1] + "s" + letters[axis + 1:]
         phased_letters = letters[:axis + 1] + "r" + letters[axis + 1:]
         phases = ops.einsum(f"{stacked_letters},sr->{phased_letters}", ops.stack(windows, axis=axis + 1),
-                            ops.cast(weights, x.dtype))
+                            ops.cast(self.phase_weights, x.dtype))
         shape = list(x.shape)
         shape[0] = -1
         shape[axis] = length * self.factor
@@ -242,14 +245,16 @@ class FixedUpsampling(keras.layers.Layer):
         return tuple(shape)
 
 
-def _polyphase_taps(kernel: np.ndarray, factor: int) -> list[list[tuple[int, float]]]:
-    """For each output phase r: the (shift m, weight) pairs with out[f*i + r] = sum w * x[i - m]."""
+def _polyphase_matrix(kernel: np.ndarray, factor: int) -> tuple[list[int], np.ndarray]:
+    """The distinct input shifts m and the (shifts x phases) weights W with out[f*i + r] = sum_m W[m, r] x[i - m]:
+    the transposed convolution (stride f) with `kernel`, centre-cropped to f times the input size."""
     size = len(kernel)
     crop = (size - factor) // 2
-    phases = []
+    taps = {}
     for r in range(factor):
-        lo = math.ceil((-r - crop) / factor)
-        hi = math.floor((size - 1 - r - crop) / factor)
-        taps = [(m, float(kernel[r + crop + m * factor])) for m in range(lo, hi + 1)]
-        phases.append([(m, w) for m, w in taps if w != 0.0])
-    return phases
+        for m in range(math.ceil((-r - crop) / factor), math.floor((size - 1 - r - crop) / factor) + 1):
+            weight = float(kernel[r + crop + m * factor])
+            if weight != 0.0:
+                taps.setdefault(m, np.zeros(factor))[r] = weight
+    shifts = sorted(taps)
+    return shifts, np.stack([taps[m] for m in shifts])
