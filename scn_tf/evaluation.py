@@ -115,3 +115,17 @@ def cumulative_curve(values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Sorted values and the fraction (percent) of values at most each one."""
     ordered = np.sort(np.asarray(list(values), np.float64))
     return ordered, 100.0 * np.arange(1, len(ordered) + 1) / max(len(ordered), 1)
+
+
+def mean_offset(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """(landmarks, d) mean of first - second over the images where both are given (NaN where never both).
+
+    With predictions and annotations it is a network's systematic bias per landmark; with two annotators'
+    sets it is their difference in convention, whose change between two image sets shows a drift.
+    """
+    difference = np.asarray(first, np.float64) - np.asarray(second, np.float64)
+    given = np.all(np.isfinite(difference), axis=-1, keepdims=True)
+    counts = given.sum(axis=0)
+    totals = np.where(given, difference, 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from scn_tf.evaluation import Normalization, evaluate, identification_rate, point_errors
+from scn_tf.evaluation import Normalization, evaluate, identification_rate, mean_offset, point_errors
 
 
 def test_hand_computed_case():
@@ -113,3 +113,12 @@ def test_reports_with_learned_sigmas(tmp_path):
     assert rows[0].endswith(",sigma_mm") and rows[3].startswith("2,r,2,5.6569") and rows[3].endswith(",3.5000")
     assert "Spearman rank correlation with the landmark's mean PE: 1.00" in (tmp_path / "summary.txt").read_text()
     assert (tmp_path / "sigmas.png").stat().st_size > 1000
+
+
+def test_mean_offset_skips_missing_pairs():
+    first = np.array([[[1.0, 2.0], [5.0, 5.0]], [[3.0, 0.0], [np.nan, 1.0]], [[2.0, 4.0], [7.0, 9.0]]])
+    second = np.array([[[0.0, 0.0], [5.0, 5.0]], [[0.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [3.0, np.nan]]])
+    offset = mean_offset(first, second)
+    np.testing.assert_allclose(offset[0], [(1 + 3 + 2) / 3, (2 + 0 + 3) / 3])
+    np.testing.assert_allclose(offset[1], [0.0, 0.0])
+    assert np.all(np.isnan(mean_offset(first[1:2, 1:], second[1:2, 1:])))

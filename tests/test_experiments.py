@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from scn_tf.data.io import write_landmarks_csv
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 SMALL = ["--iterations", "4", "--filters", "4", "--workers", "1"]
@@ -118,3 +120,35 @@ def test_hand2d_on_real_radiographs(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["normalization"] == {"first": 1, "second": 5, "distance": 50.0}
     check_run(run, SHARED / "hand_xray", SHARED / "hand_xray" / "images" / "3147.mha")
+
+
+def test_annotation_drift_script(tmp_path):
+    """Reference labels moved by (+2, -1) mm on landmark 10 of the training ids only: the drift is found, and a
+    network that learned the moved convention has that offset, which removing the drift takes back."""
+    rng = np.random.default_rng(0)
+    train, test = [f"{i:03d}" for i in range(1, 9)], [f"{i:03d}" for i in range(151, 157)]
+    other = {i: rng.uniform(10, 180, (19, 2)) for i in train + test}
+    reference = {i: other[i] + rng.normal(0, 0.3, (19, 2)) for i in train + test}
+    for i in train:
+        reference[i][9] += [2.0, -1.0]
+    predictions = {i: reference[i] + [2.0, -1.0] * (np.arange(19) == 9)[:, None] for i in test}
+    annotations = tmp_path / "annotations"
+    annotations.mkdir()
+    for name, values in [("senior", reference), ("junior", other)]:
+        write_landmarks_csv(annotations / f"{name}_mm.csv", values)
+    write_landmarks_csv(tmp_path / "predictions.csv", predictions)
+    (tmp_path / "train.txt").write_text("\n".join(train))
+    (tmp_path / "test.txt").write_text("\n".join(test))
+    result = script("skull2d_drift", "--run_dir", tmp_path, "--data_dir", tmp_path, "--train_ids", tmp_path / "train.txt",
+                    "--test_ids", tmp_path / "test.txt")
+    assert result.returncode == 0, result.stderr
+    gonion = next(line for line in result.stdout.splitlines() if line.startswith("| 10 | gonion |"))
+    offset, drift = (cell.strip() for cell in gonion.split("|")[3:5])
+    assert offset == "(+2.00, -1.00) = 2.24"
+    drift_xy = [float(v) for v in drift.split("=")[0].strip(" ()").split(",")]
+    np.testing.assert_allclose(drift_xy, [2.0, -1.0], atol=0.35)
+    lines = result.stdout.strip().splitlines()
+    assert lines[-2].startswith("as run: MRE") and "SDR 4 mm 100.00%" in lines[-2]
+    assert lines[-1].startswith("drift of landmarks 10 removed: MRE")
+    as_run, removed = (float(line.split("MRE ")[1].split(" mm")[0]) for line in lines[-2:])
+    assert removed < as_run
