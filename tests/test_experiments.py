@@ -109,6 +109,12 @@ def test_skull2d_on_real_cephalograms_and_resume(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "(step 3)" in resumed.stderr
     assert json.loads((run / "sigmas.json").read_text())["step"] == 6
+    drift = script("skull2d_drift", "--run_dir", run, "--data_dir", SHARED / "isbi2015_ceph", "--train_ids",
+                   tmp_path / "train.txt", "--test_ids", tmp_path / "test.txt")
+    assert drift.returncode == 0, drift.stderr[-3000:]
+    as_run = next(line for line in drift.stdout.splitlines() if line.startswith("as run: MRE"))
+    mre = json.loads((run / "metrics.json").read_text())["pe_mean"]
+    assert float(as_run.split("MRE ")[1].split(" mm")[0]) == pytest.approx(mre, abs=2e-3)
 
 
 @pytest.mark.skipif(not (SHARED / "hand_xray").exists(), reason="../shared/data/hand_xray is absent")
