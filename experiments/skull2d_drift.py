@@ -14,16 +14,18 @@ predictions.csv holds 6 significant digits, so a count may differ from metrics.j
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 from absl import app, flags
 
+from scn_tf.cli.runner import SPLITS_DIR
 from scn_tf.configs import preset
-from scn_tf.data.io import read_id_list, read_landmarks_csv
-from scn_tf.evaluation import mean_offset, point_errors
+from scn_tf.data.io import DataError, read_id_list, read_landmarks_csv
+from scn_tf.evaluation import evaluate, mean_offset, point_errors
 
-SPLITS = Path(__file__).resolve().parents[1] / "data_splits" / "isbi2015_ceph"
+SPLITS = SPLITS_DIR / "isbi2015_ceph"
 flags.DEFINE_string("run_dir", None, "A skull2d run folder (its predictions.csv).", required=True)
 flags.DEFINE_string("data_dir", None, "ISBI 2015 folder with annotations/<doctor>_mm.csv.", required=True)
 flags.DEFINE_string("reference", "senior", "The annotations the run was trained and evaluated on.")
@@ -35,36 +37,44 @@ flags.DEFINE_list("radii", ["2", "4"], "Radii (mm) of the success detection rate
 FLAGS = flags.FLAGS
 
 
-def stack(landmarks: dict[str, np.ndarray], ids: list[str], source: str) -> np.ndarray:
+def stack(landmarks: dict[str, np.ndarray], path: Path, ids: list[str], ids_file: str) -> np.ndarray:
+    """The rows of landmark file `path` (read into `landmarks`) for `ids`, as (images, landmarks, 2)."""
     missing = [i for i in ids if i not in landmarks]
     if missing:
-        raise SystemExit(f"{source}: no row for ids {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        raise DataError(f"{path}: no row for id(s) {', '.join(missing[:10])} listed in {ids_file}")
     return np.stack([landmarks[i] for i in ids])
 
 
-def sdr(errors: np.ndarray, radii: list[str]) -> str:
-    values = errors[np.isfinite(errors)]
-    parts = [f"MRE {values.mean():.3f} mm"]
-    parts += [f"SDR {r} mm {100 * np.mean(values < float(r)):.2f}% ({int(np.sum(values >= float(r)))} >= {r})"
-              for r in radii]
+def summary(ids: list[str], predicted: np.ndarray, truth: np.ndarray, radii: list[str]) -> str:
+    """MRE and success detection rates by the evaluation's own definitions (outlier: PE >= radius)."""
+    metrics = evaluate(ids, predicted, truth, radii)
+    parts = [f"MRE {metrics['pe_mean']:.3f} mm"]
+    for radius in radii:
+        outliers = metrics["outliers"][radius]
+        parts.append(f"SDR {radius} mm {100 - outliers['percent']:.2f}% ({outliers['count']} >= {radius})")
     return ", ".join(parts)
 
 
 def main(argv):
     del argv
     names = preset("skull2d").data.landmark_names
-    count = len(names)
     annotations = Path(FLAGS.data_dir) / "annotations"
-    reference = read_landmarks_csv(annotations / f"{FLAGS.reference}_mm.csv", count, 2)
-    other = read_landmarks_csv(annotations / f"{FLAGS.other}_mm.csv", count, 2)
-    predictions = read_landmarks_csv(Path(FLAGS.run_dir) / "predictions.csv", count, 2)
-    train_ids, test_ids = read_id_list(FLAGS.train_ids), read_id_list(FLAGS.test_ids)
-
-    truth = stack(reference, test_ids, FLAGS.reference)
-    predicted = stack(predictions, test_ids, "predictions.csv")
+    paths = {"reference": annotations / f"{FLAGS.reference}_mm.csv", "other": annotations / f"{FLAGS.other}_mm.csv",
+             "predictions": Path(FLAGS.run_dir) / "predictions.csv"}
+    try:
+        tables = {key: read_landmarks_csv(path, len(names), 2) for key, path in paths.items()}
+        splits = {"train": (read_id_list(FLAGS.train_ids), FLAGS.train_ids),
+                  "test": (read_id_list(FLAGS.test_ids), FLAGS.test_ids)}
+        rows = {(key, split): stack(tables[key], paths[key], *splits[split])
+                for key, split in [("reference", "train"), ("other", "train"), ("reference", "test"),
+                                   ("other", "test"), ("predictions", "test")]}
+    except DataError as error:
+        logging.error("%s", error)
+        return 1
+    test_ids, truth, predicted = splits["test"][0], rows["reference", "test"], rows["predictions", "test"]
+    drift = (mean_offset(rows["reference", "train"], rows["other", "train"])
+             - mean_offset(truth, rows["other", "test"]))
     bias = mean_offset(predicted, truth)
-    drift = (mean_offset(stack(reference, train_ids, FLAGS.reference), stack(other, train_ids, FLAGS.other))
-             - mean_offset(truth, stack(other, test_ids, FLAGS.other)))
     errors = point_errors(predicted, truth)
 
     print(f"| # | landmark | network offset on test (mm) | {FLAGS.reference} drift train -> test (mm) | "
@@ -74,11 +84,12 @@ def main(argv):
         print(f"| {index + 1} | {name} | ({bias[index, 0]:+.2f}, {bias[index, 1]:+.2f}) = "
               f"{np.linalg.norm(bias[index]):.2f} | ({drift[index, 0]:+.2f}, {drift[index, 1]:+.2f}) = "
               f"{np.linalg.norm(drift[index]):.2f} | {int(np.sum(errors[:, index] >= 4))} |")
-    print(f"\nas run: {sdr(errors, FLAGS.radii)}")
+    print(f"\nas run: {summary(test_ids, predicted, truth, FLAGS.radii)}")
     chosen = [int(k) - 1 for k in FLAGS.correct]
     moved = predicted.copy()
     moved[:, chosen] -= drift[chosen]
-    print(f"drift of landmarks {','.join(FLAGS.correct)} removed: {sdr(point_errors(moved, truth), FLAGS.radii)}")
+    print(f"drift of landmarks {','.join(FLAGS.correct)} removed: {summary(test_ids, moved, truth, FLAGS.radii)}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -127,5 +127,4 @@ def mean_offset(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     given = np.all(np.isfinite(difference), axis=-1, keepdims=True)
     counts = given.sum(axis=0)
     totals = np.where(given, difference, 0.0).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
+    return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
