@@ -1,8 +1,8 @@
 """One training run end to end: data, model, training loop, evaluation of the last weights, reports.
 
 Used by the per-dataset scripts in experiments/ and by scn-train. The run folder is a model folder that
-scn-predict accepts (config.json, last.weights.h5, sigmas.json, confidence.json), plus checkpoints/, logs/, predictions.csv,
-metrics.json and the evaluation reports.
+scn-predict accepts (config.json, last.weights.h5, sigmas.json, confidence.json), plus checkpoints/, logs/,
+predictions.csv, metrics.json and the evaluation reports.
 """
 
 from __future__ import annotations
