@@ -157,21 +157,18 @@ def source_frame_heatmaps(prediction: Prediction, source: sitk.Image) -> sitk.Im
     """
     if prediction.heatmaps is None:
         raise ValueError("the prediction holds no heatmaps: predict with keep_heatmaps=True")
-    ndim = source.GetDimension()
     geometry = prediction.transform.geometry
+    network = sitk.GetImageFromArray(np.ascontiguousarray(prediction.heatmaps, np.float32), isVector=True)
+    network.SetSpacing([float(s) for s in geometry.spacing])
+    network.SetOrigin([0.0] * source.GetDimension())
     resampler = sitk.ResampleImageFilter()
     resampler.SetReferenceImage(source)
     resampler.SetTransform(prediction.transform.affine.GetInverse())
     resampler.SetInterpolator(sitk.sitkLinear)
     resampler.SetDefaultPixelValue(0.0)
-    resampler.SetOutputPixelType(sitk.sitkFloat32)
-    channels = []
-    for landmark in range(prediction.heatmaps.shape[-1]):
-        network = sitk.GetImageFromArray(np.ascontiguousarray(prediction.heatmaps[..., landmark]))
-        network.SetSpacing([float(s) for s in geometry.spacing])
-        network.SetOrigin([0.0] * ndim)
-        channel = resampler.Execute(network)
-        channels.append(mirror_x(channel) if prediction.mirrored else channel)
-    result = sitk.Compose(channels)
+    result = resampler.Execute(network)
+    if prediction.mirrored:
+        result = sitk.GetImageFromArray(np.ascontiguousarray(sitk.GetArrayFromImage(result)[..., ::-1, :]),
+                                        isVector=True)
     result.CopyInformation(source)
     return result

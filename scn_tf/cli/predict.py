@@ -77,7 +77,7 @@ def main(argv):
                             "" if data.ndim != 2 or FLAGS.mirror == "auto" else ", or try --mirror auto")
         if FLAGS.save_heatmaps:
             with atomic_path(Path(FLAGS.save_heatmaps) / f"{image_id}.mha") as temporary:
-                sitk.WriteImage(source_frame_heatmaps(prediction, image), str(temporary), True)
+                sitk.WriteImage(source_frame_heatmaps(prediction, image), str(temporary))
         if FLAGS.overlay_dir:
             Path(FLAGS.overlay_dir).mkdir(parents=True, exist_ok=True)
             save_overlay(Path(FLAGS.overlay_dir) / f"{image_id}.png", sitk.GetArrayFromImage(image),
