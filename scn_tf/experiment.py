@@ -1,8 +1,8 @@
 """One training run end to end: data, model, training loop, evaluation of the last weights, reports.
 
 Used by the per-dataset scripts in experiments/ and by scn-train. The run folder is a model folder that
-scn-predict accepts (config.json, last.weights.h5, sigmas.json), plus checkpoints/, logs/, predictions.csv,
-metrics.json and the evaluation reports.
+scn-predict accepts (config.json, last.weights.h5, sigmas.json, confidence.json), plus checkpoints/, logs/,
+predictions.csv, metrics.json and the evaluation reports.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import SimpleITK as sitk
 
+from scn_tf.confidence import measure_reference, write_reference
 from scn_tf.configs import ExperimentConfig
 from scn_tf.data.io import write_landmarks_csv
 from scn_tf.data.pipeline import LandmarkSource, make_dataset
@@ -136,6 +137,9 @@ class Experiment:
         if not chief:
             shutil.rmtree(run_dir, ignore_errors=True)
             return {}
+        log.info("heatmap peaks of the %d training images (the scale of scn-predict's confidence)", len(train.ids))
+        predictor = Predictor(model, config.data, trainer.sigmas.numpy(), train.reference_quantiles)
+        write_reference(self.output_dir, measure_reference(predictor, train.images, train.points))
         if not self.test_ids:
             return {}
         log.info("evaluating the last weights on %d test images", len(self.test_ids))

@@ -1,5 +1,7 @@
 """Landmarks of whole images: test-geometry resampling, the network (sliding windows along z for long
-volumes), argmax + parabola decoding, and the mapping back to the source image's physical space."""
+volumes), argmax + parabola decoding, and the mapping back to the source image's physical space; in 2D
+optionally also the left-right mirrored image, keeping the more confident reading; the heatmaps resampled
+back onto the source image's grid."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ import keras
 import numpy as np
 import SimpleITK as sitk
 
+from scn_tf.confidence import ConfidenceReference, image_score
 from scn_tf.configs import DataConfig
 from scn_tf.data.augmentation import SpatialTransform, make_transform
-from scn_tf.data.io import physical_to_pixel, read_image
+from scn_tf.data.io import physical_to_pixel, pixel_to_physical, read_image
 from scn_tf.data.preprocessing import normalize_intensity, prepare_source
 from scn_tf.heatmaps import decode_heatmaps
 
@@ -25,6 +28,10 @@ class Prediction:
     indices: np.ndarray       # (N, d) continuous pixel indices of the source image (x, y[, z])
     confidence: np.ndarray    # (N,) heatmap value at the maximum
     sigma_mm: np.ndarray | None  # (N,) the learned target width per landmark, in mm
+    mirrored: bool = False       # read from the left-right mirrored image (mirrored back)
+    mirror_scores: dict | None = None  # {"original": s, "mirrored": s} where both were run
+    heatmaps: np.ndarray | None = None  # (*spatial, N) network-space heatmaps, where asked for
+    transform: SpatialTransform | None = None  # network space -> source space of those heatmaps
 
     def in_units(self, units: str) -> np.ndarray:
         """The coordinates in the dataset's landmark units ("mm" or "pixel")."""
@@ -51,8 +58,10 @@ class Predictor:
     """
 
     def __init__(self, model: keras.Model | Callable, data: DataConfig, sigmas: np.ndarray | None = None,
-                 reference_quantiles: np.ndarray | None = None, batch_size: int = 2):
+                 reference_quantiles: np.ndarray | None = None, batch_size: int = 2,
+                 confidence_reference: ConfidenceReference | None = None):
         self.data = data
+        self.confidence_reference = confidence_reference
         self.sigmas = None if sigmas is None else np.asarray(sigmas, np.float64)
         if data.normalization == "histogram_matching" and reference_quantiles is None:
             raise ValueError("the configuration asks for histogram matching: give reference_quantiles")
@@ -88,12 +97,32 @@ class Predictor:
                 np.maximum(region, output, out=region)
         return merged
 
-    def predict_image(self, image: sitk.Image, image_id: str = "") -> Prediction:
-        """Landmarks of a source image as read from disk."""
-        return self.predict_prepared(prepare_source(image, self.data.smoothing_sigma, self.reference_quantiles),
-                                     image_id)
+    def predict_image(self, image: sitk.Image, image_id: str = "", mirror: str = "off",
+                      keep_heatmaps: bool = False) -> Prediction:
+        """Landmarks of a source image as read from disk.
 
-    def predict_prepared(self, source: sitk.Image, image_id: str = "") -> Prediction:
+        mirror "auto" (2D only) also reads the image mirrored left-right (its x axis reversed on the same
+        grid) and keeps the reading with the higher `confidence.image_score`, its landmarks mirrored back.
+        """
+        if mirror not in ("off", "auto"):
+            raise ValueError(f"mirror must be 'off' or 'auto', got {mirror!r}")
+        if mirror == "auto" and self.data.ndim != 2:
+            raise ValueError("mirror 'auto' is for 2D models only")
+        source = prepare_source(image, self.data.smoothing_sigma, self.reference_quantiles)
+        prediction = self.predict_prepared(source, image_id, keep_heatmaps)
+        if mirror == "off":
+            return prediction
+        mirrored = self.predict_prepared(mirror_x(source), image_id, keep_heatmaps)
+        scores = {"original": image_score(prediction.confidence, self.confidence_reference),
+                  "mirrored": image_score(mirrored.confidence, self.confidence_reference)}
+        if scores["mirrored"] <= scores["original"]:
+            return dataclasses.replace(prediction, mirror_scores=scores)
+        indices = mirrored.indices.copy()
+        indices[:, 0] = source.GetSize()[0] - 1 - indices[:, 0]
+        return dataclasses.replace(mirrored, points=pixel_to_physical(source, indices), indices=indices,
+                                   mirrored=True, mirror_scores=scores)
+
+    def predict_prepared(self, source: sitk.Image, image_id: str = "", keep_heatmaps: bool = False) -> Prediction:
         """Landmarks of a source image already smoothed and matched (as cached for training)."""
         data = self.data
         transform = self.transform(source)
@@ -106,7 +135,40 @@ class Predictor:
         network_points = np.asarray(coords)[0].astype(np.float64) * transform.geometry.spacing
         points = transform.to_source(network_points)
         sigma_mm = None if self.sigmas is None else self.sigmas * float(np.mean(transform.geometry.spacing))
-        return Prediction(image_id, points, physical_to_pixel(source, points), np.asarray(values)[0], sigma_mm)
+        return Prediction(image_id, points, physical_to_pixel(source, points), np.asarray(values)[0], sigma_mm,
+                          heatmaps=heatmaps if keep_heatmaps else None, transform=transform if keep_heatmaps else None)
 
     def predict_file(self, path, image_id: str) -> Prediction:
         return self.predict_image(read_image(path, self.data.ndim, self.data.image_spacing), image_id)
+
+
+def mirror_x(image: sitk.Image) -> sitk.Image:
+    """The image with its x axis (first index) reversed, on the same grid (origin, spacing, direction)."""
+    flipped = sitk.GetImageFromArray(np.ascontiguousarray(sitk.GetArrayFromImage(image)[..., ::-1]))
+    flipped.CopyInformation(image)
+    return flipped
+
+
+def source_frame_heatmaps(prediction: Prediction, source: sitk.Image) -> sitk.Image:
+    """The prediction's heatmaps resampled (linearly) onto `source`'s grid: one float32 component per landmark,
+    `source`'s size, origin, spacing and direction; 0 outside the network's field of view.
+
+    The prediction must have been made with keep_heatmaps; a mirrored reading is mirrored back.
+    """
+    if prediction.heatmaps is None:
+        raise ValueError("the prediction holds no heatmaps: predict with keep_heatmaps=True")
+    geometry = prediction.transform.geometry
+    network = sitk.GetImageFromArray(np.ascontiguousarray(prediction.heatmaps, np.float32), isVector=True)
+    network.SetSpacing([float(s) for s in geometry.spacing])
+    network.SetOrigin([0.0] * source.GetDimension())
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetReferenceImage(source)
+    resampler.SetTransform(prediction.transform.affine.GetInverse())
+    resampler.SetInterpolator(sitk.sitkLinear)
+    resampler.SetDefaultPixelValue(0.0)
+    result = resampler.Execute(network)
+    if prediction.mirrored:
+        result = sitk.GetImageFromArray(np.ascontiguousarray(sitk.GetArrayFromImage(result)[..., ::-1, :]),
+                                        isVector=True)
+    result.CopyInformation(source)
+    return result

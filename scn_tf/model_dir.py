@@ -1,4 +1,5 @@
-"""A training run's folder as a deployable model: config.json, <last|best>.weights.h5, sigmas.json and,
+"""A training run's folder as a deployable model: config.json, <last|best>.weights.h5, sigmas.json,
+confidence.json (the training images' heatmap peaks, scn_tf.confidence) and,
 where the configuration matches histograms, preprocessing.json with the reference quantiles."""
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
 """scn-predict and scn-evaluate end to end, including their errors on bad input."""
 
 import json
+import shutil
 import subprocess
 import sys
 
 import keras
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from conftest import write_dataset
 from scn_tf.configs import AugmentationConfig, ExperimentConfig, NetworkConfig, TrainingConfig
@@ -91,3 +93,32 @@ def test_bad_inputs(model_dir, tmp_path):
                      tmp_path / "r", "--ndim", "2")
     assert result.returncode != 0 and "row 2" in result.stderr and "4 columns, expected 7" in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_predict_confidence_scale_mirror_and_heatmaps(model_dir, tmp_path):
+    """Without confidence.json the scale is stated as unavailable; with one whose training peaks are far above
+    this untrained model's, every image is flagged; --mirror auto reports its choice; --save_heatmaps writes
+    one multi-component image per input on the input's grid."""
+    image = model_dir / "data" / "images" / "a.mha"
+    result = command("predict", "--model_dir", model_dir / "run", "--output", tmp_path / "plain.csv", image)
+    assert result.returncode == 0, result.stderr
+    plain = json.loads((tmp_path / "plain.json").read_text())
+    assert "unavailable" in plain["confidence_meaning"] and plain["images"]["a"]["confidence_fraction"] is None
+
+    run = tmp_path / "run"
+    shutil.copytree(model_dir / "run", run)
+    write_json_atomic(run / "confidence.json", {"checkpoint": "last", "image_ids": ["t1", "t2"],
+                                                "peaks": [[1e3, 1e3, None], [2e3, 2e3, None]]})
+    out = tmp_path / "out" / "p.csv"
+    result = command("predict", "--model_dir", run, "--output", out, "--mirror", "auto", "--save_heatmaps",
+                     tmp_path / "heatmaps", image)
+    assert result.returncode == 0, result.stderr
+    entry = json.loads(out.with_suffix(".json").read_text())["images"]["a"]
+    assert entry["confidence_fraction"][:2] == [0.0, 0.0] and entry["confidence_fraction"][2] is None
+    assert entry["low_confidence"] is True and "a: confidence far below" in result.stderr
+    assert set(entry["mirror_scores"]) == {"original", "mirrored"} and isinstance(entry["mirrored"], bool)
+    assert "a: kept the" in result.stderr
+    heatmaps = sitk.ReadImage(str(tmp_path / "heatmaps" / "a.mha"))
+    source = sitk.ReadImage(str(image))
+    assert heatmaps.GetSize() == source.GetSize() and heatmaps.GetNumberOfComponentsPerPixel() == 3
+    assert heatmaps.GetSpacing() == pytest.approx(source.GetSpacing())

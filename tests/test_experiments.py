@@ -67,7 +67,7 @@ def write_volumes(root: Path, ids, num_landmarks: int, csv_name: str, size=(24, 
 
 def check_run(run: Path, data_dir: Path, image: Path):
     for name in ("config.json", "metrics.json", "predictions.csv", "last.weights.h5", "sigmas.json", "summary.txt",
-                 "cumulative_ipe.png", "per_landmark.csv"):
+                 "cumulative_ipe.png", "per_landmark.csv", "confidence.json"):
         assert (run / name).exists(), name
     assert list((run / "logs").glob("events.out.tfevents.*"))
     metrics = json.loads((run / "metrics.json").read_text())
@@ -77,6 +77,11 @@ def check_run(run: Path, data_dir: Path, image: Path):
                              str(image)], capture_output=True, encoding="utf-8", errors="replace")
     assert result.returncode == 0, result.stderr
     assert out.read_text().startswith(image.name.split(".")[0] + ",")
+    reference = json.loads((run / "confidence.json").read_text())
+    assert len(reference["peaks"][0]) == json.loads((run / "config.json").read_text())["data"]["num_landmarks"]
+    details = json.loads(out.with_suffix(".json").read_text())
+    assert "training images" in details["confidence_meaning"]
+    assert any(v is not None for v in next(iter(details["images"].values()))["confidence_fraction"])
 
 
 @pytest.mark.parametrize("name,num_landmarks,csv,size", [

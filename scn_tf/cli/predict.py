@@ -1,10 +1,11 @@
 """scn-predict: landmarks of new images with a trained model.
 
   scn-predict --model_dir runs/skull2d --output predictions.csv [--overlay_dir overlays] [--checkpoint best] \
-      images/*.jpg
+      [--mirror auto] [--save_heatmaps heatmaps] images/*.jpg
 
 Writes the annotation CSV format in the model's landmark units, one row per image (id = file name without
-extensions), and beside it a JSON with each landmark's confidence (heatmap peak) and sigma in mm.
+extensions), and beside it a JSON with each landmark's confidence (heatmap peak), its scale against the
+training images' peaks (scn_tf.confidence) and sigma in mm; warns for images far below the model's usual.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import keras
 import SimpleITK as sitk
 from absl import app, flags, logging
 
+from scn_tf import confidence
 from scn_tf.data.io import DataError, read_image, strip_image_suffix, write_landmarks_csv
-from scn_tf.files import write_json_atomic
-from scn_tf.inference import Predictor
+from scn_tf.files import atomic_path, write_json_atomic
+from scn_tf.inference import Predictor, source_frame_heatmaps
 from scn_tf.model_dir import ModelDirError, load_model_dir
 from scn_tf.visualization import save_overlay
 
@@ -26,6 +28,10 @@ flags.DEFINE_string("model_dir", None, "A training run's output folder.", requir
 flags.DEFINE_string("output", None, "Predictions CSV to write.", required=True)
 flags.DEFINE_string("overlay_dir", None, "Write a PNG overlay per image here.")
 flags.DEFINE_enum("checkpoint", "last", ["last", "best"], "Which weights of the run.")
+flags.DEFINE_enum("mirror", "off", ["off", "auto"], "2D: 'auto' also reads each image mirrored left-right and "
+                  "keeps the more confident reading (reported per image).")
+flags.DEFINE_string("save_heatmaps", None, "Write each image's heatmaps here as <id>.mha on the input image's "
+                    "grid, one float32 component per landmark.")
 
 
 def main(argv):
@@ -42,7 +48,11 @@ def main(argv):
         logging.error("%s", error)
         return 1
     data = config.data
-    predictor = Predictor(model, data, sigmas, quantiles)
+    if FLAGS.mirror == "auto" and data.ndim != 2:
+        logging.error("--mirror auto is for 2D models; %s is %dD", FLAGS.model_dir, data.ndim)
+        return 1
+    reference = confidence.load_reference(FLAGS.model_dir, FLAGS.checkpoint)
+    predictor = Predictor(model, data, sigmas, quantiles, confidence_reference=reference)
     rows, details = {}, {}
     progress = keras.utils.Progbar(len(paths), unit_name="image")
     for path in paths:
@@ -52,10 +62,22 @@ def main(argv):
         except DataError as error:
             logging.error("%s", error)
             return 1
-        prediction = predictor.predict_image(image, image_id)
+        prediction = predictor.predict_image(image, image_id, FLAGS.mirror, keep_heatmaps=bool(FLAGS.save_heatmaps))
         rows[image_id] = prediction.in_units(data.landmark_units)
-        details[image_id] = {"confidence": prediction.confidence.tolist(),
+        details[image_id] = {**confidence.describe(prediction.confidence, reference),
+                             "mirrored": prediction.mirrored, "mirror_scores": prediction.mirror_scores,
                              "sigma_mm": None if prediction.sigma_mm is None else prediction.sigma_mm.tolist()}
+        if prediction.mirror_scores:
+            logging.info("%s: kept the %s reading (scores %s)", image_id,
+                         "mirrored" if prediction.mirrored else "original", prediction.mirror_scores)
+        if details[image_id]["low_confidence"]:
+            logging.warning("%s: confidence far below this model's usual (median landmark peak at %.0f%% of the "
+                            "training images'): check orientation, modality and field of view%s", image_id,
+                            100 * details[image_id]["relative_confidence"],
+                            "" if data.ndim != 2 or FLAGS.mirror == "auto" else ", or try --mirror auto")
+        if FLAGS.save_heatmaps:
+            with atomic_path(Path(FLAGS.save_heatmaps) / f"{image_id}.mha") as temporary:
+                sitk.WriteImage(source_frame_heatmaps(prediction, image), str(temporary))
         if FLAGS.overlay_dir:
             Path(FLAGS.overlay_dir).mkdir(parents=True, exist_ok=True)
             save_overlay(Path(FLAGS.overlay_dir) / f"{image_id}.png", sitk.GetArrayFromImage(image),
@@ -66,7 +88,9 @@ def main(argv):
     write_landmarks_csv(output, rows)
     write_json_atomic(output.with_suffix(".json"), {"landmark_units": data.landmark_units,
                                                     "num_landmarks": data.num_landmarks, "ndim": data.ndim,
-                                                    "landmark_names": data.landmark_names, "images": details})
+                                                    "landmark_names": data.landmark_names,
+                                                    "confidence_meaning": confidence.MEANING if reference
+                                                    else confidence.UNAVAILABLE, "images": details})
     logging.info("wrote %s (%d images)", output, len(rows))
     return 0
 
