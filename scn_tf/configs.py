@@ -126,9 +126,13 @@ class AugmentationConfig(_Section):
     """Random spatial and intensity augmentation; zero disables a part.
 
     Translation and elastic magnitudes are in mm; rotation in radians (per axis in 3D); `scale` is the
-    uniform and `scale_axis` the per-axis relative range (factor in [1 - s, 1 + s]). `elastic_grid`
-    control points per axis over the network's field of view. `crop_z` draws the window's position along z
-    uniformly where the volume is longer than the field of view (the spine's random crop).
+    uniform and `scale_axis` the per-axis relative range: as in the original, the network -> source point
+    map is multiplied by a factor in [1 - s, 1 + s], so the image appears zoomed by its inverse.
+    `elastic_grid` control points per axis over the network's field of view. `crop_z` draws the window's
+    position along z uniformly where the volume is longer than the field of view (the spine's random crop).
+    `max_min_distance` (mm; null: none) keeps a landmark that the elastic part moves out of the field of
+    view valid at the border pixel while it is at most this far out (the original's 30 mm for cephalograms,
+    2 x the spacing for the spine); without the elastic part, landmarks outside the field of view are invalid.
     """
 
     translation: float = 0.0
@@ -140,6 +144,7 @@ class AugmentationConfig(_Section):
     intensity_shift: float = 0.0
     intensity_scale: float = 0.0
     crop_z: bool = False
+    max_min_distance: float | None = None
 
 
 @dataclasses.dataclass
@@ -224,7 +229,7 @@ def _skull2d() -> ExperimentConfig:
                         outlier_radii=["2", "2.5", "3", "4"]),
         augmentation=AugmentationConfig(translation=10.0, rotation=0.25, scale=0.2, scale_axis=0.2,
                                         elastic_grid=5, elastic_magnitude=10.0, intensity_shift=0.25,
-                                        intensity_scale=0.25),
+                                        intensity_scale=0.25, max_min_distance=30.0),
         network=NetworkConfig(network="scn", filters=128, spatial_kernel_size=11, spatial_downsampling=16),
         training=TrainingConfig(iterations=30_000, learning_rate=1e-6, clip_norm=1e4, alpha=20.0,
                                 weight_decay=0.001, gamma=100.0, sigma_init=2.5, checkpoint_every=5000))
@@ -278,7 +283,7 @@ def _spine3d() -> ExperimentConfig:
                         outlier_radii=["10", "20"]),
         augmentation=AugmentationConfig(translation=20.0, rotation=0.2, scale=0.0, scale_axis=0.1,
                                         elastic_grid=5, elastic_magnitude=15.0, intensity_shift=0.15,
-                                        intensity_scale=0.15, crop_z=True),
+                                        intensity_scale=0.15, crop_z=True, max_min_distance=4.0),
         network=NetworkConfig(network="scn", filters=64, spatial_kernel_size=7, spatial_downsampling=8,
                               padding="reflect"),
         training=TrainingConfig(iterations=40_000, learning_rate=5e-8, clip_norm=None, alpha=100.0,

@@ -83,6 +83,31 @@ class SpatialTransform:
         return np.array([transform.TransformPoint([float(v) for v in point]) if np.all(np.isfinite(point))
                          else [np.nan] * len(point) for point in points]).reshape(points.shape)
 
+    def landmark_pixels(self, points: np.ndarray,
+                        max_min_distance: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Source physical points (N, d) to network pixel coordinates (N, d) and validity (N,).
+
+        A landmark is valid where 0 <= c < size per axis (as the original's landmark generator). With the
+        elastic part and `max_min_distance` (mm) set, a landmark outside the field of view stays valid,
+        placed at the nearest border pixel, when that pixel maps to within `max_min_distance` of it in
+        source space (the original's inversion through the displacement field does the same). Invalid rows
+        are NaN.
+        """
+        size = self.geometry.size
+        coords = self.to_network(points) / self.geometry.spacing
+        finite = np.all(np.isfinite(coords), axis=1)
+        with np.errstate(invalid="ignore"):
+            valid = finite & np.all((coords >= 0) & (coords < size), axis=1)
+        if self.elastic is not None and max_min_distance is not None:
+            outside = np.flatnonzero(finite & ~valid)
+            border = np.clip(coords[outside], 0, size - 1)
+            distance = np.linalg.norm(self.to_source(border * self.geometry.spacing) - points[outside], axis=1)
+            near = outside[distance <= max_min_distance]
+            coords[near] = border[distance <= max_min_distance]
+            valid[near] = True
+        coords[~valid] = np.nan
+        return coords, valid
+
     def _invert_elastic(self, target: np.ndarray) -> np.ndarray:
         """Solves x + D(x) = target by the fixed point x <- target - D(x) (D is smooth and small)."""
         if self.elastic is None:
@@ -135,7 +160,8 @@ def make_transform(source: sitk.Image, data: DataConfig, augmentation: Augmentat
         angles = rng.uniform(-augmentation.rotation, augmentation.rotation, 1 if ndim == 2 else 3)
         uniform = rng.uniform(1 - augmentation.scale, 1 + augmentation.scale)
         per_axis = rng.uniform(1 - augmentation.scale_axis, 1 + augmentation.scale_axis, ndim)
-        matrix = rotation_matrix(angles, ndim) @ np.diag(1.0 / (uniform * per_axis))
+        # the original multiplies the network -> source point map by s, so the image appears zoomed by 1/s
+        matrix = rotation_matrix(angles, ndim) @ np.diag(uniform * per_axis)
         if augmentation.elastic_grid and augmentation.elastic_magnitude:
             elastic = _random_elastic(geometry, augmentation, rng)
     centre = np.array(source.TransformContinuousIndexToPhysicalPoint([float(v) for v in centre_index]))
@@ -165,7 +191,11 @@ def _random_elastic(geometry: NetworkGeometry, augmentation: AugmentationConfig,
 
 def augment_intensity(array: np.ndarray, augmentation: AugmentationConfig | None, rng: np.random.Generator | None,
                       clamp: list[float] | None) -> np.ndarray:
-    """(x + shift) * scale with shift in +-intensity_shift and scale in 1 +- intensity_scale, then clamp."""
+    """(x + shift) * scale with shift in +-intensity_shift and scale in 1 +- intensity_scale, then clamp.
+
+    `array` is the normalised but not yet clamped image: the original clamps once, after the random shift
+    and scale (its ShiftScaleClamp), so bright values beyond the clamp can still darken into range.
+    """
     if rng is None or augmentation is None:
         return array
     shift = rng.uniform(-augmentation.intensity_shift, augmentation.intensity_shift)

@@ -89,13 +89,13 @@ def make_sample(source: LandmarkSource, image_id: str, augmentation: Augmentatio
     image = source.images[image_id]
     transform = make_transform(image, data, augmentation, rng)
     network_image = transform.resample(image, data.outside_value)
+    augmenting = augmentation is not None and rng is not None
     array = normalize_intensity(sitk.GetArrayFromImage(network_image), data.normalization, data.intensity_shift,
-                                data.intensity_scale, data.intensity_clamp, data.percentiles)
+                                data.intensity_scale, None if augmenting else data.intensity_clamp,
+                                data.percentiles)
     array = augment_intensity(array, augmentation, rng, data.intensity_clamp)
-    coords = transform.to_network(source.points[image_id]) / transform.geometry.spacing
-    inside = np.all((coords >= 0) & (coords <= transform.geometry.size - 1), axis=1)
-    valid = np.all(np.isfinite(coords), axis=1) & inside
-    coords[~valid] = np.nan
+    max_min_distance = augmentation.max_min_distance if augmenting else None
+    coords, valid = transform.landmark_pixels(source.points[image_id], max_min_distance)
     return Sample(array[..., None], coords.astype(np.float32), valid, transform)
 
 
