@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from scn_tf.configs import DataConfig
 from scn_tf.data.augmentation import SpatialTransform, make_transform
-from scn_tf.data.io import physical_to_pixel, read_image
+from scn_tf.data.io import apply_image_frame, physical_to_pixel, read_image
 from scn_tf.data.preprocessing import normalize_intensity, prepare_source
 from scn_tf.heatmaps import decode_heatmaps
 
@@ -21,7 +21,7 @@ from scn_tf.heatmaps import decode_heatmaps
 @dataclasses.dataclass
 class Prediction:
     image_id: str
-    points: np.ndarray        # (N, d) physical coordinates in the source image's space (mm)
+    points: np.ndarray        # (N, d) physical coordinates (mm) in the configured image frame
     indices: np.ndarray       # (N, d) continuous pixel indices of the source image (x, y[, z])
     confidence: np.ndarray    # (N,) heatmap value at the maximum
     sigma_mm: np.ndarray | None  # (N,) the learned target width per landmark, in mm
@@ -89,12 +89,13 @@ class Predictor:
         return merged
 
     def predict_image(self, image: sitk.Image, image_id: str = "") -> Prediction:
-        """Landmarks of a source image as read from disk."""
+        """Landmarks of a source image as read from disk, in the configured image frame."""
+        image = apply_image_frame(image, self.data.image_frame)
         return self.predict_prepared(prepare_source(image, self.data.smoothing_sigma, self.reference_quantiles),
                                      image_id)
 
     def predict_prepared(self, source: sitk.Image, image_id: str = "") -> Prediction:
-        """Landmarks of a source image already smoothed and matched (as cached for training)."""
+        """Landmarks of a source image already framed, smoothed and matched (as cached for training)."""
         data = self.data
         transform = self.transform(source)
         network_image = transform.resample(source, data.outside_value)

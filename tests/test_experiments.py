@@ -41,7 +41,7 @@ def test_describe_counts_original_weights(name, expected, tmp_path):
 
 def write_volumes(root: Path, ids, num_landmarks: int, csv_name: str, size=(24, 24, 90), spacing=(4.0, 4.0, 5.0)):
     """NIfTI volumes (anisotropic spacing, non-zero origin, longer than the network window) with a blob at each
-    landmark, and a world-coordinate CSV with NaN for landmarks outside the scan."""
+    landmark, and a CSV in the zero-origin frame of the 3D presets with NaN for landmarks outside the scan."""
     rng = np.random.default_rng(0)
     (root / "images").mkdir(parents=True)
     rows = []
@@ -61,7 +61,7 @@ def write_volumes(root: Path, ids, num_landmarks: int, csv_name: str, size=(24, 
         image.SetOrigin(origin.tolist())
         sitk.WriteImage(image, str(root / "images" / f"{image_id}.nii.gz"))
         points[: num_landmarks // 4] = np.nan  # not in this scan
-        rows.append(",".join([image_id] + ["NaN" if np.isnan(v) else f"{v:.3f}" for v in points.ravel()]))
+        rows.append(",".join([image_id] + ["NaN" if np.isnan(v) else f"{v:.3f}" for v in (points - origin).ravel()]))
     (root / csv_name).write_text("\n".join(rows) + "\n")
 
 

@@ -4,7 +4,9 @@
       images/*.jpg
 
 Writes the annotation CSV format in the model's landmark units, one row per image (id = file name without
-extensions), and beside it a JSON with each landmark's confidence (heatmap peak) and sigma in mm.
+extensions), and beside it a JSON with each landmark's confidence (heatmap peak) and sigma in mm. Millimetres
+are in the model's `data.image_frame`: "header" is the file's physical space, "zero_origin" the image with
+origin 0 and identity direction (mm from the first voxel along the index axes), as its training landmarks.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def main(argv):
     output = Path(FLAGS.output)
     write_landmarks_csv(output, rows)
     write_json_atomic(output.with_suffix(".json"), {"landmark_units": data.landmark_units,
+                                                    "image_frame": data.image_frame,
                                                     "num_landmarks": data.num_landmarks, "ndim": data.ndim,
                                                     "landmark_names": data.landmark_names, "images": details})
     logging.info("wrote %s (%d images)", output, len(rows))
