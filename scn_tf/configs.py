@@ -287,10 +287,10 @@ def _hand2d() -> ExperimentConfig:
                         pe_normalization="wrist:1,5,50"),
         augmentation=AugmentationConfig(translation=20.0, rotation=math.radians(15), scale=0.4, scale_axis=0.0,
                                         elastic_grid=12, elastic_magnitude=5.0, intensity_shift=0.25,
-                                        intensity_scale=0.25),
+                                        intensity_scale=0.25, spatial_units="network_pixels"),
         network=NetworkConfig(network="scn", filters=128, spatial_kernel_size=11, spatial_downsampling=16),
         training=TrainingConfig(iterations=30_000, learning_rate=1e-6, clip_norm=1e4, alpha=20.0,
-                                weight_decay=0.001, gamma=100.0, sigma_init=2.5, checkpoint_every=5000))
+                                weight_decay=0.0005, gamma=100.0, sigma_init=2.5, checkpoint_every=5000))
 
 
 def _spine3d() -> ExperimentConfig:
