@@ -178,16 +178,16 @@ def make_transform(source: sitk.Image, data: DataConfig, augmentation: Augmentat
     affine.SetMatrix([float(v) for v in (direction @ matrix).ravel()])
     affine.SetCenter([float(v) for v in geometry.centre])
     affine.SetTranslation([float(v) for v in centre - geometry.centre + direction @ translation])
-    return SpatialTransform(geometry, affine, elastic, elastic_in_source=augmentation is not None
-                            and augmentation.elastic_space == "source")
+    in_source = elastic is not None and augmentation.elastic_space == "source"
+    return SpatialTransform(geometry, affine, elastic, elastic_in_source=in_source)
 
 
 def source_domain(source: sitk.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(origin, physical size, direction) of the whole source image, voxel edges included."""
     ndim = source.GetDimension()
     origin = np.array(source.TransformContinuousIndexToPhysicalPoint([-0.5] * ndim))
-    return origin, np.array(source.GetSize()) * np.array(source.GetSpacing()), \
-        np.array(source.GetDirection()).reshape(ndim, ndim)
+    extent = np.array(source.GetSize()) * np.array(source.GetSpacing())
+    return origin, extent, np.array(source.GetDirection()).reshape(ndim, ndim)
 
 
 def _random_elastic(domain: tuple[np.ndarray, np.ndarray, np.ndarray], grid: int, magnitude: np.ndarray,
