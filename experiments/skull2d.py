@@ -9,7 +9,9 @@ the original are listed in scn_tf/configs.py and the README).
 
 --fold: test1, test2 or test (both, as the paper reports) after training on 001-150; cv0..cv3 = the
 original's 4-fold cross-validation over 001-150. --annotations picks the ground truth (default challenge,
-as the original; 'mean' averages senior and junior).
+as the original; 'mean' averages senior and junior). The challenge ground truth of test2 (301-400) differs
+from senior at landmark 16 and is not in the challenge download: give scn-convert the original experiments'
+all_challenge.csv (`--challenge_csv`) or pass --annotations senior.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 from absl import app, flags
 
 from scn_tf.cli import runner
 from scn_tf.configs import ExperimentConfig, preset
-from scn_tf.data.io import read_landmarks_csv, write_landmarks_csv
+from scn_tf.data.io import DataError, read_landmarks_csv, write_landmarks_csv
 
 runner.define_flags("test1, test2, test (both) or cv0..cv3", default_fold="test1")
 flags.adopt_module_key_flags(runner)
@@ -34,11 +37,34 @@ SPLITS = runner.SPLITS_DIR / "isbi2015_ceph"
 def splits(fold: str) -> tuple[list[str], list[str]]:
     tests = {"test1": "test1.txt", "test2": "test2.txt", "test": "test_all.txt"}
     if fold in tests:
-        return runner.read_split(SPLITS / "train.txt"), runner.read_split(SPLITS / tests[fold])
+        test_ids = runner.read_split(SPLITS / tests[fold])
+        if FLAGS.annotations == "challenge":
+            check_challenge(Path(FLAGS.data_dir), test_ids)
+        return runner.read_split(SPLITS / "train.txt"), test_ids
     if fold in ("cv0", "cv1", "cv2", "cv3"):
         folder = SPLITS / "cv" / f"set{int(fold[2:]) + 1}"
         return runner.read_split(folder / "train.txt"), runner.read_split(folder / "val.txt")
     raise ValueError(f"--fold must be test1, test2, test or cv0..cv3, got {fold!r}")
+
+
+def check_challenge(data_dir: Path, test_ids: list[str]) -> None:
+    """Refuses test ids without the challenge ground truth, and a challenge file that is only a copy of
+    senior on 301-400 (where the real one differs at landmark 16: soft tissue pogonion)."""
+    path = data_dir / "annotations" / "challenge_mm.csv"
+    advice = ("scn-convert writes it for 001-300 only; for 301-400 give scn-convert --challenge_csv "
+              "all_challenge.csv (the original experiments' file), or pass --annotations senior")
+    challenge = read_landmarks_csv(path, 19, 2) if path.exists() else {}
+    missing = [i for i in test_ids if i not in challenge]
+    if missing:
+        raise DataError(f"{path}: no challenge ground truth for {len(missing)} test id(s) "
+                        f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): {advice}")
+    senior_path = data_dir / "annotations" / "senior_mm.csv"
+    later = [i for i in test_ids if i.isdigit() and int(i) > 300]
+    if later and senior_path.exists():
+        senior = read_landmarks_csv(senior_path, 19, 2)
+        if all(i in senior and np.array_equal(challenge[i][15], senior[i][15]) for i in later):
+            raise DataError(f"{path}: landmark 16 equals senior_mm.csv on every id above 300, but the challenge "
+                            f"ground truth differs there (a file from an older scn-convert?): {advice}")
 
 
 def adapt(config: ExperimentConfig, output_dir: Path) -> ExperimentConfig:

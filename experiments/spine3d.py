@@ -3,7 +3,8 @@
   python experiments/spine3d.py --fold 0 --data_dir DATA
   python experiments/spine3d.py --fold 0 --network unet --data_dir DATA
 
-DATA holds images/<id>.nii.gz and points_world_coordinates.csv (NaN for vertebrae not in the scan).
+DATA holds images/<id>.nii.gz and points_world_coordinates.csv (NaN for vertebrae not in the scan), whose
+millimetres are in the original's zero-origin frame (data.image_frame; predictions are written in it too).
 --fold 0|1 = the original's cv/0..1 (train / val); test = train_all / test_all.
 """
 

@@ -75,8 +75,12 @@ class DataConfig(_Section):
 
     `image_dir` and `landmarks_csv` are relative to `--data_dir`. `landmark_units` is "mm" (physical
     coordinates of the image) or "pixel" (continuous indices). `image_spacing` imposes a spacing on the
-    source images (null: the file's own). `spacing` is the network-space pixel size; null fits the whole
-    image into `image_size` with fixed aspect ratio.
+    source images (null: the file's own). `image_frame` is the physical frame of images, landmarks and
+    predictions: "header" (the file's origin and direction) or "zero_origin" (origin 0, identity direction,
+    spacing kept: the original's, in which its spine landmark CSV lies); predictions in mm are written in
+    the same frame. `spacing` is the network-space pixel size; null fits the whole image into `image_size`
+    with fixed aspect ratio. `outside_value` fills the network input beyond the source image (spine: the
+    original's -3024 HU, -1 after normalisation, also the padding of short test volumes).
     """
 
     name: str = "custom"
@@ -87,6 +91,7 @@ class DataConfig(_Section):
     landmarks_csv: str = "landmarks.csv"
     landmark_units: str = "mm"
     image_spacing: list[float] | None = None
+    image_frame: str = "header"
     landmark_names: list[str] | None = None
     image_size: list[int] = dataclasses.field(default_factory=lambda: [512, 512])
     spacing: list[float] | None = None
@@ -107,6 +112,8 @@ class DataConfig(_Section):
             raise ValueError(f"data.ndim must be 2 or 3, got {self.ndim}")
         if self.landmark_units not in ("mm", "pixel"):
             raise ValueError(f"data.landmark_units must be 'mm' or 'pixel', got {self.landmark_units!r}")
+        if self.image_frame not in ("header", "zero_origin"):
+            raise ValueError(f"data.image_frame must be 'header' or 'zero_origin', got {self.image_frame!r}")
         if self.normalization not in ("fixed", "percentile", "histogram_matching"):
             raise ValueError("data.normalization must be 'fixed', 'percentile' or 'histogram_matching', "
                              f"got {self.normalization!r}")
@@ -125,10 +132,18 @@ class DataConfig(_Section):
 class AugmentationConfig(_Section):
     """Random spatial and intensity augmentation; zero disables a part.
 
-    Translation and elastic magnitudes are in mm; rotation in radians (per axis in 3D); `scale` is the
-    uniform and `scale_axis` the per-axis relative range (factor in [1 - s, 1 + s]). `elastic_grid`
-    control points per axis over the network's field of view. `crop_z` draws the window's position along z
-    uniformly where the volume is longer than the field of view (the spine's random crop).
+    Translation and elastic magnitudes are in mm, or in network pixels with `spatial_units`
+    "network_pixels" (the authors' hand code, which displaces after fitting the image into the input);
+    rotation in radians (per axis in 3D); `scale` is the
+    uniform and `scale_axis` the per-axis relative range: as in the original, the network -> source point
+    map is multiplied by a factor in [1 - s, 1 + s], so the image appears zoomed by its inverse.
+    `elastic_grid` control points per axis over the network's field of view, or with `elastic_space`
+    "source" over the whole source image, in its space (the spine code). `crop_z` offsets the window along
+    z by (L - field of view) * U(-0.5, 0.5), L the volume's length (the spine's random crop; short volumes
+    shift too).
+    `max_min_distance` (mm; null: none) keeps a landmark that the elastic part moves out of the field of
+    view valid at the border pixel while it is at most this far out (the original's 30 mm for cephalograms,
+    2 x the spacing for the spine); without the elastic part, landmarks outside the field of view are invalid.
     """
 
     translation: float = 0.0
@@ -140,6 +155,16 @@ class AugmentationConfig(_Section):
     intensity_shift: float = 0.0
     intensity_scale: float = 0.0
     crop_z: bool = False
+    max_min_distance: float | None = None
+    spatial_units: str = "mm"
+    elastic_space: str = "network"
+
+    def __post_init__(self):
+        if self.spatial_units not in ("mm", "network_pixels"):
+            raise ValueError("augmentation.spatial_units must be 'mm' or 'network_pixels', "
+                             f"got {self.spatial_units!r}")
+        if self.elastic_space not in ("network", "source"):
+            raise ValueError(f"augmentation.elastic_space must be 'network' or 'source', got {self.elastic_space!r}")
 
 
 @dataclasses.dataclass
@@ -224,7 +249,7 @@ def _skull2d() -> ExperimentConfig:
                         outlier_radii=["2", "2.5", "3", "4"]),
         augmentation=AugmentationConfig(translation=10.0, rotation=0.25, scale=0.2, scale_axis=0.2,
                                         elastic_grid=5, elastic_magnitude=10.0, intensity_shift=0.25,
-                                        intensity_scale=0.25),
+                                        intensity_scale=0.25, max_min_distance=30.0),
         network=NetworkConfig(network="scn", filters=128, spatial_kernel_size=11, spatial_downsampling=16),
         training=TrainingConfig(iterations=30_000, learning_rate=1e-6, clip_norm=1e4, alpha=20.0,
                                 weight_decay=0.001, gamma=100.0, sigma_init=2.5, checkpoint_every=5000))
@@ -262,23 +287,24 @@ def _hand2d() -> ExperimentConfig:
                         pe_normalization="wrist:1,5,50"),
         augmentation=AugmentationConfig(translation=20.0, rotation=math.radians(15), scale=0.4, scale_axis=0.0,
                                         elastic_grid=12, elastic_magnitude=5.0, intensity_shift=0.25,
-                                        intensity_scale=0.25),
+                                        intensity_scale=0.25, spatial_units="network_pixels"),
         network=NetworkConfig(network="scn", filters=128, spatial_kernel_size=11, spatial_downsampling=16),
         training=TrainingConfig(iterations=30_000, learning_rate=1e-6, clip_norm=1e4, alpha=20.0,
-                                weight_decay=0.001, gamma=100.0, sigma_init=2.5, checkpoint_every=5000))
+                                weight_decay=0.0005, gamma=100.0, sigma_init=2.5, checkpoint_every=5000))
 
 
 def _spine3d() -> ExperimentConfig:
     return ExperimentConfig(
         data=DataConfig(name="spine3d", ndim=3, num_landmarks=26, image_dir="images", image_suffix=".nii.gz",
                         landmarks_csv="points_world_coordinates.csv", landmark_units="mm", image_spacing=None,
-                        image_size=[96, 96, 192], spacing=[2.0, 2.0, 2.0], smoothing_sigma=0.5,
-                        normalization="fixed", intensity_shift=0.0, intensity_scale=1 / 2048,
-                        intensity_clamp=[-1.0, 1.0], outside_value=-1024.0, window_step=64,
+                        image_frame="zero_origin", image_size=[96, 96, 192], spacing=[2.0, 2.0, 2.0],
+                        smoothing_sigma=0.5, normalization="fixed", intensity_shift=0.0, intensity_scale=1 / 2048,
+                        intensity_clamp=[-1.0, 1.0], outside_value=-3024.0, window_step=64,
                         outlier_radii=["10", "20"]),
         augmentation=AugmentationConfig(translation=20.0, rotation=0.2, scale=0.0, scale_axis=0.1,
                                         elastic_grid=5, elastic_magnitude=15.0, intensity_shift=0.15,
-                                        intensity_scale=0.15, crop_z=True),
+                                        intensity_scale=0.15, crop_z=True, max_min_distance=4.0,
+                                        elastic_space="source"),
         network=NetworkConfig(network="scn", filters=64, spatial_kernel_size=7, spatial_downsampling=8,
                               padding="reflect"),
         training=TrainingConfig(iterations=40_000, learning_rate=5e-8, clip_norm=None, alpha=100.0,
@@ -289,7 +315,7 @@ def _hand3d() -> ExperimentConfig:
     return ExperimentConfig(
         data=DataConfig(name="hand3d", ndim=3, num_landmarks=28, image_dir="images", image_suffix=".nii.gz",
                         landmarks_csv="landmarks.csv", landmark_units="mm", image_spacing=None,
-                        image_size=[96, 128, 32], spacing=None, smoothing_sigma=0.0, normalization="percentile",
+                        image_frame="zero_origin", image_size=[96, 128, 32], spacing=None, smoothing_sigma=0.0, normalization="percentile",
                         percentiles=[1.0, 99.0], intensity_clamp=[-1.0, 1.0]),
         augmentation=AugmentationConfig(translation=10.0, rotation=0.2, scale=0.0, scale_axis=0.1,
                                         elastic_grid=5, elastic_magnitude=5.0, intensity_shift=0.15,

@@ -1,10 +1,11 @@
 """The paper's evaluation: point errors, outliers, IPE, per-landmark statistics and the ID rate.
 
 Definitions follow the original: PE_i = s * ||x_i - x_hat_i|| (s = 1 for physical data, or 50 mm over the
-annotated wrist width); missing annotations are left out of PE; SDs are population SDs (ddof = 0); an
-outlier at radius r has PE >= r; IPE_j is the sum of image j's PEs over the number of landmarks, missing
-landmarks included in the denominator; a landmark counts as identified (Glocker et al. 2013) if the closest
-annotated landmark to its prediction is the right one and at most 20 mm away.
+annotated wrist width); missing annotations are left out of PE, and so is an image missing a wrist landmark
+of the normalisation (the original's NaN-aware means); SDs are population SDs (ddof = 0); an outlier at
+radius r has PE >= r; IPE_j is the sum of image j's PEs over the number of landmarks, missing landmarks
+included in the denominator; a landmark counts as identified (Glocker et al. 2013) if the closest annotated
+landmark to its prediction is the right one and at most 20 mm away, in unnormalised distances.
 """
 
 from __future__ import annotations
@@ -52,15 +53,14 @@ def point_errors(predicted: np.ndarray, truth: np.ndarray, normalization: Normal
     return np.where(annotated, errors, np.nan)
 
 
-def identification_rate(predicted: np.ndarray, truth: np.ndarray, radius: float = ID_RADIUS_MM,
-                        normalization: Normalization | None = None) -> float:
-    """Percent of annotated landmarks whose prediction is closest to their own annotation and within radius."""
-    scales = np.ones(len(truth)) if normalization is None else normalization.scales(truth)
+def identification_rate(predicted: np.ndarray, truth: np.ndarray, radius: float = ID_RADIUS_MM) -> float:
+    """Percent of annotated landmarks whose prediction is closest to their own annotation and within radius
+    (unnormalised distances, as the original)."""
     correct = total = 0
-    for image_predicted, image_truth, scale in zip(predicted, truth, scales):
+    for image_predicted, image_truth in zip(predicted, truth):
         annotated = np.flatnonzero(np.all(np.isfinite(image_truth), axis=-1))
         for landmark in annotated:
-            distances = scale * np.linalg.norm(image_truth[annotated] - image_predicted[landmark], axis=-1)
+            distances = np.linalg.norm(image_truth[annotated] - image_predicted[landmark], axis=-1)
             closest = annotated[np.argmin(distances)]
             correct += int(closest == landmark and distances.min() <= radius)
             total += 1
@@ -79,29 +79,31 @@ def evaluate(ids: Sequence[str], predicted: np.ndarray, truth: np.ndarray, radii
         raise ValueError(f"id {ids[image]}: landmark {landmark} is annotated but has no prediction "
                          f"({int(missing.sum())} such pairs)")
     errors = point_errors(predicted, truth, normalization)
-    values = errors[annotated]
+    measured = np.isfinite(errors)  # annotated, and normalisable where a normalisation is asked for
+    values = errors[measured]
     count = values.size
-    ipe = np.nansum(errors, axis=1) / truth.shape[1]
+    ipe = np.where(measured.any(axis=1), np.nansum(errors, axis=1) / truth.shape[1], np.nan)
     outliers = {}
     for radius in radii:
         hits = int(np.sum(values >= float(radius)))
         outliers[str(radius)] = {"count": hits, "percent": 100.0 * hits / count if count else float("nan")}
     per_landmark = []
     for landmark in range(truth.shape[1]):
-        column = errors[annotated[:, landmark], landmark]
+        column = errors[measured[:, landmark], landmark]
         per_landmark.append({"landmark": landmark, "count": int(column.size),
                              "mean": _stat(np.mean, column), "median": _stat(np.median, column),
                              "std": _stat(np.std, column)})
     return {
         "num_images": int(len(ids)),
         "num_landmarks": int(truth.shape[1]),
-        "num_annotated": int(count),
+        "num_annotated": int(annotated.sum()),
+        "num_measured": int(count),
         "normalization": None if normalization is None else dataclasses.asdict(normalization),
         "pe_median": _stat(np.median, values),
         "pe_mean": _stat(np.mean, values),
         "pe_std": _stat(np.std, values),
         "outliers": outliers,
-        "id_rate": identification_rate(predicted, truth, normalization=normalization),
+        "id_rate": identification_rate(predicted, truth),
         "ipe": {image_id: float(value) for image_id, value in zip(ids, ipe)},
         "per_landmark": per_landmark,
     }
@@ -112,8 +114,9 @@ def _stat(function, values: np.ndarray) -> float:
 
 
 def cumulative_curve(values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted values and the fraction (percent) of values at most each one."""
-    ordered = np.sort(np.asarray(list(values), np.float64))
+    """Sorted values and the fraction (percent) of values at most each one; NaN values are left out."""
+    ordered = np.asarray(list(values), np.float64)
+    ordered = np.sort(ordered[np.isfinite(ordered)])
     return ordered, 100.0 * np.arange(1, len(ordered) + 1) / max(len(ordered), 1)
 
 

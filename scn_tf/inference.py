@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from scn_tf.confidence import ConfidenceReference, image_score
 from scn_tf.configs import DataConfig
 from scn_tf.data.augmentation import SpatialTransform, make_transform
-from scn_tf.data.io import physical_to_pixel, pixel_to_physical, read_image
+from scn_tf.data.io import apply_image_frame, physical_to_pixel, pixel_to_physical, read_image
 from scn_tf.data.preprocessing import normalize_intensity, prepare_source
 from scn_tf.heatmaps import decode_heatmaps
 
@@ -24,7 +24,7 @@ from scn_tf.heatmaps import decode_heatmaps
 @dataclasses.dataclass
 class Prediction:
     image_id: str
-    points: np.ndarray        # (N, d) physical coordinates in the source image's space (mm)
+    points: np.ndarray        # (N, d) physical coordinates (mm) in the configured image frame
     indices: np.ndarray       # (N, d) continuous pixel indices of the source image (x, y[, z])
     confidence: np.ndarray    # (N,) heatmap value at the maximum
     sigma_mm: np.ndarray | None  # (N,) the learned target width per landmark, in mm
@@ -99,7 +99,7 @@ class Predictor:
 
     def predict_image(self, image: sitk.Image, image_id: str = "", mirror: str = "off",
                       keep_heatmaps: bool = False) -> Prediction:
-        """Landmarks of a source image as read from disk.
+        """Landmarks of a source image as read from disk, in the configured image frame.
 
         mirror "auto" (2D only) also reads the image mirrored left-right (its x axis reversed on the same
         grid) and keeps the reading with the higher `confidence.image_score`, its landmarks mirrored back.
@@ -108,6 +108,7 @@ class Predictor:
             raise ValueError(f"mirror must be 'off' or 'auto', got {mirror!r}")
         if mirror == "auto" and self.data.ndim != 2:
             raise ValueError("mirror 'auto' is for 2D models only")
+        image = apply_image_frame(image, self.data.image_frame)
         source = prepare_source(image, self.data.smoothing_sigma, self.reference_quantiles)
         prediction = self.predict_prepared(source, image_id, keep_heatmaps)
         if mirror == "off":
@@ -123,7 +124,7 @@ class Predictor:
                                    mirrored=True, mirror_scores=scores)
 
     def predict_prepared(self, source: sitk.Image, image_id: str = "", keep_heatmaps: bool = False) -> Prediction:
-        """Landmarks of a source image already smoothed and matched (as cached for training)."""
+        """Landmarks of a source image already framed, smoothed and matched (as cached for training)."""
         data = self.data
         transform = self.transform(source)
         network_image = transform.resample(source, data.outside_value)
@@ -149,9 +150,10 @@ def mirror_x(image: sitk.Image) -> sitk.Image:
     return flipped
 
 
-def source_frame_heatmaps(prediction: Prediction, source: sitk.Image) -> sitk.Image:
+def source_frame_heatmaps(prediction: Prediction, source: sitk.Image, image_frame: str = "header") -> sitk.Image:
     """The prediction's heatmaps resampled (linearly) onto `source`'s grid: one float32 component per landmark,
-    `source`'s size, origin, spacing and direction; 0 outside the network's field of view.
+    `source`'s size, origin, spacing and direction (the file's header, whatever the model's `image_frame`);
+    0 outside the network's field of view.
 
     The prediction must have been made with keep_heatmaps; a mirrored reading is mirrored back.
     """
@@ -162,7 +164,7 @@ def source_frame_heatmaps(prediction: Prediction, source: sitk.Image) -> sitk.Im
     network.SetSpacing([float(s) for s in geometry.spacing])
     network.SetOrigin([0.0] * source.GetDimension())
     resampler = sitk.ResampleImageFilter()
-    resampler.SetReferenceImage(source)
+    resampler.SetReferenceImage(apply_image_frame(source, image_frame))
     resampler.SetTransform(prediction.transform.affine.GetInverse())
     resampler.SetInterpolator(sitk.sitkLinear)
     resampler.SetDefaultPixelValue(0.0)

@@ -46,7 +46,10 @@ def write_reports(output_dir: str | os.PathLike, metrics: Mapping, name: str = "
     write_text_atomic(output_dir / "per_landmark.csv", "\n".join(rows) + "\n")
     detected = ", ".join(f"{100 - o['percent']:.2f}% within {r} {units}" for r, o in metrics["outliers"].items())
     text = (f"{metrics['num_images']} images, {metrics['num_landmarks']} landmarks, "
-            f"{metrics['num_annotated']} annotated pairs\n\n" + summary_table(metrics, name, units)
+            f"{metrics['num_annotated']} annotated pairs"
+            + (f" ({metrics['num_measured']} measured: images without the normalisation's landmarks left out)"
+               if metrics.get("num_measured", metrics["num_annotated"]) != metrics["num_annotated"] else "")
+            + "\n\n" + summary_table(metrics, name, units)
             + f"\nSuccess detection rate: {detected}\n")
     if sigmas_mm is not None:
         means = [entry["mean"] for entry in metrics["per_landmark"]]

@@ -134,3 +134,91 @@ def test_crop_z_draws_window_inside_long_volume():
         [7.0, 7.0, 39.0])[2] for s in range(50)]
     assert min(centres) >= 39.0 - 1.0 - 1e-9 and max(centres) <= 398.0 + 1.0 + 1e-9
     assert max(centres) - min(centres) > 200  # the window moves along the whole volume
+
+
+def test_scale_multiplies_the_point_map():
+    """The original draws s in [1 - r, 1 + r] and multiplies the network -> source map by it (the image
+    appears zoomed by 1/s); zooming the image by s would put the map's factors in [1/1.4, 1/0.6]."""
+    image = sitk.Image([64, 64], sitk.sitkFloat32)
+    data = DataConfig(ndim=2, num_landmarks=1, image_size=[32, 32], spacing=[1.0, 1.0])
+    augmentation = AugmentationConfig(scale=0.4)
+    factors = [make_transform(image, data, augmentation, np.random.default_rng(s)).affine.GetMatrix()[0]
+               for s in range(200)]
+    assert min(factors) >= 0.6 - 1e-9 and max(factors) <= 1.4 + 1e-9
+    assert min(factors) < 0.65 and max(factors) > 1.35
+
+
+def border_case(max_min_distance, elastic=True):
+    """A 100x100 source (1 mm pixels) seen through a centred 50x50 window: network x = source x - 25."""
+    image = sitk.Image([100, 100], sitk.sitkFloat32)
+    data = DataConfig(ndim=2, num_landmarks=3, image_size=[50, 50], spacing=[1.0, 1.0])
+    augmentation = AugmentationConfig(elastic_grid=5 if elastic else 0, elastic_magnitude=1e-3,
+                                      max_min_distance=max_min_distance)
+    transform = make_transform(image, data, augmentation, np.random.default_rng(0))
+    # 5 mm left of the view; just inside the last pixel's cell (c = 49.3 < 50); 40 mm below the view
+    points = np.array([[20.0, 50.0], [74.3, 50.0], [50.0, 114.0]])
+    return transform.landmark_pixels(points, max_min_distance)
+
+
+def test_landmark_outside_view_stays_valid_at_the_border_within_max_min_distance():
+    coords, valid = border_case(30.0)
+    np.testing.assert_array_equal(valid, [True, True, False])
+    np.testing.assert_allclose(coords[0], [0.0, 25.0], atol=1e-2)  # placed at the border pixel
+    np.testing.assert_allclose(coords[1], [49.3, 25.0], atol=1e-2)  # valid where 0 <= c < size
+    assert np.isnan(coords[2]).all()
+    # farther out than max_min_distance, without it, or without the elastic part: invalid
+    np.testing.assert_array_equal(border_case(3.0)[1], [False, True, False])
+    np.testing.assert_array_equal(border_case(None)[1], [False, True, False])
+    np.testing.assert_array_equal(border_case(30.0, elastic=False)[1], [False, True, False])
+
+
+def test_presets_keep_border_landmarks_as_the_original():
+    assert preset("skull2d").augmentation.max_min_distance == 30.0
+    assert preset("skull2d_cpu").augmentation.max_min_distance == 30.0
+    assert preset("spine3d").augmentation.max_min_distance == 2 * preset("spine3d").data.spacing[0]
+
+
+def test_spine_elastic_grid_spans_the_input_ct_in_input_space():
+    image = sitk.Image([40, 30, 80], sitk.sitkFloat32)
+    image.SetSpacing([2.0, 2.5, 3.0])
+    image.SetOrigin([5.0, -7.0, 11.0])
+    augmentation = preset("spine3d").augmentation
+    assert augmentation.elastic_space == "source"
+    data = DataConfig(ndim=3, num_landmarks=1, image_size=[16, 16, 32], spacing=[2.0, 2.0, 2.0])
+    transform = make_transform(image, data, augmentation, np.random.default_rng(0))
+    np.testing.assert_allclose(transform.elastic.GetTransformDomainOrigin(), [4.0, -8.25, 9.5])
+    np.testing.assert_allclose(transform.elastic.GetTransformDomainPhysicalDimensions(), [80.0, 75.0, 240.0])
+    assert np.max(np.abs(transform.elastic.GetParameters())) <= 15.0
+    point = [10.0, 12.0, 20.0]  # the affine map first, then the deformation of the CT
+    expected = transform.elastic.TransformPoint(transform.affine.TransformPoint(point))
+    np.testing.assert_allclose(transform.transform.TransformPoint(point), expected, atol=1e-9)
+    np.testing.assert_allclose(transform.to_source(transform.to_network(np.array([expected]))), [expected],
+                               atol=1e-4)
+
+
+def test_crop_z_offsets_short_volumes_too():
+    """(L - 384 mm) * U(-0.5, 0.5): a 40 mm volume under a 384 mm window moves by up to +-172 mm."""
+    image = sitk.Image([8, 8, 20], sitk.sitkFloat32)
+    image.SetSpacing([2.0, 2.0, 2.0])
+    data = DataConfig(ndim=3, num_landmarks=1, image_size=[8, 8, 192], spacing=[2.0, 2.0, 2.0])
+    centre = [7.0, 7.0, 191.0]
+    offsets = [make_transform(image, data, AugmentationConfig(crop_z=True), np.random.default_rng(s)).affine
+               .TransformPoint(centre)[2] - 19.0 for s in range(100)]
+    assert max(np.abs(offsets)) <= 172.0 + 1e-9 and max(offsets) - min(offsets) > 250
+
+
+def test_hand_displacements_in_network_pixels():
+    """hand2d: translation +-20 and elastic +-5 network pixels (here 4 mm each), not source pixels."""
+    image = sitk.Image([2048, 1024], sitk.sitkFloat32)
+    config = preset("hand2d")
+    assert config.augmentation.spatial_units == "network_pixels" and config.training.weight_decay == 0.0005
+    data = DataConfig(ndim=2, num_landmarks=1, image_size=[512, 512], spacing=None)
+    augmentation = AugmentationConfig(translation=20.0, elastic_grid=12, elastic_magnitude=5.0,
+                                      spatial_units="network_pixels")
+    shifts, coefficients = [], []
+    for seed in range(50):
+        transform = make_transform(image, data, augmentation, np.random.default_rng(seed))
+        shifts.append(np.array(transform.affine.GetTranslation()) - (1023.5 - 1022.0, 511.5 - 1022.0))
+        coefficients.append(np.max(np.abs(transform.elastic.GetParameters())))
+    assert np.max(np.abs(shifts)) <= 80.0 + 1e-9 and np.max(np.abs(shifts)) > 60.0
+    assert max(coefficients) <= 20.0 + 1e-9 and max(coefficients) > 15.0

@@ -36,3 +36,35 @@ def test_isbi2015_text_annotations(tmp_path):
                           str(tmp_path / "RawImage"), "--annotations", str(tmp_path / "AnnotationsByMD"),
                           "--output_dir", str(tmp_path / "data2")], capture_output=True, encoding="utf-8", errors="replace")
     assert bad.returncode != 0 and "002.txt: 1 lines, expected at least 19" in bad.stderr
+
+
+def convert_isbi(tmp_path, *extra):
+    return subprocess.run([sys.executable, "-m", "scn_tf.cli.convert", "--dataset", "isbi2015", "--images",
+                           str(tmp_path / "RawImage"), "--annotations", str(tmp_path / "AnnotationsByMD"),
+                           "--output_dir", str(tmp_path / "data"), *extra],
+                          capture_output=True, encoding="utf-8", errors="replace")
+
+
+def test_isbi2015_challenge_ground_truth_only_where_it_equals_senior(tmp_path):
+    """The challenge ground truth differs from senior at landmark 16 on 301-400: without the original's
+    all_challenge.csv no challenge row is written there; with it, the file is copied."""
+    (tmp_path / "RawImage").mkdir()
+    for image_id in ("300", "301"):
+        sitk.WriteImage(sitk.Image([20, 30], sitk.sitkUInt8), str(tmp_path / "RawImage" / f"{image_id}.bmp"))
+        for doctor in ("senior", "junior"):
+            folder = tmp_path / "AnnotationsByMD" / f"400_{doctor}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{image_id}.txt").write_text("\n".join(f"{k},{k}" for k in range(19)) + "\n")
+    result = convert_isbi(tmp_path)
+    assert result.returncode == 0, result.stderr
+    annotations = tmp_path / "data" / "annotations"
+    assert sorted(read_landmarks_csv(annotations / "challenge_mm.csv", 19, 2)) == ["300"]
+    assert sorted(read_landmarks_csv(annotations / "senior_mm.csv", 19, 2)) == ["300", "301"]
+    challenge = tmp_path / "all_challenge.csv"
+    challenge.write_text("".join(f"{i}," + ",".join(["1.5"] * 38) + "\n" for i in ("300", "301")))
+    result = convert_isbi(tmp_path, "--challenge_csv", str(challenge))
+    assert result.returncode == 0, result.stderr
+    assert (annotations / "challenge_mm.csv").read_text() == challenge.read_text()
+    challenge.write_text("301,1,2\n")
+    bad = convert_isbi(tmp_path, "--challenge_csv", str(challenge))
+    assert bad.returncode != 0 and "all_challenge.csv, row 1" in bad.stderr

@@ -53,7 +53,7 @@ def independent(predicted, truth, radii, wrist=None):
             pes.append(e)
             per[k].append(e)
             total += e
-            distances = {j: scale * math.dist(p, t_img[j]) for j in range(len(t_img)) if not np.any(np.isnan(t_img[j]))}
+            distances = {j: math.dist(p, t_img[j]) for j in range(len(t_img)) if not np.any(np.isnan(t_img[j]))}
             best = min(distances, key=distances.get)
             correct += best == k and distances[best] <= 20
             annotated_count += 1
@@ -83,6 +83,24 @@ def test_agrees_with_independent_computation(wrist):
     np.testing.assert_allclose(list(metrics["ipe"].values()), expected["ipe"], atol=1e-6)
     for entry, (mean, median, std) in zip(metrics["per_landmark"], expected["per"]):
         assert (entry["mean"], entry["median"], entry["std"]) == pytest.approx((mean, median, std), abs=1e-6)
+
+
+def test_wrist_normalisation_is_nan_aware_and_id_rate_unnormalised():
+    """Image 1 lacks wrist landmark 5: it drops out of the normalised PE instead of making it NaN. The ID
+    rate uses unnormalised distances: 8 mm off with a 10 mm wrist (x5) is 40 'mm' normalised, yet identified."""
+    truth = np.zeros((2, 6, 2))
+    truth[:, :, 0] = np.arange(6) * 30.0
+    truth[:, 5] = truth[:, 1] + [0.0, 10.0]  # wrist width 10 mm: scale 5
+    truth[1, 5] = np.nan
+    predicted = np.nan_to_num(truth, nan=0.0)
+    predicted[:, 0] += [0.0, 8.0]
+    metrics = evaluate(["a", "b"], predicted, truth, ["10"], Normalization(1, 5, 50.0))
+    assert metrics["num_annotated"] == 11 and metrics["num_measured"] == 6
+    assert metrics["pe_mean"] == pytest.approx(40.0 / 6)
+    assert metrics["outliers"]["10"]["count"] == 1
+    assert metrics["per_landmark"][0]["mean"] == pytest.approx(40.0)
+    assert metrics["ipe"]["a"] == pytest.approx(40.0 / 6) and np.isnan(metrics["ipe"]["b"])
+    assert metrics["id_rate"] == 100.0
 
 
 def test_missing_prediction_is_an_error():

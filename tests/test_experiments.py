@@ -41,7 +41,7 @@ def test_describe_counts_original_weights(name, expected, tmp_path):
 
 def write_volumes(root: Path, ids, num_landmarks: int, csv_name: str, size=(24, 24, 90), spacing=(4.0, 4.0, 5.0)):
     """NIfTI volumes (anisotropic spacing, non-zero origin, longer than the network window) with a blob at each
-    landmark, and a world-coordinate CSV with NaN for landmarks outside the scan."""
+    landmark, and a CSV in the zero-origin frame of the 3D presets with NaN for landmarks outside the scan."""
     rng = np.random.default_rng(0)
     (root / "images").mkdir(parents=True)
     rows = []
@@ -61,7 +61,7 @@ def write_volumes(root: Path, ids, num_landmarks: int, csv_name: str, size=(24, 
         image.SetOrigin(origin.tolist())
         sitk.WriteImage(image, str(root / "images" / f"{image_id}.nii.gz"))
         points[: num_landmarks // 4] = np.nan  # not in this scan
-        rows.append(",".join([image_id] + ["NaN" if np.isnan(v) else f"{v:.3f}" for v in points.ravel()]))
+        rows.append(",".join([image_id] + ["NaN" if np.isnan(v) else f"{v:.3f}" for v in (points - origin).ravel()]))
     (root / csv_name).write_text("\n".join(rows) + "\n")
 
 
@@ -163,3 +163,20 @@ def test_annotation_drift_script(tmp_path):
     assert lines[-1].startswith("drift of landmarks 10 removed: MRE")
     as_run, removed = (float(line.split("MRE ")[1].split(" mm")[0]) for line in lines[-2:])
     assert removed < as_run
+
+
+def test_skull2d_refuses_test2_without_the_challenge_ground_truth(tmp_path):
+    annotations = tmp_path / "annotations"
+    annotations.mkdir()
+    rows = {f"{i:03d}": np.full((19, 2), float(i)) for i in range(1, 401)}
+    write_landmarks_csv(annotations / "senior_mm.csv", rows)
+    write_landmarks_csv(annotations / "challenge_mm.csv", {i: v for i, v in rows.items() if int(i) <= 300})
+    for fold in ("test2", "test"):
+        result = script("skull2d", "--data_dir", tmp_path, "--fold", fold, "--output_dir", tmp_path / "run")
+        assert result.returncode != 0
+        assert "no challenge ground truth for 100 test id(s) (301, 302" in result.stderr
+        assert "--challenge_csv" in result.stderr and "--annotations senior" in result.stderr
+    write_landmarks_csv(annotations / "challenge_mm.csv", rows)  # an older scn-convert's copy of senior
+    result = script("skull2d", "--data_dir", tmp_path, "--fold", "test2", "--output_dir", tmp_path / "run")
+    assert result.returncode != 0 and "landmark 16 equals senior_mm.csv" in result.stderr
+    assert not (tmp_path / "run").exists()

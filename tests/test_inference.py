@@ -1,10 +1,12 @@
 """Inference round trips: oracle heatmaps rendered from the true landmarks come back as the true landmarks."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from scn_tf.configs import DataConfig
+from scn_tf.configs import DataConfig, preset
 from scn_tf.data.augmentation import rotation_matrix
 from scn_tf.heatmaps import gaussian_heatmaps
 from scn_tf.inference import Predictor, window_starts
@@ -86,3 +88,32 @@ def test_sliding_windows_equal_whole_volume():
     reference = Predictor(network, whole).predict_image(volume)
     np.testing.assert_allclose(predicted.points, reference.points, atol=1e-9)
     np.testing.assert_allclose(predicted.indices, [[8.6, 7.2, 10.3], [9.1, 5.5, 50.7]], atol=0.1)
+
+
+def test_zero_origin_predictions_are_in_the_zero_origin_frame():
+    """A header with an origin and a rotated direction, landmarks in the original's zero-origin frame: the
+    predictions come back in that frame, not in the header's."""
+    from scn_tf.data.io import apply_image_frame
+
+    image = source_image((60, 50, 40), (1.5, 1.8, 2.5), (-20.0, 10.0, 30.0), [0.2, -0.1, 0.3])
+    framed = apply_image_frame(image, "zero_origin")
+    index = np.random.default_rng(3).uniform(0.2, 0.8, size=(4, 3)) * np.array(image.GetSize())
+    points = index * np.array(image.GetSpacing())
+    data = DataConfig(ndim=3, num_landmarks=4, image_size=[32, 32, 32], spacing=None, image_frame="zero_origin")
+    predictor = Predictor(None, data)
+    predictor._run = Oracle(predictor, framed, points)
+    prediction = predictor.predict_image(image, "x")
+    assert np.abs(prediction.points - points).max() < 0.1
+    np.testing.assert_allclose(prediction.indices, index, atol=0.1)
+
+
+def test_short_test_volume_is_padded_with_minus_one():
+    """Beyond a volume shorter than the window the spine input is -3024 HU: -1 after x/2048 and the clamp."""
+    image = sitk.GetImageFromArray(np.zeros((10, 8, 8), np.float32))
+    image.SetSpacing([2.0, 2.0, 2.0])
+    data = dataclasses.replace(preset("spine3d").data, num_landmarks=1, image_size=[8, 8, 32], smoothing_sigma=0.0)
+    seen = []
+    predictor = Predictor(lambda batch: seen.append(batch) or np.zeros(batch.shape[:-1] + (1,)), data)
+    predictor.predict_image(image, "short")
+    z_profile = seen[0][0, :, 4, 4, 0]
+    assert np.sum(z_profile == 0.0) == 10 and np.sum(z_profile == -1.0) == 22

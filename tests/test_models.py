@@ -53,8 +53,9 @@ def test_reflect_and_same_padding_differ_only_near_borders():
     reflect = SpatialConfigurationNet(2, 2, padding="reflect", **TINY)
     same(x), reflect(x)
     reflect.set_weights(same.get_weights())
-    conv_same = same.local_appearance.conv0(x)
-    conv_reflect = reflect.local_appearance.conv0(x)
+    features = np.random.default_rng(2).normal(size=(1, 16, 16, 8)).astype(np.float32)
+    conv_same = same.local_appearance.contracting[0][0](features)
+    conv_reflect = reflect.local_appearance.contracting[0][0](features)
     np.testing.assert_allclose(np.asarray(conv_same)[:, 1:-1, 1:-1], np.asarray(conv_reflect)[:, 1:-1, 1:-1],
                                rtol=1e-5, atol=1e-6)
     assert not np.allclose(np.asarray(conv_same)[:, 0], np.asarray(conv_reflect)[:, 0])
@@ -141,3 +142,31 @@ def test_analytic_conv_cost_matches_a_hand_count():
     assert conv_macs(model, (1, 16, 16, 1)) == expected == 172_800
     assert conv_macs(model, (2, 16, 16, 1)) == 2 * expected  # built now: counted once, per image
     assert training_flops(model, (1, 16, 16, 1)) == 6 * expected
+
+
+@pytest.mark.parametrize("num_landmarks,ndim,expected", [
+    (19, 2, 3_397_651),   # released cephalogram U-Net
+    (26, 3, 2_702_234),   # released spine U-Net
+])
+def test_released_unet_weight_counts(num_landmarks, ndim, expected):
+    """The framework's U-Net runs its expanding block (two convs) at the deepest level too."""
+    model = LocalizationUNet(num_landmarks=num_landmarks, ndim=ndim, variant="released")
+    model(zeros(1, *(32,) * ndim, 1))
+    assert sum(int(np.prod(weight.shape)) for weight in model.trainable_weights) == expected
+    assert len(model.expanding) == model.levels
+
+
+def test_spine_padding_per_layer():
+    """3D: reflection only in the level convs and the spatial-configuration convs; conv0 and the heatmap
+    convs keep zero 'same' padding (SCN and released U-Net)."""
+    scn = SpatialConfigurationNet(num_landmarks=3, ndim=3, filters=4, levels=2, spatial_downsampling=2)
+    local, spatial = scn.local_appearance, scn.spatial_configuration
+    assert scn.get_config()["padding"] == "reflect"
+    assert local.conv0.padding == "same" and local.local_heatmaps.padding == "same"
+    level_convs = [conv for block in local.contracting for conv in (block[0], block[2])] + local.parallel
+    assert {conv.padding for conv in level_convs + spatial.convs + [spatial.spatial_downsampled]} == {"reflect"}
+    unet = LocalizationUNet(num_landmarks=3, ndim=3, filters=4, levels=2, variant="released")
+    assert unet.conv0.padding == "same" and unet.heatmaps.padding == "same"
+    assert {conv.padding for block in unet.contracting + unet.expanding for conv in block} == {"reflect"}
+    unet(zeros(1, 8, 8, 8, 1))
+    assert 5e-5 < np.asarray(unet.heatmaps.conv.kernel).std() < 2e-4  # init std 1e-4

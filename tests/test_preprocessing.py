@@ -1,11 +1,14 @@
 """Preprocessing against analytic expectations."""
 
+import types
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from scn_tf.configs import AugmentationConfig
+from scn_tf.configs import AugmentationConfig, DataConfig
 from scn_tf.data.augmentation import augment_intensity
+from scn_tf.data.pipeline import make_sample
 from scn_tf.data.preprocessing import foreground_quantiles, histogram_match, normalize_intensity, otsu_foreground, smooth
 
 
@@ -52,3 +55,17 @@ def test_intensity_augmentation_bounds():
     assert min(values) >= (0.5 - 0.25) * 0.75 - 1e-6 and max(values) <= 1.0
     assert max(values) - min(values) > 0.4
     assert augment_intensity(array, augmentation, None, None) is array
+
+
+def test_training_sample_clamps_once_after_the_random_shift_and_scale():
+    """A value normalised to 2.0 stays at the clamp 1.0 under any shift in +-0.5 (one clamp, after the shift);
+    clamping before the shift as well would darken it to 1 + shift."""
+    image = sitk.GetImageFromArray(np.full((16, 16), 384.0, np.float32))
+    data = DataConfig(ndim=2, num_landmarks=1, image_size=[8, 8], spacing=[1.0, 1.0], intensity_shift=-128.0,
+                      intensity_scale=1 / 128, intensity_clamp=[-1.0, 1.0])
+    source = types.SimpleNamespace(data=data, images={"a": image}, points={"a": np.array([[7.5, 7.5]])})
+    augmentation = AugmentationConfig(intensity_shift=0.5)
+    for seed in range(10):
+        sample = make_sample(source, "a", augmentation, np.random.default_rng(seed))
+        np.testing.assert_array_equal(sample.image, 1.0)
+    np.testing.assert_array_equal(make_sample(source, "a", None, None).image, 1.0)

@@ -6,8 +6,11 @@
 
 isbi2015: images (BMP or JPEG, searched recursively) are linked as images/<id>.<ext>; the doctors' text
 annotations (<annotations>/400_senior/<id>.txt and 400_junior/<id>.txt: 19 lines `x,y` in pixels, further
-lines ignored) become annotations/{senior,junior,mean}_mm.csv at 0.1 mm per pixel, and challenge_mm.csv
-(= senior). A data.json beside them sets the image suffix, for `--config`.
+lines ignored) become annotations/{senior,junior,mean}_mm.csv at 0.1 mm per pixel. The challenge ground
+truth (Wang et al. 2015, the paper's) equals senior except landmark 16 on 301-400, which the download lacks:
+annotations/challenge_mm.csv is therefore senior on ids up to 300 only, or, with `--challenge_csv`, a copy
+of the original experiments' all_challenge.csv (same layout, mm). A data.json beside them sets the image
+suffix, for `--config`.
 hand / spine: images are linked as images/<id>.<ext> for every id of the landmark CSV (a file whose name
 starts with the id), and the CSV is copied (all.csv / points_world_coordinates.csv).
 """
@@ -21,17 +24,21 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags, logging
 
-from scn_tf.data.io import DataError, strip_image_suffix, write_landmarks_csv
-from scn_tf.files import write_json_atomic
+from scn_tf.data.io import DataError, read_landmarks_csv, strip_image_suffix, write_landmarks_csv
+from scn_tf.files import atomic_path, write_json_atomic
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", None, ["isbi2015", "hand", "spine"], "Which download.", required=True)
 flags.DEFINE_string("images", None, "Folder of the downloaded images (searched recursively).", required=True)
 flags.DEFINE_string("annotations", None, "isbi2015: the AnnotationsByMD folder.")
 flags.DEFINE_string("landmarks", None, "hand / spine: the landmark CSV.")
+flags.DEFINE_string("challenge_csv", None, "isbi2015: the original experiments' all_challenge.csv (no header, "
+                    "id,x1,y1,...,x19,y19 in mm), copied as annotations/challenge_mm.csv; without it that file "
+                    "holds ids 001-300 only, where the challenge ground truth equals senior.")
 flags.DEFINE_string("output_dir", None, "Dataset folder to create.", required=True)
 
 ISBI_PIXEL_MM = 0.1
+ISBI_LAST_SENIOR_EQUALS_CHALLENGE = 300  # from 301 on, the challenge's landmark 16 is not the senior one
 IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".png", ".mha", ".mhd", ".nii.gz", ".nii", ".nrrd")
 
 
@@ -71,7 +78,9 @@ def read_isbi_annotation(path: Path, landmarks: int = 19) -> np.ndarray:
     return np.array(points)
 
 
-def convert_isbi(images: dict[str, Path], annotations: Path, output: Path) -> None:
+def convert_isbi(images: dict[str, Path], annotations: Path, output: Path, challenge: Path | None = None) -> None:
+    if challenge is not None:
+        read_landmarks_csv(challenge, 19, 2)  # checked before anything is written
     tables = {}
     for doctor in ("senior", "junior"):
         folder = annotations / f"400_{doctor}"
@@ -84,7 +93,13 @@ def convert_isbi(images: dict[str, Path], annotations: Path, output: Path) -> No
     for image_id in ids:
         link(images[image_id], output / "images" / f"{image_id}{suffix_of(images[image_id])}")
     write_landmarks_csv(output / "annotations" / "senior_mm.csv", {i: tables["senior"][i] for i in ids})
-    write_landmarks_csv(output / "annotations" / "challenge_mm.csv", {i: tables["senior"][i] for i in ids})
+    if challenge is None:
+        write_landmarks_csv(output / "annotations" / "challenge_mm.csv",
+                            {i: tables["senior"][i] for i in ids
+                             if i.isdigit() and int(i) <= ISBI_LAST_SENIOR_EQUALS_CHALLENGE})
+    else:
+        with atomic_path(output / "annotations" / "challenge_mm.csv") as temporary:
+            shutil.copyfile(challenge, temporary)
     junior = [i for i in ids if i in tables["junior"]]
     write_landmarks_csv(output / "annotations" / "junior_mm.csv", {i: tables["junior"][i] for i in junior})
     write_landmarks_csv(output / "annotations" / "mean_mm.csv",
@@ -120,7 +135,8 @@ def main(argv):
         if FLAGS.dataset == "isbi2015":
             if not FLAGS.annotations:
                 raise app.UsageError("--annotations is required for isbi2015")
-            convert_isbi(images, Path(FLAGS.annotations), output)
+            convert_isbi(images, Path(FLAGS.annotations), output,
+                         Path(FLAGS.challenge_csv) if FLAGS.challenge_csv else None)
         else:
             if not FLAGS.landmarks:
                 raise app.UsageError("--landmarks is required")

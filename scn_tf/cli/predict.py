@@ -6,6 +6,9 @@
 Writes the annotation CSV format in the model's landmark units, one row per image (id = file name without
 extensions), and beside it a JSON with each landmark's confidence (heatmap peak), its scale against the
 training images' peaks (scn_tf.confidence) and sigma in mm; warns for images far below the model's usual.
+Millimetres are in the model's `data.image_frame`: "header" is the file's physical space, "zero_origin" the
+image with origin 0 and identity direction (mm from the first voxel along the index axes), as its training
+landmarks.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ def main(argv):
                             "" if data.ndim != 2 or FLAGS.mirror == "auto" else ", or try --mirror auto")
         if FLAGS.save_heatmaps:
             with atomic_path(Path(FLAGS.save_heatmaps) / f"{image_id}.mha") as temporary:
-                sitk.WriteImage(source_frame_heatmaps(prediction, image), str(temporary))
+                sitk.WriteImage(source_frame_heatmaps(prediction, image, data.image_frame), str(temporary))
         if FLAGS.overlay_dir:
             Path(FLAGS.overlay_dir).mkdir(parents=True, exist_ok=True)
             save_overlay(Path(FLAGS.overlay_dir) / f"{image_id}.png", sitk.GetArrayFromImage(image),
@@ -87,6 +90,7 @@ def main(argv):
     output = Path(FLAGS.output)
     write_landmarks_csv(output, rows)
     write_json_atomic(output.with_suffix(".json"), {"landmark_units": data.landmark_units,
+                                                    "image_frame": data.image_frame,
                                                     "num_landmarks": data.num_landmarks, "ndim": data.ndim,
                                                     "landmark_names": data.landmark_names,
                                                     "confidence_meaning": confidence.MEANING if reference

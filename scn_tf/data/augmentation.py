@@ -4,7 +4,8 @@ image's physical space, and the landmarks mapped through its inverse so that the
 Network space has the configured size and spacing, origin 0 and identity direction; its axes follow the
 source image's own axes (a rotated direction matrix is undone), centred on the source image. The transform
 is `p_source = A(E(p_network))` with E an elastic B-spline deformation of network space and A an affine map
-(rotation, scaling, translation, direction). Landmarks go the other way: A is inverted analytically, E
+(rotation, scaling, translation, direction), or `p_source = E(A(p_network))` with E deforming the whole
+source image (the original's spine setup). Landmarks go the other way: A is inverted analytically, E
 numerically by fixed-point iteration.
 """
 
@@ -50,12 +51,14 @@ class SpatialTransform:
     geometry: NetworkGeometry
     affine: sitk.AffineTransform
     elastic: sitk.BSplineTransform | None
+    elastic_in_source: bool = False   # the elastic part deforms source space, after the affine map
 
     @property
     def transform(self) -> sitk.Transform:
         if self.elastic is None:
             return self.affine
-        return sitk.CompositeTransform([self.affine, self.elastic])  # the last one is applied first
+        parts = [self.elastic, self.affine] if self.elastic_in_source else [self.affine, self.elastic]
+        return sitk.CompositeTransform(parts)  # the last one is applied first
 
     def resample(self, source: sitk.Image, outside_value: float = 0.0) -> sitk.Image:
         resampler = sitk.ResampleImageFilter()
@@ -73,7 +76,11 @@ class SpatialTransform:
         inverse = self.affine.GetInverse()
         result = np.full(points.shape, np.nan)
         for index, point in enumerate(points):
-            if np.all(np.isfinite(point)):
+            if not np.all(np.isfinite(point)):
+                continue
+            if self.elastic_in_source:
+                result[index] = inverse.TransformPoint([float(v) for v in self._invert_elastic(point)])
+            else:
                 result[index] = self._invert_elastic(np.array(inverse.TransformPoint([float(v) for v in point])))
         return result
 
@@ -83,11 +90,36 @@ class SpatialTransform:
         return np.array([transform.TransformPoint([float(v) for v in point]) if np.all(np.isfinite(point))
                          else [np.nan] * len(point) for point in points]).reshape(points.shape)
 
+    def landmark_pixels(self, points: np.ndarray,
+                        max_min_distance: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Source physical points (N, d) to network pixel coordinates (N, d) and validity (N,).
+
+        A landmark is valid where 0 <= c < size per axis (as the original's landmark generator). With the
+        elastic part and `max_min_distance` (mm) set, a landmark outside the field of view stays valid,
+        placed at the nearest border pixel, when that pixel maps to within `max_min_distance` of it in
+        source space (the original's inversion through the displacement field does the same). Invalid rows
+        are NaN.
+        """
+        size = self.geometry.size
+        coords = self.to_network(points) / self.geometry.spacing
+        finite = np.all(np.isfinite(coords), axis=1)
+        with np.errstate(invalid="ignore"):
+            valid = finite & np.all((coords >= 0) & (coords < size), axis=1)
+        if self.elastic is not None and max_min_distance is not None:
+            outside = np.flatnonzero(finite & ~valid)
+            border = np.clip(coords[outside], 0, size - 1)
+            distance = np.linalg.norm(self.to_source(border * self.geometry.spacing) - points[outside], axis=1)
+            near = outside[distance <= max_min_distance]
+            coords[near] = border[distance <= max_min_distance]
+            valid[near] = True
+        coords[~valid] = np.nan
+        return coords, valid
+
     def _invert_elastic(self, target: np.ndarray) -> np.ndarray:
         """Solves x + D(x) = target by the fixed point x <- target - D(x) (D is smooth and small)."""
         if self.elastic is None:
             return target
-        x = target.copy()
+        x = np.array(target, np.float64)
         tolerance = 1e-6 * float(np.min(self.geometry.spacing))
         for _ in range(_ELASTIC_INVERSE_ITERATIONS):
             displacement = np.array(self.elastic.TransformPoint([float(v) for v in x])) - x
@@ -126,46 +158,62 @@ def make_transform(source: sitk.Image, data: DataConfig, augmentation: Augmentat
     translation = np.zeros(ndim)
     elastic = None
     if random:
+        units = geometry.spacing if augmentation.spatial_units == "network_pixels" else np.ones(ndim)
         if augmentation.crop_z and ndim == 3:
-            half = geometry.field_of_view[2] / 2.0 / source_spacing[2]
-            low, high = half - 0.5, source.GetSize()[2] - 0.5 - half
-            if high > low:
-                centre_index[2] = rng.uniform(low, high)
-        translation = rng.uniform(-augmentation.translation, augmentation.translation, ndim)
+            # the original's z offset (L - field of view) * U(-0.5, 0.5): short volumes shift too
+            length = source.GetSize()[2] * source_spacing[2]
+            centre_index[2] += (length - geometry.field_of_view[2]) * rng.uniform(-0.5, 0.5) / source_spacing[2]
+        translation = rng.uniform(-augmentation.translation, augmentation.translation, ndim) * units
         angles = rng.uniform(-augmentation.rotation, augmentation.rotation, 1 if ndim == 2 else 3)
         uniform = rng.uniform(1 - augmentation.scale, 1 + augmentation.scale)
         per_axis = rng.uniform(1 - augmentation.scale_axis, 1 + augmentation.scale_axis, ndim)
-        matrix = rotation_matrix(angles, ndim) @ np.diag(1.0 / (uniform * per_axis))
+        # the original multiplies the network -> source point map by s, so the image appears zoomed by 1/s
+        matrix = rotation_matrix(angles, ndim) @ np.diag(uniform * per_axis)
         if augmentation.elastic_grid and augmentation.elastic_magnitude:
-            elastic = _random_elastic(geometry, augmentation, rng)
+            domain = (source_domain(source) if augmentation.elastic_space == "source"
+                      else (np.full(ndim, -0.5) * geometry.spacing, geometry.field_of_view, np.eye(ndim)))
+            elastic = _random_elastic(domain, augmentation.elastic_grid, augmentation.elastic_magnitude * units, rng)
     centre = np.array(source.TransformContinuousIndexToPhysicalPoint([float(v) for v in centre_index]))
     affine = sitk.AffineTransform(ndim)
     affine.SetMatrix([float(v) for v in (direction @ matrix).ravel()])
     affine.SetCenter([float(v) for v in geometry.centre])
     affine.SetTranslation([float(v) for v in centre - geometry.centre + direction @ translation])
-    return SpatialTransform(geometry, affine, elastic)
+    in_source = elastic is not None and augmentation.elastic_space == "source"
+    return SpatialTransform(geometry, affine, elastic, elastic_in_source=in_source)
 
 
-def _random_elastic(geometry: NetworkGeometry, augmentation: AugmentationConfig,
+def source_domain(source: sitk.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(origin, physical size, direction) of the whole source image, voxel edges included."""
+    ndim = source.GetDimension()
+    origin = np.array(source.TransformContinuousIndexToPhysicalPoint([-0.5] * ndim))
+    extent = np.array(source.GetSize()) * np.array(source.GetSpacing())
+    return origin, extent, np.array(source.GetDirection()).reshape(ndim, ndim)
+
+
+def _random_elastic(domain: tuple[np.ndarray, np.ndarray, np.ndarray], grid: int, magnitude: np.ndarray,
                     rng: np.random.Generator) -> sitk.BSplineTransform:
-    """Cubic B-spline over the network's field of view with `elastic_grid` control points per axis and
-    coefficients uniform in +-elastic_magnitude mm."""
-    ndim = len(geometry.size)
-    mesh = max(augmentation.elastic_grid - 3, 1)
+    """Cubic B-spline over `domain` (origin, physical size, direction) with `grid` control points per axis
+    and coefficients uniform in +-magnitude (mm, per axis)."""
+    origin, extent, direction = domain
+    ndim = len(origin)
     transform = sitk.BSplineTransform(ndim, 3)
-    transform.SetTransformDomainOrigin([-0.5 * float(s) for s in geometry.spacing])
-    transform.SetTransformDomainPhysicalDimensions([float(v) for v in geometry.field_of_view])
-    transform.SetTransformDomainDirection([float(v) for v in np.eye(ndim).ravel()])
-    transform.SetTransformDomainMeshSize([mesh] * ndim)
-    count = len(transform.GetParameters())
-    magnitude = augmentation.elastic_magnitude
-    transform.SetParameters([float(v) for v in rng.uniform(-magnitude, magnitude, count)])
+    transform.SetTransformDomainOrigin([float(v) for v in origin])
+    transform.SetTransformDomainPhysicalDimensions([float(v) for v in extent])
+    transform.SetTransformDomainDirection([float(v) for v in direction.ravel()])
+    transform.SetTransformDomainMeshSize([max(grid - 3, 1)] * ndim)
+    per_axis = len(transform.GetParameters()) // ndim  # the parameters hold all x, then all y[, then all z]
+    coefficients = rng.uniform(-1.0, 1.0, (ndim, per_axis)) * np.asarray(magnitude, np.float64)[:, None]
+    transform.SetParameters([float(v) for v in coefficients.ravel()])
     return transform
 
 
 def augment_intensity(array: np.ndarray, augmentation: AugmentationConfig | None, rng: np.random.Generator | None,
                       clamp: list[float] | None) -> np.ndarray:
-    """(x + shift) * scale with shift in +-intensity_shift and scale in 1 +- intensity_scale, then clamp."""
+    """(x + shift) * scale with shift in +-intensity_shift and scale in 1 +- intensity_scale, then clamp.
+
+    `array` is the normalised but not yet clamped image: the original clamps once, after the random shift
+    and scale (its ShiftScaleClamp), so bright values beyond the clamp can still darken into range.
+    """
     if rng is None or augmentation is None:
         return array
     shift = rng.uniform(-augmentation.intensity_shift, augmentation.intensity_shift)

@@ -66,6 +66,25 @@ def read_image(path: str | os.PathLike, ndim: int | None = None, spacing: Sequen
     return image
 
 
+IMAGE_FRAMES = ("header", "zero_origin")
+
+
+def apply_image_frame(image: sitk.Image, frame: str) -> sitk.Image:
+    """The image in the configured physical frame (a copy; the argument is left as it is).
+
+    "header": the file's origin and direction. "zero_origin": origin 0 and identity direction, spacing kept,
+    as the original's image datasource loads every image; its spine landmark CSV lies in that frame.
+    """
+    if frame not in IMAGE_FRAMES:
+        raise ValueError(f"image frame must be one of {IMAGE_FRAMES}, got {frame!r}")
+    if frame == "header":
+        return image
+    result = sitk.Image(image)
+    result.SetOrigin([0.0] * image.GetDimension())
+    result.SetDirection([float(v) for v in np.eye(image.GetDimension()).ravel()])
+    return result
+
+
 def _to_grey(image: sitk.Image) -> sitk.Image:
     channels = [sitk.VectorIndexSelectionCast(image, c, sitk.sitkFloat32)
                 for c in range(image.GetNumberOfComponentsPerPixel())]
@@ -117,6 +136,14 @@ def read_id_list(path: str | os.PathLike) -> list[str]:
     if not path.exists():
         raise DataError(f"{path}: id list does not exist")
     return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def outside_extent(image: sitk.Image, points: np.ndarray) -> np.ndarray:
+    """(N,) True where an annotated physical point lies outside the image's extent (voxel edges included)."""
+    indices = physical_to_pixel(image, points)
+    with np.errstate(invalid="ignore"):
+        inside = np.all((indices >= -0.5) & (indices <= np.array(image.GetSize()) - 0.5), axis=1)
+    return np.all(np.isfinite(points), axis=1) & ~inside
 
 
 def pixel_to_physical(image: sitk.Image, coords: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -21,8 +22,11 @@ import tensorflow as tf
 
 from scn_tf.configs import AugmentationConfig, DataConfig
 from scn_tf.data.augmentation import SpatialTransform, augment_intensity, make_transform
-from scn_tf.data.io import DataError, physical_to_pixel, pixel_to_physical, read_image, read_landmarks_csv
+from scn_tf.data.io import (DataError, apply_image_frame, outside_extent, physical_to_pixel, pixel_to_physical,
+                            read_image, read_landmarks_csv)
 from scn_tf.data.preprocessing import foreground_quantiles, normalize_intensity, prepare_source, smooth
+
+OUT_OF_EXTENT_LIMIT = 0.03  # the fraction of annotated landmarks outside their images that stops a run
 
 
 class LandmarkSource:
@@ -52,6 +56,7 @@ class LandmarkSource:
                 progress.add(1)
         self.annotations = {i: annotations[i] for i in self.ids}
         self.points = {i: self._to_physical(self.images[i], annotations[i]) for i in self.ids}
+        check_extent(csv, data.image_frame, self.images, self.points)
 
     def image_path(self, image_id: str) -> Path:
         return self.data_dir / self.data.image_dir / f"{image_id}{self.data.image_suffix}"
@@ -60,7 +65,7 @@ class LandmarkSource:
         path = self.image_path(image_id)
         if not path.exists():
             raise DataError(f"id {image_id}: image {path} does not exist")
-        return read_image(path, self.data.ndim, self.data.image_spacing)
+        return apply_image_frame(read_image(path, self.data.ndim, self.data.image_spacing), self.data.image_frame)
 
     def prepare(self, image: sitk.Image) -> sitk.Image:
         """Smoothing and histogram matching, as for every source image (inference uses it too)."""
@@ -72,6 +77,25 @@ class LandmarkSource:
     def pixel_annotations(self, image_id: str) -> np.ndarray:
         """The annotation of `image_id` as continuous pixel indices of its image."""
         return physical_to_pixel(self.images[image_id], self.points[image_id])
+
+
+def check_extent(csv: Path, frame: str, images: dict[str, sitk.Image], points: dict[str, np.ndarray]) -> None:
+    """Reports annotated landmarks outside their image's extent (a wrong `image_frame` puts most of them
+    there); more than OUT_OF_EXTENT_LIMIT of them is an error, so that a wrong frame never trains silently."""
+    outside = {i: int(outside_extent(images[i], points[i]).sum()) for i in images}
+    outside = {i: count for i, count in outside.items() if count}
+    if not outside:
+        return
+    annotated = sum(int(np.all(np.isfinite(p), axis=1).sum()) for p in points.values())
+    total = sum(outside.values())
+    listing = ", ".join(f"{i} ({count})" for i, count in list(outside.items())[:10])
+    message = (f"{csv}: {total} of {annotated} annotated landmarks ({100 * total / annotated:.1f}%) lie outside "
+               f"their image's extent in the {frame!r} image frame, in {len(outside)} image(s): {listing}"
+               f"{', ...' if len(outside) > 10 else ''}")
+    if total > OUT_OF_EXTENT_LIMIT * annotated:
+        other = "zero_origin" if frame == "header" else "header"
+        raise DataError(f"{message}; are the landmarks in the other frame (data.image_frame {other!r})?")
+    logging.warning("%s", message)
 
 
 @dataclasses.dataclass
@@ -89,13 +113,13 @@ def make_sample(source: LandmarkSource, image_id: str, augmentation: Augmentatio
     image = source.images[image_id]
     transform = make_transform(image, data, augmentation, rng)
     network_image = transform.resample(image, data.outside_value)
+    augmenting = augmentation is not None and rng is not None
     array = normalize_intensity(sitk.GetArrayFromImage(network_image), data.normalization, data.intensity_shift,
-                                data.intensity_scale, data.intensity_clamp, data.percentiles)
+                                data.intensity_scale, None if augmenting else data.intensity_clamp,
+                                data.percentiles)
     array = augment_intensity(array, augmentation, rng, data.intensity_clamp)
-    coords = transform.to_network(source.points[image_id]) / transform.geometry.spacing
-    inside = np.all((coords >= 0) & (coords <= transform.geometry.size - 1), axis=1)
-    valid = np.all(np.isfinite(coords), axis=1) & inside
-    coords[~valid] = np.nan
+    max_min_distance = augmentation.max_min_distance if augmenting else None
+    coords, valid = transform.landmark_pixels(source.points[image_id], max_min_distance)
     return Sample(array[..., None], coords.astype(np.float32), valid, transform)
 
 

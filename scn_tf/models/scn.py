@@ -23,7 +23,11 @@ def resolve_defaults(ndim: int, **values) -> dict:
 
 class LocalAppearance(keras.layers.Layer):
     """conv0, a U-Net-like path without expanding convs (average pooling, linear upsampling, additive skips),
-    and the local heatmap conv: accurate but possibly ambiguous candidate heatmaps."""
+    and the local heatmap conv: accurate but possibly ambiguous candidate heatmaps.
+
+    `padding` applies to the level convs (contracting and parallel); conv0 and the local heatmap conv always
+    use zero 'same' padding, as in the original (whose 3D spine network reflects only in the level convs).
+    """
 
     def __init__(self, num_landmarks: int, ndim: int, filters: int, levels: int, dropout_rate: float,
                  leaky_relu_slope: float, heatmap_init_std: float, padding: str, **kwargs):
@@ -31,7 +35,7 @@ class LocalAppearance(keras.layers.Layer):
         self.levels = levels
         conv = dict(ndim=ndim, filters=filters, kernel_size=3, padding=padding, activation="leaky_relu",
                     leaky_relu_slope=leaky_relu_slope)
-        self.conv0 = Conv(**conv, name="conv0")
+        self.conv0 = Conv(**{**conv, "padding": "same"}, name="conv0")
         self.contracting = [
             [Conv(**conv, name=f"contracting{level}_0"),
              keras.layers.Dropout(dropout_rate, name=f"dropout{level}"),
@@ -40,7 +44,7 @@ class LocalAppearance(keras.layers.Layer):
         self.parallel = [Conv(**conv, name=f"parallel{level}") for level in range(levels)]
         self.downsample = average_pooling(ndim, 2, name="downsample")
         self.upsample = FixedUpsampling(ndim, 2, "linear", name="upsample")
-        self.local_heatmaps = Conv(ndim, num_landmarks, 3, padding=padding, activation=None,
+        self.local_heatmaps = Conv(ndim, num_landmarks, 3, padding="same", activation=None,
                                    init_std=heatmap_init_std, name="local_heatmaps")
 
     def call(self, x, training=None):
