@@ -26,18 +26,19 @@ flags.DEFINE_list("steps", ["2", str(FIELD_STEP), "8"], "Coarse grid steps (outp
 SOURCES = {"skull2d": ([1935, 2400], [0.1, 0.1]), "spine3d": ([512, 512, 160], [0.34, 0.34, 2.06])}
 
 
-def position_errors(transform: sitk.Transform, size, spacing, step: int) -> np.ndarray:
-    """Per network pixel: the distance (mm) between the interpolated and the exact source position."""
+def position_errors(transform: sitk.Transform, size, spacing, steps: list[int]) -> dict[int, np.ndarray]:
+    """Per coarse grid step, per network pixel: the distance (mm) between the interpolated and the exact
+    source position."""
     ndim = len(size)
-    identity = sitk.Image([2] * ndim, sitk.sitkUInt8)  # origin 0, spacing 1: its continuous indices are mm
-    field = upsample(source_index_grid(identity, transform, size, spacing, step), size)
     dense = sitk.TransformToDisplacementField(transform, sitk.sitkVectorFloat64, [int(n) for n in size],
                                               [0.0] * ndim, [float(s) for s in spacing],
                                               np.eye(ndim).ravel().tolist())
-    displacement = np.moveaxis(sitk.GetArrayFromImage(dense), -1, 0)
     axes = [np.arange(n) * s for n, s in zip(size[::-1], spacing[::-1])]
-    points = np.stack(np.meshgrid(*axes, indexing="ij")[::-1], axis=0)
-    return np.linalg.norm(field - (points + displacement), axis=0)
+    exact = np.stack(np.meshgrid(*axes, indexing="ij")[::-1], axis=0)
+    exact += np.moveaxis(sitk.GetArrayFromImage(dense), -1, 0)
+    identity = sitk.Image([2] * ndim, sitk.sitkUInt8)  # origin 0, spacing 1: its continuous indices are mm
+    return {step: np.linalg.norm(upsample(source_index_grid(identity, transform, size, spacing, step), size) - exact,
+                                 axis=0) for step in steps}
 
 
 def main(argv):
@@ -53,8 +54,8 @@ def main(argv):
         worst, means = {s: 0.0 for s in steps}, {s: [] for s in steps}
         for seed in range(FLAGS.samples):
             spatial = make_transform(source, config.data, config.augmentation, np.random.default_rng(seed))
-            for step in steps:
-                error = position_errors(spatial.transform, spatial.geometry.size, spatial.geometry.spacing, step)
+            errors = position_errors(spatial.transform, spatial.geometry.size, spatial.geometry.spacing, steps)
+            for step, error in errors.items():
                 worst[step] = max(worst[step], float(error.max()))
                 means[step].append(float(error.mean()))
         pixel = float(np.min(config.data.spacing))

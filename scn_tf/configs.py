@@ -77,8 +77,8 @@ class DataConfig(_Section):
     coordinates of the image) or "pixel" (continuous indices). `image_spacing` imposes a spacing on the
     source images (null: the file's own). `spacing` is the network-space pixel size; null fits the whole
     image into `image_size` with fixed aspect ratio. `resampling` "field" evaluates the spatial transform on
-    a coarse grid and interpolates it (fast; below 0.01 mm off, docs/pipeline_speed.md), "exact" at every
-    pixel.
+    a coarse grid and interpolates it (fast; source positions at most 0.05 mm off for the presets,
+    docs/pipeline_speed.md), "exact" at every pixel.
     """
 
     name: str = "custom"
