@@ -8,9 +8,10 @@ where absent); spine3d uses a generated CT-like 512x512x160 volume at 0.34x0.34x
 augmentation is used, SimpleITK limited to one thread per worker. Each window is a fresh pipeline started
 at its own sample index (warm-up samples, then the window's samples timed); the resampling methods take
 turns window by window on the same samples, so that a busy machine slows both alike, and the ratio is the
-median of the paired windows' ratios. The rate is the median over windows. The cores needed to feed a
-training step of `--step_ms` milliseconds (batch 1; defaults: the measured H200 bf16 steps of the paper-size
-networks) use the rate per worker of the largest worker count.
+median of the paired windows' ratios. The rate and the process's CPU seconds per sample are medians over
+windows. The cores needed to feed a training step of `--step_ms` milliseconds (batch 1; defaults: the
+measured H200 bf16 steps of the paper-size networks) are given from the rate per worker and from the CPU
+time per sample of the largest worker count (the latter holds on a machine shared with other work).
 """
 
 from __future__ import annotations
@@ -59,19 +60,21 @@ def step_times() -> dict[str, float]:
     return result
 
 
-def window_rate(source: LandmarkSource, config, workers: int, window: int) -> float:
-    """Samples per second of one window: a fresh pipeline from this window's first sample, warmed up."""
+def window_rate(source: LandmarkSource, config, workers: int, window: int) -> tuple[float, float]:
+    """Samples per second of one window (a fresh pipeline from this window's first sample, warmed up) and the
+    process's CPU seconds per sample in it (what a sample costs, however busy the machine)."""
     start = window * (FLAGS.warmup + FLAGS.window_size)
     iterator = iter(make_dataset(source, config.augmentation, seed=0, start_step=start, workers=workers,
                                  sitk_threads=1))
     for _ in range(FLAGS.warmup):
         next(iterator)
-    begin = time.perf_counter()
+    begin, cpu = time.perf_counter(), time.process_time()
     for _ in range(FLAGS.window_size):
         next(iterator)
     rate = FLAGS.window_size / (time.perf_counter() - begin)
+    cpu = (time.process_time() - cpu) / FLAGS.window_size
     del iterator  # waits for the samples in flight, before the next window starts
-    return rate
+    return rate, cpu
 
 
 def measure(name: str, config, source: LandmarkSource, steps: dict[str, float]) -> None:
@@ -84,20 +87,25 @@ def measure(name: str, config, source: LandmarkSource, steps: dict[str, float]) 
         sources[method] = copy.copy(source)
         sources[method].data = dataclasses.replace(source.data, resampling=method)
     size = "x".join(map(str, config.data.image_size))
-    results = {}
+    results, cpu = {}, {}
     for workers in (int(w) for w in FLAGS.workers):
         rates = {method: [] for method in methods}
+        cpus = {method: [] for method in methods}
         for window in range(FLAGS.windows):
             for method in methods:
-                rates[method].append(window_rate(sources[method], config, workers, window))
+                rate, seconds = window_rate(sources[method], config, workers, window)
+                rates[method].append(rate)
+                cpus[method].append(seconds)
         for method in methods:
             results[method, workers] = float(np.median(rates[method]))
+            cpu[method, workers] = float(np.median(cpus[method]))
             print(f"{name}: {workers} worker(s): {results[method, workers]:.2f} samples/s "
-                  f"(input {size}, {method} resampling)")
+                  f"(input {size}, {method} resampling; {cpu[method, workers]:.3f} CPU s per sample)")
         if len(methods) > 1:
             ratio = np.median(np.array(rates[methods[-1]]) / np.array(rates[methods[0]]))
-            print(f"{name}: {workers} worker(s): {methods[-1]}/{methods[0]} {ratio:.2f}x "
-                  f"(median of {FLAGS.windows} paired windows)")
+            cpu_ratio = np.median(np.array(cpus[methods[0]]) / np.array(cpus[methods[-1]]))
+            print(f"{name}: {workers} worker(s): {methods[-1]}/{methods[0]} {ratio:.2f}x samples/s, "
+                  f"{cpu_ratio:.2f}x less CPU per sample (medians of {FLAGS.windows} paired windows)")
         sys.stdout.flush()
     counts = sorted({workers for _, workers in results})
     step_ms = steps.get(name, steps.get("*"))
@@ -106,9 +114,11 @@ def measure(name: str, config, source: LandmarkSource, steps: dict[str, float]) 
             print(f"{name}: speed-up {counts[-1]} vs 1 worker: "
                   f"{results[method, counts[-1]] / results[method, 1]:.2f}x ({method})")
         if step_ms:
+            needed = 1000 / step_ms
             per_core = results[method, counts[-1]] / counts[-1]
-            print(f"{name}: a {step_ms:g} ms step needs {1000 / step_ms:.1f} samples/s: "
-                  f"{1000 / step_ms / per_core:.1f} cores ({method}, {per_core:.2f} samples/s per core)")
+            print(f"{name}: a {step_ms:g} ms step needs {needed:.1f} samples/s: {needed / per_core:.1f} cores "
+                  f"at {per_core:.2f} samples/s per worker, {needed * cpu[method, counts[-1]]:.1f} cores by CPU "
+                  f"time per sample ({method}, {counts[-1]} worker(s))")
 
 
 def main(argv):
