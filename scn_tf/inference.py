@@ -127,7 +127,7 @@ class Predictor:
         """Landmarks of a source image already framed, smoothed and matched (as cached for training)."""
         data = self.data
         transform = self.transform(source)
-        network_image = transform.resample(source, data.outside_value)
+        network_image = transform.resample(source, data.outside_value, data.resampling)
         array = normalize_intensity(sitk.GetArrayFromImage(network_image), data.normalization,
                                     data.intensity_shift, data.intensity_scale, data.intensity_clamp,
                                     data.percentiles)

@@ -17,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from scn_tf.configs import AugmentationConfig, DataConfig
+from scn_tf.data import resampling
 
 _ELASTIC_INVERSE_ITERATIONS = 50
 
@@ -60,16 +61,11 @@ class SpatialTransform:
         parts = [self.elastic, self.affine] if self.elastic_in_source else [self.affine, self.elastic]
         return sitk.CompositeTransform(parts)  # the last one is applied first
 
-    def resample(self, source: sitk.Image, outside_value: float = 0.0) -> sitk.Image:
-        resampler = sitk.ResampleImageFilter()
-        resampler.SetSize([int(s) for s in self.geometry.size])
-        resampler.SetOutputSpacing([float(s) for s in self.geometry.spacing])
-        resampler.SetOutputOrigin([0.0] * source.GetDimension())
-        resampler.SetTransform(self.transform)
-        resampler.SetInterpolator(sitk.sitkLinear)
-        resampler.SetDefaultPixelValue(float(outside_value))
-        resampler.SetOutputPixelType(sitk.sitkFloat32)
-        return resampler.Execute(source)
+    def resample(self, source: sitk.Image, outside_value: float = 0.0, method: str = "field",
+                 threads: int = 0) -> sitk.Image:
+        """The source in network space through `transform` (resampling.resample: "field" or "exact")."""
+        return resampling.resample(source, self.transform, self.geometry.size, self.geometry.spacing,
+                                   outside_value, method, threads=threads)
 
     def to_network(self, points: np.ndarray) -> np.ndarray:
         """Source physical points (N, d) to network physical points; NaN rows stay NaN."""

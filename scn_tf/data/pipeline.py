@@ -107,12 +107,13 @@ class Sample:
 
 
 def make_sample(source: LandmarkSource, image_id: str, augmentation: AugmentationConfig | None,
-                rng: np.random.Generator | None) -> Sample:
-    """Resamples one source image into network space (randomly if `rng`) and maps its landmarks along."""
+                rng: np.random.Generator | None, sitk_threads: int = 0) -> Sample:
+    """Resamples one source image into network space (randomly if `rng`) and maps its landmarks along;
+    `sitk_threads` > 0 limits the SimpleITK filters of this sample to that many threads."""
     data = source.data
     image = source.images[image_id]
     transform = make_transform(image, data, augmentation, rng)
-    network_image = transform.resample(image, data.outside_value)
+    network_image = transform.resample(image, data.outside_value, data.resampling, sitk_threads)
     augmenting = augmentation is not None and rng is not None
     array = normalize_intensity(sitk.GetArrayFromImage(network_image), data.normalization, data.intensity_shift,
                                 data.intensity_scale, None if augmenting else data.intensity_clamp,
@@ -136,14 +137,12 @@ def make_dataset(source: LandmarkSource, augmentation: AugmentationConfig | None
     """Batches of (images, coords, valid) with fixed shapes for the training step.
 
     With `repeat` (training), an endless shuffled stream starting at `start_step` batches; else each id once,
-    in order, without randomness. Per-sample SimpleITK work runs in `workers` parallel calls (SimpleITK
-    releases the GIL). `sitk_threads` > 0 sets SimpleITK's process-wide default thread count (a filter's own
-    setting is not honoured by its default threader), so that the workers do not oversubscribe the cores.
+    in order, without randomness. Per-sample work runs in `workers` parallel calls (SimpleITK and NumPy
+    release the GIL). `sitk_threads` > 0 limits each sample's SimpleITK filters to that many threads, so
+    that the workers do not oversubscribe the cores (no process-wide setting is changed).
     `shard` (index, count) takes every count-th sample of the stream from `index` on (one input pipeline of
     several in distributed training); `start_step` counts this pipeline's batches.
     """
-    if sitk_threads > 0:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(sitk_threads)
     data = source.data
     num_ids = len(source.ids)
     spatial = tuple(reversed(data.image_size))
@@ -151,7 +150,7 @@ def make_dataset(source: LandmarkSource, augmentation: AugmentationConfig | None
 
     def load(index):
         position, rng = sample_order(num_ids, seed, index, shuffle=repeat)
-        sample = make_sample(source, source.ids[position], random, rng if repeat else None)
+        sample = make_sample(source, source.ids[position], random, rng if repeat else None, sitk_threads)
         return sample.image, sample.coords, sample.valid
 
     def to_tensors(index):
