@@ -231,7 +231,8 @@ def interpolate(array: np.ndarray, indices: np.ndarray, outside_value: float) ->
             low = np.minimum(np.floor(c), float(max(n - 2, 0)))
             fractions.append(c - low)
             offset += low.astype(np.int64) * strides[axis]
-        corners = {bits: flat[offset + int(np.dot(bits, steps))] for bits in itertools.product((0, 1), repeat=ndim)}
+        corners = {bits: flat.take(offset + int(np.dot(bits, steps)))
+                   for bits in itertools.product((0, 1), repeat=ndim)}
         for axis in range(ndim):                              # lerp along x, then y[, then z]
             corners = {bits[1:]: corners[(0,) + bits[1:]] + fractions[axis] * (corners[(1,) + bits[1:]]
                                                                                - corners[(0,) + bits[1:]])
