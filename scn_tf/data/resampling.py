@@ -8,11 +8,13 @@ per pixel and axis in 3D), which costs about 10x the rest of the resampling. The
 B-spline evaluation per `step`**d output pixels only; the positions in between are exact for an affine map
 and off by at most h**2/8 times the transform's second derivative (h = `step` output spacings) for a smooth
 one. A transform need not be smooth: a B-spline has no displacement outside its domain, so one over the
-source's extent jumps at the source's edge, and a cell of the grid across a jump mixes both sides. Each
-cell is therefore checked at its centre: the transform there against the corners' interpolation corrected
-by the grid's second differences; a cell that misses by more than `tolerance` output spacings takes the
-transform at each of its pixels. "exact" resamples through the transform at every pixel, as SimpleITK's
-ResampleImageFilter does. Either works for any SimpleITK transform (neither looks inside it).
+source's extent jumps at the source's edge, and a cell of the grid across the jump mixes both sides
+(millimetres off). Each cell is therefore checked at its centre: the transform there against the centre
+predicted from the grid (the corners' mean less their second differences / 8, right to third order for a
+smooth transform; a jump J across the cell misses by at least |J| / 2**d). A cell that misses by more than
+`tolerance` output spacings takes the transform at each of its pixels (in 3D, the cells along a CT's edge
+for the spine). "exact" resamples through the transform at every pixel, as SimpleITK's ResampleImageFilter
+does. Either works for any SimpleITK transform (neither looks inside it).
 """
 
 from __future__ import annotations
