@@ -81,8 +81,9 @@ class DataConfig(_Section):
     the same frame. `spacing` is the network-space pixel size; null fits the whole image into `image_size`
     with fixed aspect ratio. `outside_value` fills the network input beyond the source image (spine: the
     original's -3024 HU, -1 after normalisation, also the padding of short test volumes). `resampling` "field"
-    evaluates the spatial transform on a coarse grid and interpolates it (fast; source positions at most
-    0.05 mm off for the presets, docs/pipeline_speed.md), "exact" at every pixel.
+    evaluates the spatial transform on a coarse grid and interpolates it, exactly at every pixel of the cells
+    where the grid misses (fast; source positions at most 0.06 mm off for the presets,
+    docs/pipeline_speed.md), "exact" at every pixel.
     """
 
     name: str = "custom"

@@ -1,32 +1,39 @@
 """Resampling a source image through any SimpleITK transform, fast: the transform is evaluated once on a
-coarse grid of the output, and every output pixel takes its source position by linear interpolation of that
-grid, then its value by linear interpolation of the source (what ITK's linear interpolator computes).
+coarse grid of the output, every output pixel takes its source position by linear interpolation of that
+grid (exactly where the grid cannot be trusted, see below), then its value by linear interpolation of the
+source (what ITK's linear interpolator computes).
 
 Resampling through the composite transform evaluates the elastic B-spline at every output pixel (64 weights
 per pixel and axis in 3D), which costs about 10x the rest of the resampling. The coarse grid needs a
 B-spline evaluation per `step`**d output pixels only; the positions in between are exact for an affine map
-and off by at most h**2/8 times the transform's second derivative (h = `step` output spacings) elsewhere:
-at most 0.002 mm (skull2d) and 0.05 mm (spine3d) for the presets' deformations (docs/pipeline_speed.md).
-"exact" resamples through the transform at every pixel, as SimpleITK's ResampleImageFilter does. Either
-works for any SimpleITK transform (the coarse grid needs no knowledge of how it is composed).
+and off by at most h**2/8 times the transform's second derivative (h = `step` output spacings) for a smooth
+one. A transform need not be smooth: a B-spline has no displacement outside its domain, so one over the
+source's extent jumps at the source's edge, and a cell of the grid across the jump mixes both sides
+(millimetres off). Each cell is therefore checked at its centre: the transform there against the centre
+predicted from the grid (the corners' mean less their second differences / 8, right to third order for a
+smooth transform; a jump J across the cell misses by at least |J| / 2**d). A cell that misses by more than
+`tolerance` output spacings takes the transform at each of its pixels (in 3D, the cells along a CT's edge
+for the spine). "exact" resamples through the transform at every pixel, as SimpleITK's ResampleImageFilter
+does. Either works for any SimpleITK transform (neither looks inside it).
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
 METHODS = ("field", "exact")
-FIELD_STEP = 4       # output pixels between the coarse grid's points, per axis
-_CHUNK = 1 << 16     # output pixels interpolated at a time (temporaries stay in cache)
+FIELD_STEP = 4          # output pixels between the coarse grid's points, per axis
+FIELD_TOLERANCE = 0.005  # what a cell's centre may miss by before its pixels are exact, in output spacings
+_CHUNK = 1 << 16        # output pixels interpolated at a time (temporaries stay in cache)
 
 
 def resample(source: sitk.Image, transform: sitk.Transform, size: Sequence[int], spacing: Sequence[float],
              outside_value: float = 0.0, method: str = "field", step: int = FIELD_STEP,
-             threads: int = 0) -> sitk.Image:
+             tolerance: float = FIELD_TOLERANCE, threads: int = 0) -> sitk.Image:
     """The float32 image of `size` pixels at `spacing` (origin 0, identity direction) whose pixel at physical
     point p has the source's linearly interpolated value at `transform`(p); `outside_value` where that lies
     outside the source. `threads` > 0 limits SimpleITK's filters to that many threads (0: its default)."""
@@ -34,21 +41,63 @@ def resample(source: sitk.Image, transform: sitk.Transform, size: Sequence[int],
         raise ValueError(f"resampling method must be one of {METHODS}, got {method!r}")
     if method == "exact":
         return _resample_exact(source, transform, size, spacing, outside_value, threads)
-    if step < 1:
-        raise ValueError(f"resampling step must be a positive number of pixels, got {step}")
-    grid = source_index_grid(source, transform, size, spacing, step, threads)
-    ndim = len(size)
-    for axis in range(1, ndim):                   # all but the slowest array axis now, that one slab by slab
-        grid = _lerp_axis(grid, axis, int(size[ndim - 1 - axis]))
+    field = SourceField(source, transform, size, spacing, step, tolerance, threads)
     array = sitk.GetArrayViewFromImage(source)
     if array.dtype != np.float32:
         array = array.astype(np.float32)
-    planes, depth = max(_CHUNK // int(np.prod(size[:-1])), 1), int(size[-1])
-    slabs = [interpolate(array, _lerp_axis(grid, 0, depth, first, min(first + planes, depth)), outside_value)
-             for first in range(0, depth, planes)]
-    result = sitk.GetImageFromArray(np.concatenate(slabs, axis=0))
+    planes = max(_CHUNK // int(np.prod(size[:-1])), 1)
+    result = sitk.GetImageFromArray(np.concatenate([interpolate(array, slab, outside_value)
+                                                    for slab in field.slabs(planes)], axis=0))
     result.SetSpacing([float(s) for s in spacing])
     return result
+
+
+def source_indices(source: sitk.Image, transform: sitk.Transform, size: Sequence[int], spacing: Sequence[float],
+                   step: int = FIELD_STEP, tolerance: float = FIELD_TOLERANCE, threads: int = 0) -> np.ndarray:
+    """The continuous source indices (d, *output array order, x first) at which "field" samples the source."""
+    return np.concatenate(list(SourceField(source, transform, size, spacing, step, tolerance, threads)
+                               .slabs(int(size[-1]))), axis=1)
+
+
+class SourceField:
+    """The source positions of the output pixels: the coarse grid's continuous source indices, the output
+    pixels of the cells that failed their check (a mask in output array order) and their exact indices."""
+
+    def __init__(self, source: sitk.Image, transform: sitk.Transform, size: Sequence[int],
+                 spacing: Sequence[float], step: int, tolerance: float, threads: int = 0):
+        if step < 1:
+            raise ValueError(f"resampling step must be a positive number of pixels, got {step}")
+        if not tolerance >= 0:
+            raise ValueError(f"resampling tolerance must be >= 0 output spacings, got {tolerance}")
+        ndim = len(size)
+        self.size = [int(n) for n in size]
+        self.coarse = coarse_size(size, step)
+        coarse_spacing = [s * max(n - 1, 1) / (c - 1) for n, c, s in zip(size, self.coarse, spacing)]
+        points = transformed_points(transform, self.coarse, coarse_spacing, [0.0] * ndim, threads)
+        centres = transformed_points(transform, [c - 1 for c in self.coarse], coarse_spacing,
+                                     [0.5 * s for s in coarse_spacing], threads)
+        failed = np.linalg.norm(centres - predicted_centres(points), axis=0) > tolerance * min(spacing)
+        cells = [_cell_of_pixel(n, c) for n, c in zip(self.size[::-1], self.coarse[::-1])]
+        self.mask = failed[np.ix_(*cells)]
+        pixels = np.stack(np.nonzero(self.mask)[::-1], axis=-1) * np.asarray(spacing, np.float64)
+        exact = transform_points(transform, pixels, threads)
+        self.grid = _to_index(source, np.moveaxis(points, 0, -1))
+        self.exact = _to_index(source, exact)                           # (d, refined pixels)
+        self._offsets = np.concatenate([[0], np.cumsum(self.mask.reshape(self.mask.shape[0], -1).sum(axis=1))])
+
+    def slabs(self, planes: int) -> Iterator[np.ndarray]:
+        """The source indices (d, planes, *rest of the output array order) of `planes` output planes at a time
+        along the slowest axis, all but that axis interpolated once."""
+        ndim = len(self.size)
+        grid = self.grid
+        for axis in range(1, ndim):
+            grid = _lerp_axis(grid, axis, self.size[ndim - 1 - axis])
+        depth = self.size[-1]
+        for first in range(0, depth, planes):
+            stop = min(first + planes, depth)
+            slab = _lerp_axis(grid, 0, depth, first, stop)
+            slab[:, self.mask[first:stop]] = self.exact[:, self._offsets[first]:self._offsets[stop]]
+            yield slab
 
 
 def limit_threads(process: sitk.ProcessObject, threads: int) -> None:
@@ -68,36 +117,86 @@ def coarse_size(size: Sequence[int], step: int) -> list[int]:
     return [max(int(np.ceil((n - 1) / step)) + 1, 2) for n in size]
 
 
-def source_index_grid(source: sitk.Image, transform: sitk.Transform, size: Sequence[int],
-                      spacing: Sequence[float], step: int, threads: int = 0) -> np.ndarray:
-    """Continuous source indices (d, *coarse array order) of the transformed points of the coarse grid."""
+def transformed_points(transform: sitk.Transform, size: Sequence[int], spacing: Sequence[float],
+                       origin: Sequence[float], threads: int = 0) -> np.ndarray:
+    """`transform` at the points of a grid (x first, identity direction): physical points (d, *array order)."""
     ndim = len(size)
-    coarse = coarse_size(size, step)
-    coarse_spacing = [s * max(n - 1, 1) / (c - 1) for n, c, s in zip(size, coarse, spacing)]
     generator = sitk.TransformToDisplacementFieldFilter()
     generator.SetOutputPixelType(sitk.sitkVectorFloat64)
-    generator.SetSize(coarse)
-    generator.SetOutputOrigin([0.0] * ndim)
-    generator.SetOutputSpacing(coarse_spacing)
+    generator.SetSize([int(n) for n in size])
+    generator.SetOutputOrigin([float(v) for v in origin])
+    generator.SetOutputSpacing([float(s) for s in spacing])
     generator.SetOutputDirection([float(v) for v in np.eye(ndim).ravel()])
     limit_threads(generator, threads)
     displacement = sitk.GetArrayFromImage(generator.Execute(transform))  # (*array order, d), mm
-    axes = [np.arange(n) * s for n, s in zip(coarse[::-1], coarse_spacing[::-1])]
-    grid = np.stack(np.meshgrid(*axes, indexing="ij")[::-1], axis=-1)       # the points themselves, x first
-    points = grid + displacement
+    axes = [o + np.arange(n) * s for n, s, o in zip(size[::-1], spacing[::-1], origin[::-1])]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij")[::-1], axis=-1)     # the points themselves, x first
+    return np.moveaxis(grid + displacement, -1, 0)
+
+
+def transform_points(transform: sitk.Transform, points: np.ndarray, threads: int = 0) -> np.ndarray:
+    """`transform` at physical points (m, d), all in one filter run: the points are laid out on a line of
+    pixels (origin 0, spacing 1) that a displacement field moves onto them, and the transform follows."""
+    count, ndim = points.shape
+    if count == 0:
+        return np.empty((0, ndim))
+    line = np.zeros((count, ndim))
+    line[:, 0] = np.arange(count)
+    field = sitk.GetImageFromArray((points - line).reshape((1,) * (ndim - 1) + (count, ndim)), isVector=True)
+    composite = sitk.CompositeTransform([transform, sitk.DisplacementFieldTransform(field)])  # the field first
+    return transformed_points(composite, [count] + [1] * (ndim - 1), [1.0] * ndim, [0.0] * ndim,
+                              threads).reshape(ndim, count).T
+
+
+def predicted_centres(points: np.ndarray) -> np.ndarray:
+    """Where a smooth transform takes the cells' centres, from the grid's points (d, *array order) alone: the
+    mean of each cell's corners, less an eighth of their second differences per axis (the corners' mean
+    exceeds the centre's value by h**2 / 8 times the second derivative per axis)."""
+    prediction = _corner_mean(points)
+    for axis in range(points.ndim - 1):
+        prediction -= _corner_mean(_second_difference(points, axis)) / 8
+    return prediction
+
+
+def _corner_mean(values: np.ndarray) -> np.ndarray:
+    """The mean over each cell's 2**d corners of values at the grid's points (d, *array order)."""
+    for axis in range(1, values.ndim):
+        n = values.shape[axis]
+        values = 0.5 * (values.take(range(n - 1), axis=axis) + values.take(range(1, n), axis=axis))
+    return values
+
+
+def _second_difference(points: np.ndarray, axis: int) -> np.ndarray:
+    """Per grid point, the second difference along array `axis` of the smallest of the centred, backward
+    and forward stencils: one that straddles a jump is large, so a jump does not enter the predictions of
+    the cells beside it (which would then fail their check and be refined too). Zero with two points."""
+    n = points.shape[axis + 1]
+    if n < 3:
+        return np.zeros_like(points)
+    second = np.diff(points, 2, axis=axis + 1)                  # centred on points 1 .. n - 2
+
+    def shifted(before: int, after: int) -> np.ndarray:
+        widths = [(0, 0)] * points.ndim
+        widths[axis + 1] = (before, after)
+        return np.pad(second, widths, constant_values=np.inf)
+
+    stencils = np.stack([shifted(1, 1), shifted(2, 0), shifted(0, 2)])  # point i: centred, backward, forward
+    choice = np.argmin(np.linalg.norm(stencils, axis=1), axis=0)        # a missing stencil has norm inf
+    return np.take_along_axis(stencils, choice[None, None], axis=0)[0]
+
+
+def _cell_of_pixel(n: int, points: int) -> np.ndarray:
+    """The cell (along one axis) whose corners interpolate each of n output pixels, as in `_lerp_axis`."""
+    return np.minimum(np.floor(np.arange(n) * (points - 1) / max(n - 1, 1)).astype(np.int64), points - 2)
+
+
+def _to_index(source: sitk.Image, points: np.ndarray) -> np.ndarray:
+    """Physical points (..., d) as continuous source indices (d, ...), float32."""
+    ndim = source.GetDimension()
     direction = np.array(source.GetDirection()).reshape(ndim, ndim)
     to_index = np.linalg.inv(direction * np.array(source.GetSpacing()))
     indices = (points - np.array(source.GetOrigin())) @ to_index.T
     return np.ascontiguousarray(np.moveaxis(indices, -1, 0), dtype=np.float32)
-
-
-def upsample(grid: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """Linear interpolation of a coarse grid (d, *coarse array order), its first and last points on the first and
-    last output pixel, to the output pixels (d, *array order)."""
-    field = grid.astype(np.float32)
-    for axis, n in enumerate(reversed(size)):
-        field = _lerp_axis(field, axis, int(n))
-    return field
 
 
 def _lerp_axis(field: np.ndarray, axis: int, n: int, first: int = 0, stop: int | None = None) -> np.ndarray:
@@ -134,7 +233,8 @@ def interpolate(array: np.ndarray, indices: np.ndarray, outside_value: float) ->
             low = np.minimum(np.floor(c), float(max(n - 2, 0)))
             fractions.append(c - low)
             offset += low.astype(np.int64) * strides[axis]
-        corners = {bits: flat[offset + int(np.dot(bits, steps))] for bits in itertools.product((0, 1), repeat=ndim)}
+        corners = {bits: flat.take(offset + int(np.dot(bits, steps)))
+                   for bits in itertools.product((0, 1), repeat=ndim)}
         for axis in range(ndim):                              # lerp along x, then y[, then z]
             corners = {bits[1:]: corners[(0,) + bits[1:]] + fractions[axis] * (corners[(1,) + bits[1:]]
                                                                                - corners[(0,) + bits[1:]])
