@@ -26,27 +26,27 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from scn_tf.configs import (AugmentationConfig, DataConfig, ExperimentConfig, NetworkConfig,  # noqa: E402
-                            TrainingConfig)
+from scn_tf.cli.common import command, import_tensorflow_quietly  # noqa: E402
+from scn_tf.configs import (NETWORK_NAMES, AugmentationConfig, DataConfig, ExperimentConfig,  # noqa: E402
+                            NetworkConfig, TrainingConfig)
 from scn_tf.data.io import read_id_list  # noqa: E402
-from scn_tf.data.pipeline import LandmarkSource, make_sample  # noqa: E402
 from scn_tf.evaluation import evaluate  # noqa: E402
-from scn_tf.experiment import NETWORK_NAMES, Experiment  # noqa: E402
 from scn_tf.files import atomic_path, write_json_atomic, write_text_atomic  # noqa: E402
-from scn_tf.heatmaps import decode_heatmaps  # noqa: E402
 from scn_tf.model_dir import load_model_dir  # noqa: E402
 from scn_tf.reports import plot_cumulative_ipe, summary_table  # noqa: E402
 from scn_tf.synthetic import synthetic_config, write_dataset  # noqa: E402
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", "demo_output", "Where data, runs, table and plots go.")
-flags.DEFINE_enum("ndim", "2", ["2", "3"], "2D or 3D synthetic data.")
-flags.DEFINE_list("networks", ["scn", "unet", "la"], "Networks to compare.")
-flags.DEFINE_integer("iterations", None, "Training iterations per network (default: 2D 2500, 3D 600).")
-flags.DEFINE_integer("num_train", 10, "Training images.")
-flags.DEFINE_integer("num_test", 100, "Test images.")
-flags.DEFINE_integer("seed", 0, "Seed of the data and the training.")
-flags.DEFINE_integer("workers", 2, "Parallel data-pipeline workers.")
+
+def define_flags(values: flags.FlagValues) -> None:
+    flags.DEFINE_string("output_dir", "demo_output", "Where data, runs, table and plots go.", flag_values=values)
+    flags.DEFINE_enum("ndim", "2", ["2", "3"], "2D or 3D synthetic data.", flag_values=values)
+    flags.DEFINE_list("networks", ["scn", "unet", "la"], "Networks to compare.", flag_values=values)
+    flags.DEFINE_integer("iterations", None, "Training iterations per network (default: 2D 2500, 3D 600).",
+                         flag_values=values)
+    flags.DEFINE_integer("num_train", 10, "Training images.", flag_values=values)
+    flags.DEFINE_integer("num_test", 100, "Test images.", flag_values=values)
+    flags.DEFINE_integer("seed", 0, "Seed of the data and the training.", flag_values=values)
+    flags.DEFINE_integer("workers", 2, "Parallel data-pipeline workers.", flag_values=values)
 
 
 def demo_config(ndim: int, network: str, iterations: int, seed: int) -> ExperimentConfig:
@@ -72,8 +72,12 @@ def demo_config(ndim: int, network: str, iterations: int, seed: int) -> Experime
     return ExperimentConfig(data, augmentation, network_config, training)
 
 
-def component_analysis(run_dir: Path, source: LandmarkSource, figure_path: Path) -> dict:
-    """Decodes the SCN's local appearance and spatial configuration heatmaps separately on every test image."""
+def component_analysis(run_dir: Path, source, figure_path: Path) -> dict:
+    """Decodes the SCN's local appearance and spatial configuration heatmaps separately on every test image
+    of `source` (a LandmarkSource)."""
+    from scn_tf.data.pipeline import make_sample
+    from scn_tf.heatmaps import decode_heatmaps
+
     config, model, _, _ = load_model_dir(run_dir)
     results = {"local appearance": [], "spatial configuration": []}
     truth, shown = [], False
@@ -110,42 +114,47 @@ def plot_components(path: Path, image: np.ndarray, local: np.ndarray, spatial: n
     plt.close(figure)
 
 
-def main(argv):
-    del argv
+def main(values: flags.FlagValues, arguments: list[str]) -> int:
+    if arguments:
+        raise app.UsageError(f"unexpected arguments: {' '.join(arguments)}")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
-    ndim = int(FLAGS.ndim)
-    iterations = FLAGS.iterations or (2500 if ndim == 2 else 600)
-    output = Path(FLAGS.output_dir).resolve()
-    data_dir = output / f"data{ndim}d_seed{FLAGS.seed}"
+    import_tensorflow_quietly()
+    from scn_tf.data.pipeline import LandmarkSource
+    from scn_tf.experiment import Experiment
+
+    ndim = int(values.ndim)
+    iterations = values.iterations or (2500 if ndim == 2 else 600)
+    output = Path(values.output_dir).resolve()
+    data_dir = output / f"data{ndim}d_seed{values.seed}"
     if not (data_dir / "test.txt").exists():
-        logging.info("generating %d + %d synthetic %dD images in %s", FLAGS.num_train, FLAGS.num_test, ndim,
+        logging.info("generating %d + %d synthetic %dD images in %s", values.num_train, values.num_test, ndim,
                      data_dir)
-        write_dataset(data_dir, synthetic_config(ndim), FLAGS.num_train, FLAGS.num_test, FLAGS.seed)
+        write_dataset(data_dir, synthetic_config(ndim), values.num_train, values.num_test, values.seed)
     train_ids, test_ids = read_id_list(data_dir / "train.txt"), read_id_list(data_dir / "test.txt")
     rows, curves, all_metrics = [], {}, {}
-    for network in FLAGS.networks:
-        run_dir = output / f"{ndim}d_seed{FLAGS.seed}" / network
-        config = demo_config(ndim, network, iterations, FLAGS.seed)
+    for network in values.networks:
+        run_dir = output / f"{ndim}d_seed{values.seed}" / network
+        config = demo_config(ndim, network, iterations, values.seed)
         if (run_dir / "metrics.json").exists():
             metrics = json.loads((run_dir / "metrics.json").read_text())
         else:
             logging.info("training %s on %d images for %d iterations", NETWORK_NAMES[network], len(train_ids),
                          iterations)
             metrics = Experiment(config, data_dir, train_ids, test_ids, run_dir, resume=True,
-                                 workers=FLAGS.workers).run()
+                                 workers=values.workers).run()
         all_metrics[NETWORK_NAMES[network]] = metrics
         curves[NETWORK_NAMES[network]] = list(metrics["ipe"].values())
-    if "scn" in FLAGS.networks:
-        run_dir = output / f"{ndim}d_seed{FLAGS.seed}" / "scn"
-        source = LandmarkSource(demo_config(ndim, "scn", iterations, FLAGS.seed).data, data_dir, test_ids,
-                                FLAGS.workers, verbose=False)
+    if "scn" in values.networks:
+        run_dir = output / f"{ndim}d_seed{values.seed}" / "scn"
+        source = LandmarkSource(demo_config(ndim, "scn", iterations, values.seed).data, data_dir, test_ids,
+                                values.workers, verbose=False)
         for name, metrics in component_analysis(run_dir, source, output / "heatmap_components.png").items():
             all_metrics[f"SCN {name} only"] = metrics
     for name, metrics in all_metrics.items():
         lines = summary_table(metrics, name).splitlines()
         rows.extend(lines if not rows else lines[2:])
     header = (f"Synthetic {ndim}D look-alike chains: {len(train_ids)} training, {len(test_ids)} test images, "
-              f"{iterations} iterations, seed {FLAGS.seed}\n\n")
+              f"{iterations} iterations, seed {values.seed}\n\n")
     write_text_atomic(output / "table.md", header + "\n".join(rows) + "\n")
     write_json_atomic(output / "metrics.json", {name: {k: m[k] for k in ("pe_median", "pe_mean", "pe_std",
                                                                           "outliers", "id_rate")}
@@ -156,5 +165,7 @@ def main(argv):
     return 0
 
 
+run = command(main, define_flags, __doc__)
+
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(run())

@@ -10,35 +10,49 @@
 
 from __future__ import annotations
 
+import functools
+import sys
+
 from absl import app, flags
 
 from scn_tf.cli import runner
+from scn_tf.cli.common import command
 from scn_tf.configs import preset
 
-runner.define_flags("0, 1 or 2 (cross-validation set)", default_fold="0")
-flags.adopt_module_key_flags(runner)
-flags.DEFINE_enum("split", "cv", ["cv", "cv_reduced"], "Split family.")
-flags.DEFINE_enum("train_subset", None, ["10", "50", "100"], "Reduced training set size (cv_rand).")
-flags.DEFINE_enum("subset_draw", "1", ["1", "2"], "Which random draw of the reduced training set.")
-FLAGS = flags.FLAGS
 SPLITS = runner.SPLITS_DIR / "hand_xray"
 
 
-def splits(fold: str) -> tuple[list[str], list[str]]:
+def define_flags(values: flags.FlagValues) -> None:
+    runner.define_flags(values, "0, 1 or 2 (cross-validation set)", default_fold="0")
+    flags.DEFINE_enum("split", "cv", ["cv", "cv_reduced"], "Split family.", flag_values=values)
+    flags.DEFINE_enum("train_subset", None, ["10", "50", "100"], "Reduced training set size (cv_rand).",
+                      flag_values=values)
+    flags.DEFINE_enum("subset_draw", "1", ["1", "2"], "Which random draw of the reduced training set.",
+                      flag_values=values)
+
+
+def splits(fold: str, split: str = "cv", train_subset: str | None = None,
+           subset_draw: str = "1") -> tuple[list[str], list[str]]:
+    """(training ids, test ids) of cross-validation set `fold`, or of its reduced training set draw."""
     if fold not in ("0", "1", "2"):
         raise ValueError(f"--fold must be 0, 1 or 2, got {fold!r}")
     folder = f"set{int(fold) + 1}"
-    if FLAGS.train_subset:
-        root = SPLITS / "cv_rand" / FLAGS.train_subset / FLAGS.subset_draw / folder
+    if train_subset:
+        root = SPLITS / "cv_rand" / train_subset / subset_draw / folder
     else:
-        root = SPLITS / FLAGS.split / folder
+        root = SPLITS / split / folder
     return runner.read_split(root / "train.txt"), runner.read_split(root / "test.txt")
 
 
-def main(argv):
-    del argv
-    return runner.run("hand2d", preset("hand2d"), splits)
+def main(values: flags.FlagValues, arguments: list[str]) -> int:
+    if arguments:
+        raise app.UsageError(f"unexpected arguments: {' '.join(arguments)}")
+    return runner.run("hand2d", preset("hand2d"), runner.RunOptions.from_flags(values),
+                      functools.partial(splits, split=values.split, train_subset=values.train_subset,
+                                        subset_draw=values.subset_draw))
 
+
+run = command(main, define_flags, __doc__)
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(run())

@@ -17,29 +17,36 @@ all_challenge.csv (`--challenge_csv`) or pass --annotations senior.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import sys
 from pathlib import Path
 
 import numpy as np
 from absl import app, flags
 
 from scn_tf.cli import runner
+from scn_tf.cli.common import command
 from scn_tf.configs import ExperimentConfig, preset
 from scn_tf.data.io import DataError, read_landmarks_csv, write_landmarks_csv
 
-runner.define_flags("test1, test2, test (both) or cv0..cv3", default_fold="test1")
-flags.adopt_module_key_flags(runner)
-flags.DEFINE_bool("cpu", False, "Use the 2-CPU-core, one-hour configuration (preset skull2d_cpu).")
-flags.DEFINE_enum("annotations", "challenge", ["challenge", "senior", "junior", "mean"], "Ground truth used.")
-FLAGS = flags.FLAGS
 SPLITS = runner.SPLITS_DIR / "isbi2015_ceph"
 
 
-def splits(fold: str) -> tuple[list[str], list[str]]:
+def define_flags(values: flags.FlagValues) -> None:
+    runner.define_flags(values, "test1, test2, test (both) or cv0..cv3", default_fold="test1")
+    flags.DEFINE_bool("cpu", False, "Use the 2-CPU-core, one-hour configuration (preset skull2d_cpu).",
+                      flag_values=values)
+    flags.DEFINE_enum("annotations", "challenge", ["challenge", "senior", "junior", "mean"], "Ground truth used.",
+                      flag_values=values)
+
+
+def splits(fold: str, data_dir: Path, annotations: str = "challenge") -> tuple[list[str], list[str]]:
+    """(training ids, test ids) of `fold`; the challenge ground truth is checked for the test ids."""
     tests = {"test1": "test1.txt", "test2": "test2.txt", "test": "test_all.txt"}
     if fold in tests:
         test_ids = runner.read_split(SPLITS / tests[fold])
-        if FLAGS.annotations == "challenge":
-            check_challenge(Path(FLAGS.data_dir), test_ids)
+        if annotations == "challenge":
+            check_challenge(data_dir, test_ids)
         return runner.read_split(SPLITS / "train.txt"), test_ids
     if fold in ("cv0", "cv1", "cv2", "cv3"):
         folder = SPLITS / "cv" / f"set{int(fold[2:]) + 1}"
@@ -67,27 +74,36 @@ def check_challenge(data_dir: Path, test_ids: list[str]) -> None:
                             f"ground truth differs there (a file from an older scn-convert?): {advice}")
 
 
-def adapt(config: ExperimentConfig, output_dir: Path) -> ExperimentConfig:
-    """Points the configuration at the chosen annotation set (the mean one is written to the run folder)."""
-    if FLAGS.annotations == "mean":
-        if FLAGS.describe or not FLAGS.data_dir:
+def adapt(config: ExperimentConfig, output_dir: Path, annotations: str = "challenge",
+          data_dir: Path | None = None) -> ExperimentConfig:
+    """Points the configuration at the chosen annotation set (the mean one is written to the run folder, when
+    `data_dir` is given)."""
+    if annotations == "mean":
+        if data_dir is None:
             return config
-        data_dir = Path(FLAGS.data_dir)
         senior, junior = (read_landmarks_csv(data_dir / "annotations" / f"{k}_mm.csv", 19, 2)
                           for k in ("senior", "junior"))
         mean = {i: (senior[i] + junior[i]) / 2 for i in senior if i in junior}
         path = (output_dir / "annotations_mean_mm.csv").resolve()
         write_landmarks_csv(path, mean)
         return dataclasses.replace(config, data=dataclasses.replace(config.data, landmarks_csv=str(path)))
-    csv = f"annotations/{FLAGS.annotations}_mm.csv"
+    csv = f"annotations/{annotations}_mm.csv"
     return dataclasses.replace(config, data=dataclasses.replace(config.data, landmarks_csv=csv))
 
 
-def main(argv):
-    del argv
-    name = "skull2d_cpu" if FLAGS.cpu else "skull2d"
-    return runner.run(name, preset(name), splits, adapt)
+def main(values: flags.FlagValues, arguments: list[str]) -> int:
+    if arguments:
+        raise app.UsageError(f"unexpected arguments: {' '.join(arguments)}")
+    options = runner.RunOptions.from_flags(values)
+    name = "skull2d_cpu" if values.cpu else "skull2d"
+    data_dir = Path(options.data_dir) if options.data_dir else None
+    return runner.run(name, preset(name), options,
+                      functools.partial(splits, data_dir=data_dir, annotations=values.annotations),
+                      functools.partial(adapt, annotations=values.annotations,
+                                        data_dir=None if options.describe else data_dir))
 
+
+run = command(main, define_flags, __doc__)
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(run())

@@ -15,26 +15,33 @@ predictions.csv holds 6 significant digits, so a count may differ from metrics.j
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
 from absl import app, flags
 
+from scn_tf.cli.common import command
 from scn_tf.cli.runner import SPLITS_DIR
 from scn_tf.configs import preset
 from scn_tf.data.io import DataError, read_id_list, read_landmarks_csv
 from scn_tf.evaluation import evaluate, mean_offset, point_errors
 
 SPLITS = SPLITS_DIR / "isbi2015_ceph"
-flags.DEFINE_string("run_dir", None, "A skull2d run folder (its predictions.csv).", required=True)
-flags.DEFINE_string("data_dir", None, "ISBI 2015 folder with annotations/<doctor>_mm.csv.", required=True)
-flags.DEFINE_string("reference", "senior", "The annotations the run was trained and evaluated on.")
-flags.DEFINE_string("other", "junior", "The annotator against whom the reference's drift is measured.")
-flags.DEFINE_string("train_ids", str(SPLITS / "train.txt"), "Training ids.")
-flags.DEFINE_string("test_ids", str(SPLITS / "test1.txt"), "Test ids.")
-flags.DEFINE_list("correct", ["10"], "1-based landmarks whose drift is removed in the what-if count.")
-flags.DEFINE_list("radii", ["2", "4"], "Radii (mm) of the success detection rates.")
-FLAGS = flags.FLAGS
+
+
+def define_flags(values: flags.FlagValues) -> None:
+    define = {"string": flags.DEFINE_string, "list": flags.DEFINE_list}
+    for kind, name, default, help_text in [
+            ("string", "run_dir", None, "A skull2d run folder (its predictions.csv)."),
+            ("string", "data_dir", None, "ISBI 2015 folder with annotations/<doctor>_mm.csv."),
+            ("string", "reference", "senior", "The annotations the run was trained and evaluated on."),
+            ("string", "other", "junior", "The annotator against whom the reference's drift is measured."),
+            ("string", "train_ids", str(SPLITS / "train.txt"), "Training ids."),
+            ("string", "test_ids", str(SPLITS / "test1.txt"), "Test ids."),
+            ("list", "correct", ["10"], "1-based landmarks whose drift is removed in the what-if count."),
+            ("list", "radii", ["2", "4"], "Radii (mm) of the success detection rates.")]:
+        define[kind](name, default, help_text, required=name in ("run_dir", "data_dir"), flag_values=values)
 
 
 def stack(landmarks: dict[str, np.ndarray], path: Path, ids: list[str], ids_file: str) -> np.ndarray:
@@ -55,16 +62,17 @@ def summary(ids: list[str], predicted: np.ndarray, truth: np.ndarray, radii: lis
     return ", ".join(parts)
 
 
-def main(argv):
-    del argv
+def main(values: flags.FlagValues, arguments: list[str]) -> int:
+    if arguments:
+        raise app.UsageError(f"unexpected arguments: {' '.join(arguments)}")
     names = preset("skull2d").data.landmark_names
-    annotations = Path(FLAGS.data_dir) / "annotations"
-    paths = {"reference": annotations / f"{FLAGS.reference}_mm.csv", "other": annotations / f"{FLAGS.other}_mm.csv",
-             "predictions": Path(FLAGS.run_dir) / "predictions.csv"}
+    annotations = Path(values.data_dir) / "annotations"
+    paths = {"reference": annotations / f"{values.reference}_mm.csv", "other": annotations / f"{values.other}_mm.csv",
+             "predictions": Path(values.run_dir) / "predictions.csv"}
     try:
         tables = {key: read_landmarks_csv(path, len(names), 2) for key, path in paths.items()}
-        splits = {"train": (read_id_list(FLAGS.train_ids), FLAGS.train_ids),
-                  "test": (read_id_list(FLAGS.test_ids), FLAGS.test_ids)}
+        splits = {"train": (read_id_list(values.train_ids), values.train_ids),
+                  "test": (read_id_list(values.test_ids), values.test_ids)}
         rows = {(key, split): stack(tables[key], paths[key], *splits[split])
                 for key, split in [("reference", "train"), ("other", "train"), ("reference", "test"),
                                    ("other", "test"), ("predictions", "test")]}
@@ -77,20 +85,22 @@ def main(argv):
     bias = mean_offset(predicted, truth)
     errors = point_errors(predicted, truth)
 
-    print(f"| # | landmark | network offset on test (mm) | {FLAGS.reference} drift train -> test (mm) | "
+    print(f"| # | landmark | network offset on test (mm) | {values.reference} drift train -> test (mm) | "
           f"outliers >= 4 mm |")
     print("|---|---|---|---|---|")
     for index, name in enumerate(names):
         print(f"| {index + 1} | {name} | ({bias[index, 0]:+.2f}, {bias[index, 1]:+.2f}) = "
               f"{np.linalg.norm(bias[index]):.2f} | ({drift[index, 0]:+.2f}, {drift[index, 1]:+.2f}) = "
               f"{np.linalg.norm(drift[index]):.2f} | {int(np.sum(errors[:, index] >= 4))} |")
-    print(f"\nas run: {summary(test_ids, predicted, truth, FLAGS.radii)}")
-    chosen = [int(k) - 1 for k in FLAGS.correct]
+    print(f"\nas run: {summary(test_ids, predicted, truth, values.radii)}")
+    chosen = [int(k) - 1 for k in values.correct]
     moved = predicted.copy()
     moved[:, chosen] -= drift[chosen]
-    print(f"drift of landmarks {','.join(FLAGS.correct)} removed: {summary(test_ids, moved, truth, FLAGS.radii)}")
+    print(f"drift of landmarks {','.join(values.correct)} removed: {summary(test_ids, moved, truth, values.radii)}")
     return 0
 
 
+run = command(main, define_flags, __doc__)
+
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(run())

@@ -10,20 +10,26 @@ millimetres are in the original's zero-origin frame (data.image_frame; predictio
 
 from __future__ import annotations
 
+import sys
+
 from absl import app, flags
 
 from scn_tf.cli import runner
+from scn_tf.cli.common import command
 from scn_tf.configs import preset
 
-runner.define_flags("0 or 1 (cross-validation), or test", default_fold="0")
-flags.adopt_module_key_flags(runner)
 SPLITS = runner.SPLITS_DIR / "spine_csi2014"
 # The spine U-Net of the original trains longer with a smaller learning rate.
 NETWORK_OVERRIDES = {"unet": {"training": {"learning_rate": 5e-9, "iterations": 80_000},
                               "network": {"unet_variant": "released", "filters": 64}}}
 
 
+def define_flags(values: flags.FlagValues) -> None:
+    runner.define_flags(values, "0 or 1 (cross-validation), or test", default_fold="0")
+
+
 def splits(fold: str) -> tuple[list[str], list[str]]:
+    """(training ids, test ids): the original's cv/<fold> train and val lists, or train_all and test_all."""
     if fold == "test":
         return runner.read_split(SPLITS / "train_all.txt"), runner.read_split(SPLITS / "test_all.txt")
     if fold in ("0", "1"):
@@ -32,10 +38,14 @@ def splits(fold: str) -> tuple[list[str], list[str]]:
     raise ValueError(f"--fold must be 0, 1 or test, got {fold!r}")
 
 
-def main(argv):
-    del argv
-    return runner.run("spine3d", preset("spine3d"), splits, network_overrides=NETWORK_OVERRIDES)
+def main(values: flags.FlagValues, arguments: list[str]) -> int:
+    if arguments:
+        raise app.UsageError(f"unexpected arguments: {' '.join(arguments)}")
+    return runner.run("spine3d", preset("spine3d"), runner.RunOptions.from_flags(values), splits,
+                      network_overrides=NETWORK_OVERRIDES)
 
+
+run = command(main, define_flags, __doc__)
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(run())

@@ -1,4 +1,4 @@
-"""Configuration dataclasses with the paper's values as defaults, and the four dataset presets.
+"""Configuration dataclasses with the paper's values as defaults, and the dataset presets.
 
 An `ExperimentConfig` has four sections, `data`, `augmentation`, `network` and `training`, and serialises to
 JSON and back; a user's own dataset is a JSON file of the same form. Coordinates and sizes are in
@@ -173,6 +173,9 @@ class AugmentationConfig(_Section):
             raise ValueError(f"augmentation.elastic_space must be 'network' or 'source', got {self.elastic_space!r}")
 
 
+NETWORK_NAMES = {"scn": "SCN", "unet": "U-Net", "la": "LA-Net"}  # as the paper's tables name them
+
+
 @dataclasses.dataclass
 class NetworkConfig(_Section):
     """Network choice and size; null values take the model's defaults for the dimension."""
@@ -187,7 +190,7 @@ class NetworkConfig(_Section):
     unet_variant: str = "paper"
 
     def __post_init__(self):
-        if self.network not in ("scn", "unet", "la"):
+        if self.network not in NETWORK_NAMES:
             raise ValueError(f"network.network must be 'scn', 'unet' or 'la', got {self.network!r}")
 
 
@@ -226,12 +229,15 @@ class ExperimentConfig:
 
 
 def load_config(path: str | os.PathLike, base: ExperimentConfig | None = None) -> ExperimentConfig:
-    """Reads a JSON configuration; with `base`, the file's keys override the base's."""
+    """Reads a JSON configuration; with `base`, the file's keys override the base's. A top-level
+    "trainable_weights" (written by --describe) is ignored, so that a description reads back."""
     path = Path(path)
     try:
         values = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"{path}: cannot read configuration ({error})") from error
+    if isinstance(values, dict):
+        values.pop("trainable_weights", None)
     try:
         return base.updated(values) if base is not None else ExperimentConfig.from_dict(values)
     except (TypeError, ValueError) as error:
@@ -332,11 +338,53 @@ def _hand3d() -> ExperimentConfig:
                                 weight_decay=0.0005, gamma=1000.0, sigma_init=4.0, checkpoint_every=2500))
 
 
-PRESETS = {"skull2d": _skull2d, "skull2d_cpu": _skull2d_cpu, "hand2d": _hand2d, "hand3d": _hand3d, "spine3d": _spine3d}
+def _cpu_training(iterations: int) -> TrainingConfig:
+    """Adam with a cosine-decayed rate: at these sizes constant-rate SGD stalls or diverges (as skull2d_cpu)."""
+    return TrainingConfig(iterations=iterations, optimizer="adam", learning_rate=3e-4, lr_schedule="cosine",
+                          lr_warmup=100, clip_norm=None, alpha=20.0, weight_decay=5e-4, gamma=100.0,
+                          sigma_init=2.0, checkpoint_every=500)
+
+
+def _cpu2d() -> ExperimentConfig:
+    """A starting point for own 2D data that trains on 2 CPU cores in minutes (docs/own_data.md).
+
+    8-bit images (PNG, JPEG) with landmarks in pixels; the whole image fitted into 128x128 network pixels;
+    augmentation in network pixels, so that it does not depend on the images' size or spacing; the
+    skull2d_cpu network (32 filters, spatial configuration at 1/8 with 11x11 kernels).
+    """
+    return ExperimentConfig(
+        data=DataConfig(name="cpu2d", ndim=2, num_landmarks=2, image_dir="images", image_suffix=".png",
+                        landmarks_csv="landmarks.csv", landmark_units="pixel", image_spacing=None,
+                        image_frame="header", image_size=[128, 128], spacing=None, normalization="fixed",
+                        intensity_shift=-128.0, intensity_scale=1 / 128, intensity_clamp=[-1.0, 1.0]),
+        augmentation=AugmentationConfig(translation=8.0, rotation=0.2, scale=0.15, scale_axis=0.05,
+                                        intensity_shift=0.2, intensity_scale=0.2, spatial_units="network_pixels"),
+        network=NetworkConfig(network="scn", filters=32, levels=4, spatial_kernel_size=11, spatial_downsampling=8),
+        training=_cpu_training(2000))
+
+
+def _cpu3d() -> ExperimentConfig:
+    """The 3D counterpart of cpu2d: volumes in mm (NIfTI, MHA, NRRD) fitted into 48x48x48 network voxels,
+    intensities by percentiles (no per-modality constants), 16 filters, spatial configuration at 1/4."""
+    return ExperimentConfig(
+        data=DataConfig(name="cpu3d", ndim=3, num_landmarks=2, image_dir="images", image_suffix=".nii.gz",
+                        landmarks_csv="landmarks.csv", landmark_units="mm", image_spacing=None,
+                        image_frame="header", image_size=[48, 48, 48], spacing=None, normalization="percentile",
+                        percentiles=[1.0, 99.0], intensity_clamp=[-1.0, 1.0]),
+        augmentation=AugmentationConfig(translation=3.0, rotation=0.15, scale=0.1, scale_axis=0.05,
+                                        intensity_shift=0.15, intensity_scale=0.15, spatial_units="network_pixels"),
+        network=NetworkConfig(network="scn", filters=16, levels=4, spatial_kernel_size=7, spatial_downsampling=4,
+                              padding="same"),
+        training=_cpu_training(1000))
+
+
+PRESETS = {"skull2d": _skull2d, "skull2d_cpu": _skull2d_cpu, "hand2d": _hand2d, "hand3d": _hand3d, "spine3d": _spine3d,
+           "cpu2d": _cpu2d, "cpu3d": _cpu3d}
 
 
 def preset(name: str) -> ExperimentConfig:
-    """A fresh copy of one of the paper's dataset configurations."""
+    """A fresh copy of a preset: the paper's datasets (skull2d, hand2d, hand3d, spine3d), skull2d_cpu, or the
+    CPU-sized starting points for own data (cpu2d, cpu3d)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]()

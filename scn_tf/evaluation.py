@@ -131,3 +131,8 @@ def mean_offset(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     counts = given.sum(axis=0)
     totals = np.where(given, difference, 0.0).sum(axis=0)
     return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
+
+
+def error_units(landmark_units: str, normalization: str | None = None) -> str:
+    """The unit of point errors: "px" for landmarks in pixels, "mm" for physical ones or normalised errors."""
+    return "px" if landmark_units == "pixel" and not normalization else "mm"

@@ -19,11 +19,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from scn_tf.confidence import measure_reference, write_reference
-from scn_tf.configs import ExperimentConfig
+from scn_tf.configs import NETWORK_NAMES, ExperimentConfig
 from scn_tf.data.io import write_landmarks_csv
 from scn_tf.data.pipeline import LandmarkSource, make_dataset
 from scn_tf.distribution import distribute_batches, is_chief, make_strategy, worker_dir
-from scn_tf.evaluation import Normalization, evaluate
+from scn_tf.evaluation import Normalization, error_units, evaluate
 from scn_tf.files import write_json_atomic
 from scn_tf.inference import Predictor
 from scn_tf.model_dir import write_model_files
@@ -33,8 +33,6 @@ from scn_tf.training import Trainer
 from scn_tf.visualization import save_overlay
 
 log = logging.getLogger("scn_tf")
-
-NETWORK_NAMES = {"scn": "SCN", "unet": "U-Net", "la": "LA-Net"}
 
 
 def probe_input_shape(model: keras.Model) -> tuple[int, ...]:
@@ -171,7 +169,8 @@ class Experiment:
             write_landmarks_csv(self.output_dir / "predictions.csv", predictions)
             sigmas_mm = details[source.ids[0]].sigma_mm
             write_reports(self.output_dir, metrics, NETWORK_NAMES[self.config.network.network], data.landmark_names,
-                          None if sigmas_mm is None else sigmas_mm.tolist())
+                          None if sigmas_mm is None else sigmas_mm.tolist(),
+                          error_units(data.landmark_units, data.pe_normalization))
             overlays = self.output_dir / "overlays"
             overlays.mkdir(exist_ok=True)
             for image_id in source.ids[:4]:

@@ -30,13 +30,15 @@ def summary_table(metrics: Mapping, name: str = "SCN", units: str = "mm") -> str
 
 
 def write_reports(output_dir: str | os.PathLike, metrics: Mapping, name: str = "SCN",
-                  landmark_names: Sequence[str] | None = None, sigmas_mm: Sequence[float] | None = None) -> None:
-    """metrics.json, per_landmark.csv, summary.txt and cumulative_ipe.png in `output_dir`; with the learned
-    sigmas also sigmas.png and their rank correlation with the per-landmark mean error in the summary."""
+                  landmark_names: Sequence[str] | None = None, sigmas_mm: Sequence[float] | None = None,
+                  units: str = "mm") -> None:
+    """metrics.json, per_landmark.csv, summary.txt and cumulative_ipe.png in `output_dir`, errors labelled in
+    `units` ("mm" or "px", scn_tf.evaluation.error_units); with the learned sigmas (always mm) also sigmas.png
+    and their rank correlation with the per-landmark mean error in the summary."""
     output_dir = Path(output_dir)
-    units = "mm"
-    write_json_atomic(output_dir / "metrics.json", metrics)
-    rows = ["landmark,name,count,mean,median,std" + (",sigma_mm" if sigmas_mm is not None else "")]
+    write_json_atomic(output_dir / "metrics.json", {**metrics, "units": units, "method": name})
+    rows = [f"landmark,name,count,mean_{units},median_{units},std_{units}"
+            + (",sigma_mm" if sigmas_mm is not None else "")]
     for entry in metrics["per_landmark"]:
         index = entry["landmark"]
         label = landmark_names[index] if landmark_names else ""
@@ -53,11 +55,11 @@ def write_reports(output_dir: str | os.PathLike, metrics: Mapping, name: str = "
             + f"\nSuccess detection rate: {detected}\n")
     if sigmas_mm is not None:
         means = [entry["mean"] for entry in metrics["per_landmark"]]
-        text += (f"Learned sigma per landmark: {min(sigmas_mm):.2f} to {max(sigmas_mm):.2f} {units}; Spearman rank "
+        text += (f"Learned sigma per landmark: {min(sigmas_mm):.2f} to {max(sigmas_mm):.2f} mm; Spearman rank "
                  f"correlation with the landmark's mean PE: {rank_correlation(sigmas_mm, means):.2f}\n")
         plot_sigmas(output_dir / "sigmas.png", sigmas_mm, means, landmark_names, units)
     write_text_atomic(output_dir / "summary.txt", text)
-    plot_cumulative_ipe(output_dir / "cumulative_ipe.png", {name: metrics["ipe"].values()})
+    plot_cumulative_ipe(output_dir / "cumulative_ipe.png", {name: metrics["ipe"].values()}, units)
 
 
 def rank_correlation(a: Sequence[float], b: Sequence[float]) -> float:
@@ -70,12 +72,12 @@ def rank_correlation(a: Sequence[float], b: Sequence[float]) -> float:
 
 def plot_sigmas(path: str | os.PathLike, sigmas: Sequence[float], mean_errors: Sequence[float],
                 names: Sequence[str] | None = None, units: str = "mm") -> None:
-    """Learned target width per landmark (bars) next to its mean point error (dots)."""
+    """Learned target width per landmark in mm (bars) next to its mean point error in `units` (dots)."""
     count = len(sigmas)
     labels = [f"{i + 1} {names[i]}" if names else str(i + 1) for i in range(count)]
     figure, axis = plt.subplots(figsize=(max(6.0, 0.45 * count + 2), 4.5))
     axis.bar(range(count), sigmas, color="tab:blue", alpha=0.7, label="learned sigma")
-    axis.set_ylabel(f"learned sigma ({units})", color="tab:blue")
+    axis.set_ylabel("learned sigma (mm)", color="tab:blue")
     errors = axis.twinx()
     errors.plot(range(count), mean_errors, "o", color="tab:red", label="mean PE")
     errors.set_ylabel(f"mean point error ({units})", color="tab:red")

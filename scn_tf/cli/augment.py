@@ -14,46 +14,53 @@ import numpy as np
 import SimpleITK as sitk
 from absl import app, flags, logging
 
-from scn_tf.cli.common import resolve_config
+from scn_tf.cli.common import command, import_tensorflow_quietly, resolve_config
 from scn_tf.configs import PRESETS
 from scn_tf.data.io import DataError, format_landmark_row
-from scn_tf.data.pipeline import LandmarkSource, make_sample
 from scn_tf.files import atomic_path, write_text_atomic
 from scn_tf.visualization import save_overlay
 
-FLAGS = flags.FLAGS
-flags.DEFINE_enum("preset", None, sorted(PRESETS), "Dataset preset.")
-flags.DEFINE_string("config", None, "JSON configuration; overrides the preset's keys.")
-flags.DEFINE_string("data_dir", None, "Dataset folder; the configuration's paths are relative to it.")
-flags.DEFINE_list("ids", None, "Comma-separated image ids.")
-flags.DEFINE_integer("samples", 4, "Augmented samples per id.")
-flags.DEFINE_integer("seed", 0, "Random seed.")
-flags.DEFINE_string("output_dir", None, "Where to write <id>_<k>.nii.gz, .csv and .png.")
-flags.DEFINE_bool("print_config", False, "Print the resolved configuration as JSON on stdout and exit.")
+
+def define_flags(values: flags.FlagValues) -> None:
+    flags.DEFINE_enum("preset", None, sorted(PRESETS), "Dataset preset (cpu2d, cpu3d: CPU-sized starting points "
+                      "for own data).", flag_values=values)
+    flags.DEFINE_string("config", None, "JSON configuration; overrides the preset's keys.", flag_values=values)
+    flags.DEFINE_string("data_dir", None, "Dataset folder; the configuration's paths are relative to it.",
+                        flag_values=values)
+    flags.DEFINE_list("ids", None, "Comma-separated image ids.", flag_values=values)
+    flags.DEFINE_integer("samples", 4, "Augmented samples per id.", flag_values=values)
+    flags.DEFINE_integer("seed", 0, "Random seed.", flag_values=values)
+    flags.DEFINE_string("output_dir", None, "Where to write <id>_<k>.nii.gz, .csv and .png.", flag_values=values)
+    flags.DEFINE_bool("print_config", False, "Print the resolved configuration as JSON on stdout and exit.",
+                      flag_values=values)
 
 
-def main(argv):
-    del argv
+def main(values: flags.FlagValues, arguments: list[str]) -> int:
+    if arguments:
+        raise app.UsageError(f"unexpected arguments: {' '.join(arguments)}")
     try:
-        config = resolve_config(FLAGS.preset, FLAGS.config)
+        config = resolve_config(values.preset, values.config)
     except ValueError as error:
         raise app.UsageError(str(error))
-    if FLAGS.print_config:
+    if values.print_config:
         sys.stdout.write(config.to_json() + "\n")
         return 0
     for name in ("data_dir", "ids", "output_dir"):
-        if not getattr(FLAGS, name):
+        if not values[name].value:
             raise app.UsageError(f"--{name} is required")
-    output_dir = Path(FLAGS.output_dir)
+    import_tensorflow_quietly()
+    from scn_tf.data.pipeline import LandmarkSource, make_sample
+
+    output_dir = Path(values.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     try:
-        source = LandmarkSource(config.data, FLAGS.data_dir, FLAGS.ids, verbose=False)
+        source = LandmarkSource(config.data, values.data_dir, values.ids, verbose=False)
     except DataError as error:
         logging.error("%s", error)
         return 1
     for id_index, image_id in enumerate(source.ids):
-        for k in range(FLAGS.samples):
-            rng = np.random.default_rng([FLAGS.seed, id_index, k])
+        for k in range(values.samples):
+            rng = np.random.default_rng([values.seed, id_index, k])
             sample = make_sample(source, image_id, config.augmentation, rng)
             write_sample(output_dir, f"{image_id}_{k}", sample, config.data.landmark_names)
             logging.info("wrote %s", output_dir / f"{image_id}_{k}.nii.gz")
@@ -73,9 +80,7 @@ def write_sample(output_dir: Path, name: str, sample, landmark_names=None) -> No
                  names=landmark_names, title=name)
 
 
-def run():
-    app.run(main)
-
+run = command(main, define_flags, __doc__)
 
 if __name__ == "__main__":
-    run()
+    sys.exit(run())

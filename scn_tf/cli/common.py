@@ -1,8 +1,89 @@
-"""What the console commands share: resolving a configuration from a preset and a JSON file."""
+"""What the console commands and experiment scripts share: flags defined per command and parsed only in its
+entry point, --help that lists them, a quiet TensorFlow import, and a configuration from a preset and JSON."""
 
 from __future__ import annotations
 
+import os
+import sys
+import textwrap
+from pathlib import Path
+from typing import Callable, Sequence
+
+from absl import app, flags
+from absl import logging as absl_logging
+
 from scn_tf.configs import ExperimentConfig, load_config, preset
+
+HELP_ARGUMENTS = ("-h", "--help", "-help", "--helpshort")
+
+
+def import_tensorflow_quietly():
+    """Imports TensorFlow without its C++ start-up lines (CUDA stubs, oneDNN, CPU features) and returns it.
+
+    TF_CPP_MIN_LOG_LEVEL is set to 3 unless the user set it; as TensorFlow prints some lines before it
+    reads that level, file descriptor 2 points at /dev/null during the import (restored after it).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    absl_logging.set_verbosity(absl_logging.INFO)
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    return tensorflow
+
+
+def flag_help(values: flags.FlagValues) -> str:
+    """One entry per flag: `--name: help (default: value)`, wrapped."""
+    lines = []
+    for name in sorted(values):
+        flag = values[name]
+        if flag.name != name:  # a short name repeats its flag
+            continue
+        default = "" if flag.default is None else f" (default: {flag.default_as_str.strip(chr(39))})"
+        lines.append(f"  --{name}: {' '.join(flag.help.split())}{default}")
+    return "\n".join(textwrap.fill(line, 110, subsequent_indent="      ", break_on_hyphens=False) for line in lines)
+
+
+def command(main: Callable[[flags.FlagValues, list[str]], int | None],
+            define_flags: Callable[[flags.FlagValues], None], doc: str | None) -> Callable[..., int]:
+    """A command's entry point: `run(argv=None) -> exit status`.
+
+    Each call defines the command's flags on a fresh FlagValues (so a command runs twice in one process, as
+    in the tests), prints `doc` and the flags for --help/-h (exit 0), reports flag and usage errors with a
+    pointer to --help (exit 1), and otherwise calls `main(values, positional arguments)`.
+    """
+
+    def run(argv: Sequence[str] | None = None) -> int:
+        argv = list(sys.argv if argv is None else argv)
+        program = Path(argv[0]).name if argv else "command"
+        values = flags.FlagValues()
+        define_flags(values)
+        options = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+        if any(argument in HELP_ARGUMENTS for argument in options):
+            sys.stdout.write(f"{(doc or program).strip()}\n\nflags:\n{flag_help(values)}\n")
+            return 0
+        try:
+            arguments = values(argv)
+        except flags.Error as error:
+            sys.stderr.write(f"{program}: {error}\nTry {program} --help.\n")
+            return 1
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()  # absl logging reads the global flags
+        absl_logging.set_verbosity(absl_logging.INFO)
+        try:
+            return int(main(values, arguments[1:]) or 0)
+        except app.UsageError as error:
+            sys.stderr.write(f"{program}: {error}\nTry {program} --help.\n")
+            return 1
+
+    return run
 
 
 def resolve_config(preset_name: str | None, config_file: str | None) -> ExperimentConfig:

@@ -19,23 +19,30 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 from absl import app, flags, logging
 
+from scn_tf.cli.common import command
 from scn_tf.data.io import DataError, read_landmarks_csv, strip_image_suffix, write_landmarks_csv
 from scn_tf.files import atomic_path, write_json_atomic
 
-FLAGS = flags.FLAGS
-flags.DEFINE_enum("dataset", None, ["isbi2015", "hand", "spine"], "Which download.", required=True)
-flags.DEFINE_string("images", None, "Folder of the downloaded images (searched recursively).", required=True)
-flags.DEFINE_string("annotations", None, "isbi2015: the AnnotationsByMD folder.")
-flags.DEFINE_string("landmarks", None, "hand / spine: the landmark CSV.")
-flags.DEFINE_string("challenge_csv", None, "isbi2015: the original experiments' all_challenge.csv (no header, "
-                    "id,x1,y1,...,x19,y19 in mm), copied as annotations/challenge_mm.csv; without it that file "
-                    "holds ids 001-300 only, where the challenge ground truth equals senior.")
-flags.DEFINE_string("output_dir", None, "Dataset folder to create.", required=True)
+
+
+def define_flags(values: flags.FlagValues) -> None:
+    flags.DEFINE_enum("dataset", None, ["isbi2015", "hand", "spine"], "Which download.", required=True,
+                      flag_values=values)
+    flags.DEFINE_string("images", None, "Folder of the downloaded images (searched recursively).", required=True,
+                        flag_values=values)
+    flags.DEFINE_string("annotations", None, "isbi2015: the AnnotationsByMD folder.", flag_values=values)
+    flags.DEFINE_string("landmarks", None, "hand / spine: the landmark CSV.", flag_values=values)
+    flags.DEFINE_string("challenge_csv", None, "isbi2015: the original experiments' all_challenge.csv (no header, "
+                        "id,x1,y1,...,x19,y19 in mm), copied as annotations/challenge_mm.csv; without it that file "
+                        "holds ids 001-300 only, where the challenge ground truth equals senior.", flag_values=values)
+    flags.DEFINE_string("output_dir", None, "Dataset folder to create.", required=True, flag_values=values)
+
 
 ISBI_PIXEL_MM = 0.1
 ISBI_LAST_SENIOR_EQUALS_CHALLENGE = 300  # from 301 on, the challenge's landmark 16 is not the senior one
@@ -78,7 +85,9 @@ def read_isbi_annotation(path: Path, landmarks: int = 19) -> np.ndarray:
     return np.array(points)
 
 
-def convert_isbi(images: dict[str, Path], annotations: Path, output: Path, challenge: Path | None = None) -> None:
+def convert_isbi(images: dict[str, Path], annotations: Path, output: Path, challenge: Path | None = None,
+                 images_dir: Path | None = None) -> None:
+    """Lays out the ISBI 2015 download (images found in `images_dir`, for the error message) in `output`."""
     if challenge is not None:
         read_landmarks_csv(challenge, 19, 2)  # checked before anything is written
     tables = {}
@@ -89,7 +98,8 @@ def convert_isbi(images: dict[str, Path], annotations: Path, output: Path, chall
         tables[doctor] = {path.stem: read_isbi_annotation(path) for path in sorted(folder.glob("*.txt"))}
     ids = sorted(set(tables["senior"]) & set(images))
     if not ids:
-        raise DataError(f"no id has both an image in {FLAGS.images} and an annotation in {annotations}")
+        raise DataError(f"no id has both an image in {images_dir or 'the image folder'} and an annotation in "
+                        f"{annotations}")
     for image_id in ids:
         link(images[image_id], output / "images" / f"{image_id}{suffix_of(images[image_id])}")
     write_landmarks_csv(output / "annotations" / "senior_mm.csv", {i: tables["senior"][i] for i in ids})
@@ -108,7 +118,9 @@ def convert_isbi(images: dict[str, Path], annotations: Path, output: Path, chall
     logging.info("%d cephalograms laid out in %s", len(ids), output)
 
 
-def convert_listed(images: dict[str, Path], landmarks: Path, output: Path, csv_name: str) -> None:
+def convert_listed(images: dict[str, Path], landmarks: Path, output: Path, csv_name: str,
+                   images_dir: Path | None = None) -> None:
+    """Links the image of every id of the landmark CSV into `output`/images and copies the CSV as `csv_name`."""
     if not landmarks.exists():
         raise DataError(f"{landmarks}: landmark CSV does not exist")
     ids = [line.split(",", 1)[0].strip() for line in landmarks.read_text().splitlines() if line.strip()]
@@ -119,7 +131,7 @@ def convert_listed(images: dict[str, Path], landmarks: Path, output: Path, csv_n
             link(matches[0], output / "images" / f"{image_id}{suffix_of(matches[0])}")
             found += 1
     if not found:
-        raise DataError(f"no image in {FLAGS.images} matches an id of {landmarks}")
+        raise DataError(f"no image in {images_dir or 'the image folder'} matches an id of {landmarks}")
     output.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(landmarks, output / csv_name)
     suffixes = {suffix_of(p) for p in (output / "images").iterdir()}
@@ -127,30 +139,29 @@ def convert_listed(images: dict[str, Path], landmarks: Path, output: Path, csv_n
     logging.info("%d of %d ids have an image; laid out in %s", found, len(ids), output)
 
 
-def main(argv):
-    del argv
-    output = Path(FLAGS.output_dir)
+def main(values: flags.FlagValues, arguments: list[str]) -> int:
+    if arguments:
+        raise app.UsageError(f"unexpected arguments: {' '.join(arguments)}")
+    output, images_dir = Path(values.output_dir), Path(values.images)
     try:
-        images = find_images(Path(FLAGS.images))
-        if FLAGS.dataset == "isbi2015":
-            if not FLAGS.annotations:
+        images = find_images(images_dir)
+        if values.dataset == "isbi2015":
+            if not values.annotations:
                 raise app.UsageError("--annotations is required for isbi2015")
-            convert_isbi(images, Path(FLAGS.annotations), output,
-                         Path(FLAGS.challenge_csv) if FLAGS.challenge_csv else None)
+            convert_isbi(images, Path(values.annotations), output,
+                         Path(values.challenge_csv) if values.challenge_csv else None, images_dir)
         else:
-            if not FLAGS.landmarks:
+            if not values.landmarks:
                 raise app.UsageError("--landmarks is required")
-            name = "all.csv" if FLAGS.dataset == "hand" else "points_world_coordinates.csv"
-            convert_listed(images, Path(FLAGS.landmarks), output, name)
+            name = "all.csv" if values.dataset == "hand" else "points_world_coordinates.csv"
+            convert_listed(images, Path(values.landmarks), output, name, images_dir)
     except DataError as error:
         logging.error("%s", error)
         return 1
     return 0
 
 
-def run():
-    app.run(main)
-
+run = command(main, define_flags, __doc__)
 
 if __name__ == "__main__":
-    run()
+    sys.exit(run())

@@ -1,34 +1,71 @@
 """scn-evaluate: the paper's metrics for a predictions CSV against annotations.
 
-  scn-evaluate --predictions P.csv --ground_truth G.csv --output_dir DIR [--ids LIST_FILE] \
-      [--radii 2,4,10] [--normalization wrist:1,5,50]
+  scn-evaluate --predictions P.csv --ground_truth G.csv --output_dir DIR [--ids LIST_FILE]
+      [--radii 2,4,10] [--normalization wrist:1,5,50] [--model_dir RUN | --method NAME --units px]
 
-Writes metrics.json, per_landmark.csv, summary.txt (the paper's table layout) and cumulative_ipe.png.
+Writes metrics.json, per_landmark.csv, summary.txt (the paper's table layout) and cumulative_ipe.png. The
+method name, landmark names and units come from the flags, else from --model_dir's config.json, else from
+the JSON that scn-predict writes beside its CSV: px for landmarks in pixels, mm otherwise.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 from absl import app, flags, logging
 
+from scn_tf.cli.common import command
+from scn_tf.configs import NETWORK_NAMES, load_config
 from scn_tf.data.io import DataError, read_id_list, read_landmarks_csv
-from scn_tf.evaluation import Normalization, evaluate
+from scn_tf.evaluation import Normalization, error_units, evaluate
 from scn_tf.reports import plot_cumulative_ipe, write_reports
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("predictions", None, "Predictions CSV (id,x1,y1[,z1],...).", required=True)
-flags.DEFINE_string("ground_truth", None, "Annotation CSV in the same units.", required=True)
-flags.DEFINE_string("output_dir", None, "Where to write the reports.", required=True)
-flags.DEFINE_string("ids", None, "File listing the ids to evaluate (default: all, which must match).")
-flags.DEFINE_list("radii", ["2", "4", "10"], "Outlier radii, in the units of the errors.")
-flags.DEFINE_string("normalization", None, "e.g. wrist:1,5,50 (0-based landmark indices, distance).")
-flags.DEFINE_integer("ndim", None, "Coordinates per landmark; read from the predictions' JSON or the column "
-                     "count where not given.")
-flags.DEFINE_string("name", "SCN", "Method name in the table and the plot.")
-flags.DEFINE_list("compare", [], "Other metrics.json files to draw in the cumulative IPE plot.")
+
+def define_flags(values: flags.FlagValues) -> None:
+    flags.DEFINE_string("predictions", None, "Predictions CSV (id,x1,y1[,z1],...).", required=True,
+                        flag_values=values)
+    flags.DEFINE_string("ground_truth", None, "Annotation CSV in the same units.", required=True, flag_values=values)
+    flags.DEFINE_string("output_dir", None, "Where to write the reports.", required=True, flag_values=values)
+    flags.DEFINE_string("ids", None, "File listing the ids to evaluate (default: all, which must match).",
+                        flag_values=values)
+    flags.DEFINE_list("radii", ["2", "4", "10"], "Outlier radii, in the units of the errors.", flag_values=values)
+    flags.DEFINE_string("normalization", None, "e.g. wrist:1,5,50 (0-based landmark indices, distance in mm).",
+                        flag_values=values)
+    flags.DEFINE_integer("ndim", None, "Coordinates per landmark; read from the predictions' JSON or the column "
+                         "count where not given.", flag_values=values)
+    flags.DEFINE_string("model_dir", None, "The model folder that predicted: method, landmark names and units "
+                        "from its config.json.", flag_values=values)
+    flags.DEFINE_string("method", None, "Method name in the table and the plot (default: the model's network, "
+                        "e.g. SCN).", flag_values=values)
+    flags.DEFINE_enum("units", None, ["mm", "px"], "Units of the errors (default: px for landmarks in pixels, "
+                      "mm otherwise or with --normalization).", flag_values=values)
+    flags.DEFINE_list("compare", [], "Other metrics.json files to draw in the cumulative IPE plot.",
+                      flag_values=values)
+
+
+@dataclasses.dataclass
+class Labels:
+    """What the reports call the method, the landmarks and the error units."""
+
+    method: str = "SCN"
+    landmark_names: list[str] | None = None
+    landmark_units: str = "mm"
+
+
+def labels_of(predictions: Path, model_dir: str | None) -> Labels:
+    """Labels from the model folder's config.json, else from scn-predict's JSON beside the predictions."""
+    if model_dir:
+        config = load_config(Path(model_dir) / "config.json")
+        return Labels(NETWORK_NAMES[config.network.network], config.data.landmark_names, config.data.landmark_units)
+    sidecar = predictions.with_suffix(".json")
+    if not sidecar.exists():
+        return Labels()
+    details = json.loads(sidecar.read_text())
+    return Labels(details.get("method", "SCN"), details.get("landmark_names"), details.get("landmark_units", "mm"))
 
 
 def column_layout(path: Path, ndim: int | None) -> tuple[int, int]:
@@ -50,23 +87,25 @@ def column_layout(path: Path, ndim: int | None) -> tuple[int, int]:
     return values // ndim, ndim
 
 
-def main(argv):
-    del argv
-    predictions_path, truth_path = Path(FLAGS.predictions), Path(FLAGS.ground_truth)
+def main(values: flags.FlagValues, arguments: list[str]) -> int:
+    if arguments:
+        raise app.UsageError(f"unexpected arguments: {' '.join(arguments)}")
+    predictions_path, truth_path = Path(values.predictions), Path(values.ground_truth)
     try:
         for path in (predictions_path, truth_path):
             if not path.exists():
                 raise DataError(f"{path}: file does not exist")
-        num_landmarks, ndim = column_layout(predictions_path, FLAGS.ndim)
+        labels = labels_of(predictions_path, values.model_dir)
+        num_landmarks, ndim = column_layout(predictions_path, values.ndim)
         predictions = read_landmarks_csv(predictions_path, num_landmarks, ndim)
         truth = read_landmarks_csv(truth_path, num_landmarks, ndim)
-        if FLAGS.ids:
-            ids = read_id_list(FLAGS.ids)
+        if values.ids:
+            ids = read_id_list(values.ids)
             for name, table, path in (("predictions", predictions, predictions_path),
                                       ("ground truth", truth, truth_path)):
                 absent = [i for i in ids if i not in table]
                 if absent:
-                    raise DataError(f"{path}: {name} lack id(s) {', '.join(absent[:10])} listed in {FLAGS.ids}")
+                    raise DataError(f"{path}: {name} lack id(s) {', '.join(absent[:10])} listed in {values.ids}")
         else:
             only_predicted = sorted(set(predictions) - set(truth))
             only_truth = sorted(set(truth) - set(predictions))
@@ -74,26 +113,27 @@ def main(argv):
                 raise DataError(f"ids differ: only in {predictions_path}: {only_predicted[:10]}; only in "
                                 f"{truth_path}: {only_truth[:10]} (pass --ids to evaluate a subset)")
             ids = list(predictions)
-        normalization = Normalization.parse(FLAGS.normalization)
+        normalization = Normalization.parse(values.normalization)
         metrics = evaluate(ids, np.stack([predictions[i] for i in ids]), np.stack([truth[i] for i in ids]),
-                           FLAGS.radii, normalization)
-    except (DataError, ValueError) as error:
+                           values.radii, normalization)
+    except (DataError, ValueError, OSError) as error:
         logging.error("%s", error)
         return 1
-    write_reports(FLAGS.output_dir, metrics, FLAGS.name)
-    if FLAGS.compare:
-        curves = {FLAGS.name: metrics["ipe"].values()}
-        for path in FLAGS.compare:
+    method = values.method or labels.method
+    names = labels.landmark_names if labels.landmark_names and len(labels.landmark_names) == num_landmarks else None
+    units = values.units or error_units(labels.landmark_units, values.normalization)
+    write_reports(values.output_dir, metrics, method, names, units=units)
+    if values.compare:
+        curves = {method: metrics["ipe"].values()}
+        for path in values.compare:
             other = json.loads(Path(path).read_text())
-            curves[Path(path).parent.name or path] = other["ipe"].values()
-        plot_cumulative_ipe(Path(FLAGS.output_dir) / "cumulative_ipe.png", curves)
-    print((Path(FLAGS.output_dir) / "summary.txt").read_text(), end="")
+            curves[other.get("method") or Path(path).parent.name or path] = other["ipe"].values()
+        plot_cumulative_ipe(Path(values.output_dir) / "cumulative_ipe.png", curves, units)
+    print((Path(values.output_dir) / "summary.txt").read_text(), end="")
     return 0
 
 
-def run():
-    app.run(main)
-
+run = command(main, define_flags, __doc__)
 
 if __name__ == "__main__":
-    run()
+    sys.exit(run())

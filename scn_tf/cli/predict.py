@@ -13,48 +13,55 @@ landmarks.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-import keras
 import SimpleITK as sitk
 from absl import app, flags, logging
 
 from scn_tf import confidence
+from scn_tf.cli.common import command, import_tensorflow_quietly
+from scn_tf.configs import NETWORK_NAMES
 from scn_tf.data.io import DataError, read_image, strip_image_suffix, write_landmarks_csv
 from scn_tf.files import atomic_path, write_json_atomic
-from scn_tf.inference import Predictor, source_frame_heatmaps
 from scn_tf.model_dir import ModelDirError, load_model_dir
 from scn_tf.visualization import save_overlay
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "A training run's output folder.", required=True)
-flags.DEFINE_string("output", None, "Predictions CSV to write.", required=True)
-flags.DEFINE_string("overlay_dir", None, "Write a PNG overlay per image here.")
-flags.DEFINE_enum("checkpoint", "last", ["last", "best"], "Which weights of the run.")
-flags.DEFINE_enum("mirror", "off", ["off", "auto"], "2D: 'auto' also reads each image mirrored left-right and "
-                  "keeps the more confident reading (reported per image).")
-flags.DEFINE_string("save_heatmaps", None, "Write each image's heatmaps here as <id>.mha on the input image's "
-                    "grid, one float32 component per landmark.")
+
+def define_flags(values: flags.FlagValues) -> None:
+    flags.DEFINE_string("model_dir", None, "A training run's output folder.", required=True, flag_values=values)
+    flags.DEFINE_string("output", None, "Predictions CSV to write.", required=True, flag_values=values)
+    flags.DEFINE_string("overlay_dir", None, "Write a PNG overlay per image here.", flag_values=values)
+    flags.DEFINE_enum("checkpoint", "last", ["last", "best"], "Which weights of the run.", flag_values=values)
+    flags.DEFINE_enum("mirror", "off", ["off", "auto"], "2D: 'auto' also reads each image mirrored left-right "
+                      "and keeps the more confident reading (reported per image).", flag_values=values)
+    flags.DEFINE_string("save_heatmaps", None, "Write each image's heatmaps here as <id>.mha on the input image's "
+                        "grid, one float32 component per landmark.", flag_values=values)
 
 
-def main(argv):
-    paths = [Path(p) for p in argv[1:]]
+def main(values: flags.FlagValues, arguments: list[str]) -> int:
+    paths = [Path(p) for p in arguments]
     if not paths:
         raise app.UsageError("give one or more image files")
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         logging.error("image file(s) do not exist: %s", ", ".join(missing))
         return 1
+    import_tensorflow_quietly()
+    import keras
+
+    from scn_tf.inference import Predictor, source_frame_heatmaps
+
     try:
-        config, model, sigmas, quantiles = load_model_dir(FLAGS.model_dir, FLAGS.checkpoint)
+        config, model, sigmas, quantiles = load_model_dir(values.model_dir, values.checkpoint)
     except (ModelDirError, ValueError) as error:
         logging.error("%s", error)
         return 1
     data = config.data
-    if FLAGS.mirror == "auto" and data.ndim != 2:
-        logging.error("--mirror auto is for 2D models; %s is %dD", FLAGS.model_dir, data.ndim)
+    if values.mirror == "auto" and data.ndim != 2:
+        logging.error("--mirror auto is for 2D models; %s is %dD", values.model_dir, data.ndim)
         return 1
-    reference = confidence.load_reference(FLAGS.model_dir, FLAGS.checkpoint)
+    reference = confidence.load_reference(values.model_dir, values.checkpoint)
     predictor = Predictor(model, data, sigmas, quantiles, confidence_reference=reference)
     rows, details = {}, {}
     progress = keras.utils.Progbar(len(paths), unit_name="image")
@@ -65,7 +72,7 @@ def main(argv):
         except DataError as error:
             logging.error("%s", error)
             return 1
-        prediction = predictor.predict_image(image, image_id, FLAGS.mirror, keep_heatmaps=bool(FLAGS.save_heatmaps))
+        prediction = predictor.predict_image(image, image_id, values.mirror, keep_heatmaps=bool(values.save_heatmaps))
         rows[image_id] = prediction.in_units(data.landmark_units)
         details[image_id] = {**confidence.describe(prediction.confidence, reference),
                              "mirrored": prediction.mirrored, "mirror_scores": prediction.mirror_scores,
@@ -77,21 +84,22 @@ def main(argv):
             logging.warning("%s: confidence far below this model's usual (median landmark peak at %.0f%% of the "
                             "training images'): check orientation, modality and field of view%s", image_id,
                             100 * details[image_id]["relative_confidence"],
-                            "" if data.ndim != 2 or FLAGS.mirror == "auto" else ", or try --mirror auto")
-        if FLAGS.save_heatmaps:
-            with atomic_path(Path(FLAGS.save_heatmaps) / f"{image_id}.mha") as temporary:
+                            "" if data.ndim != 2 or values.mirror == "auto" else ", or try --mirror auto")
+        if values.save_heatmaps:
+            with atomic_path(Path(values.save_heatmaps) / f"{image_id}.mha") as temporary:
                 sitk.WriteImage(source_frame_heatmaps(prediction, image, data.image_frame), str(temporary))
-        if FLAGS.overlay_dir:
-            Path(FLAGS.overlay_dir).mkdir(parents=True, exist_ok=True)
-            save_overlay(Path(FLAGS.overlay_dir) / f"{image_id}.png", sitk.GetArrayFromImage(image),
+        if values.overlay_dir:
+            Path(values.overlay_dir).mkdir(parents=True, exist_ok=True)
+            save_overlay(Path(values.overlay_dir) / f"{image_id}.png", sitk.GetArrayFromImage(image),
                          image.GetSpacing(), predicted=prediction.indices, names=data.landmark_names,
                          title=f"{image_id}: predicted landmarks")
         progress.add(1)
-    output = Path(FLAGS.output)
+    output = Path(values.output)
     write_landmarks_csv(output, rows)
     write_json_atomic(output.with_suffix(".json"), {"landmark_units": data.landmark_units,
                                                     "image_frame": data.image_frame,
                                                     "num_landmarks": data.num_landmarks, "ndim": data.ndim,
+                                                    "method": NETWORK_NAMES[config.network.network],
                                                     "landmark_names": data.landmark_names,
                                                     "confidence_meaning": confidence.MEANING if reference
                                                     else confidence.UNAVAILABLE, "images": details})
@@ -99,9 +107,7 @@ def main(argv):
     return 0
 
 
-def run():
-    app.run(main)
-
+run = command(main, define_flags, __doc__)
 
 if __name__ == "__main__":
-    run()
+    sys.exit(run())

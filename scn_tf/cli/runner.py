@@ -1,11 +1,14 @@
-"""The command line shared by experiments/<dataset>.py and scn-train: flags, configuration, one run.
+"""The command line shared by experiments/<dataset>.py and scn-train: flags, typed options, one run.
 
 Configuration precedence: the dataset preset (with its per-network settings), then `--config FILE.json`,
-then the individual flags (`--iterations`, `--image_size`, `--filters`, ...).
+then the individual flags (`--iterations`, `--image_size`, `--filters`, ...). Flags are read once, into a
+`RunOptions`, in the command's main; the functions here take the options.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import sys
 from pathlib import Path
@@ -16,69 +19,112 @@ from absl import flags
 from scn_tf.configs import ExperimentConfig, load_config
 from scn_tf.data.io import DataError, read_id_list
 
-FLAGS = flags.FLAGS
-
 SPLITS_DIR = Path(__file__).resolve().parents[2] / "data_splits"
 
 
-def define_flags(fold_help: str, default_fold: str | None, default_data_dir: str | None = None) -> None:
-    flags.DEFINE_string("data_dir", default_data_dir, "Dataset folder; the configuration's paths are relative to it.")
-    flags.DEFINE_string("output_dir", None, "Run folder (default: runs/<dataset>/<network>/<fold>).")
-    flags.DEFINE_string("fold", default_fold, fold_help)
-    flags.DEFINE_enum("network", None, ["scn", "unet", "la"], "Network (default: the configuration's).")
-    flags.DEFINE_integer("iterations", None, "Training iterations.")
-    flags.DEFINE_list("image_size", None, "Network input size, x,y[,z]; a fixed network spacing is scaled so "
-                      "that the field of view stays the same.")
-    flags.DEFINE_integer("filters", None, "Filters per convolution.")
-    flags.DEFINE_float("learning_rate", None, "Learning rate.")
-    flags.DEFINE_integer("seed", None, "Random seed.")
-    flags.DEFINE_bool("resume", False, "Continue the run in --output_dir from its last checkpoint.")
-    flags.DEFINE_integer("eval_every", 0, "Evaluate every N iterations, for curves only (0: at the end only).")
-    flags.DEFINE_float("validation_fraction", 0.0, "Hold out this fraction of the training ids and keep the "
-                       "best-validation weights besides the last.")
-    flags.DEFINE_string("train_ids", None, "File of training ids (overrides the fold's).")
-    flags.DEFINE_string("test_ids", None, "File of test ids (overrides the fold's).")
-    flags.DEFINE_string("config", None, "JSON configuration whose keys override the preset's.")
-    flags.DEFINE_bool("describe", False, "Print the resolved configuration as JSON and the trainable weight count, "
-                      "then exit.")
-    flags.DEFINE_bool("mixed_precision", False, "mixed_float16 with loss scaling (GPU); sigmas, targets and loss "
-                      "stay float32.")
-    flags.DEFINE_bool("xla", False, "Compile the training step with XLA.")
-    flags.DEFINE_integer("workers", 2, "Parallel data-pipeline workers.")
+@dataclasses.dataclass
+class RunOptions:
+    """One run's command-line choices (None: the configuration's value)."""
+
+    data_dir: str | None = None
+    output_dir: str | None = None
+    fold: str | None = None
+    network: str | None = None
+    iterations: int | None = None
+    image_size: list[int] | None = None
+    filters: int | None = None
+    learning_rate: float | None = None
+    seed: int | None = None
+    resume: bool = False
+    eval_every: int = 0
+    validation_fraction: float = 0.0
+    train_ids: str | None = None
+    test_ids: str | None = None
+    config: str | None = None
+    describe: bool = False
+    mixed_precision: bool = False
+    xla: bool = False
+    workers: int = 2
+    strategy: str = "none"
+
+    @classmethod
+    def from_flags(cls, values: flags.FlagValues) -> "RunOptions":
+        options = cls(**{field.name: values[field.name].value for field in dataclasses.fields(cls)})
+        if options.image_size:
+            options.image_size = [int(v) for v in options.image_size]
+        return options
+
+
+def define_flags(values: flags.FlagValues, fold_help: str, default_fold: str | None,
+                 default_data_dir: str | None = None) -> None:
+    """The flags of RunOptions, on `values`."""
+
+    def define(kind: str, name: str, default, help_text: str) -> None:
+        getattr(flags, f"DEFINE_{kind}")(name, default, help_text, flag_values=values)
+
+    define("string", "data_dir", default_data_dir, "Dataset folder; the configuration's paths are relative to it.")
+    define("string", "output_dir", None, "Run folder (default: runs/<dataset>/<network>/<fold>).")
+    define("string", "fold", default_fold, fold_help)
+    flags.DEFINE_enum("network", None, ["scn", "unet", "la"], "Network (default: the configuration's).",
+                      flag_values=values)
+    define("integer", "iterations", None, "Training iterations.")
+    define("list", "image_size", None, "Network input size, x,y[,z]; a fixed network spacing is scaled so that the "
+           "field of view stays the same.")
+    define("integer", "filters", None, "Filters per convolution.")
+    define("float", "learning_rate", None, "Learning rate.")
+    define("integer", "seed", None, "Random seed.")
+    define("bool", "resume", False, "Continue the run in --output_dir from its last checkpoint.")
+    define("integer", "eval_every", 0, "Evaluate every N iterations, for curves only (0: at the end only).")
+    define("float", "validation_fraction", 0.0, "Hold out this fraction of the training ids and keep the "
+           "best-validation weights besides the last.")
+    define("string", "train_ids", None, "File of training ids, one per line (overrides the fold's); looked for "
+           "as given, then in --data_dir.")
+    define("string", "test_ids", None, "File of test ids (overrides the fold's); looked for as given, then in "
+           "--data_dir.")
+    define("string", "config", None, "JSON configuration whose keys override the preset's.")
+    define("bool", "describe", False, "Print the resolved configuration as JSON, with the trainable weight count "
+           "as key trainable_weights, then exit.")
+    define("bool", "mixed_precision", False, "mixed_float16 with loss scaling (GPU); sigmas, targets and loss stay "
+           "float32.")
+    define("bool", "xla", False, "Compile the training step with XLA.")
+    define("integer", "workers", 2, "Parallel data-pipeline workers.")
     flags.DEFINE_enum("strategy", "none", ["none", "mirrored", "multi_worker"],
                       "Data-parallel training: 'mirrored' over the GPUs of this machine, 'multi_worker' over the "
-                      "machines in TF_CONFIG; the global batch is replicas x the configured batch size.")
+                      "machines in TF_CONFIG; the global batch is replicas x the configured batch size.",
+                      flag_values=values)
 
 
-def resolve_config(base: ExperimentConfig | None, network_overrides: dict | None = None) -> ExperimentConfig:
+def resolve_config(base: ExperimentConfig | None, options: RunOptions,
+                   network_overrides: dict | None = None) -> ExperimentConfig:
     """Preset -> per-network settings -> --config file -> flags."""
     config = base
-    if FLAGS.network and base is not None and FLAGS.network != base.network.network:
-        overrides = {"network": {"network": FLAGS.network}}
-        for section, values in (network_overrides or {}).get(FLAGS.network, {}).items():
+    if options.network and base is not None and options.network != base.network.network:
+        overrides = {"network": {"network": options.network}}
+        for section, values in (network_overrides or {}).get(options.network, {}).items():
             overrides.setdefault(section, {}).update(values)
         config = config.updated(overrides)
-    if FLAGS.config:
-        config = load_config(FLAGS.config, config)
+    if options.config:
+        config = load_config(options.config, config)
     if config is None:
-        raise ValueError("give --config FILE.json (for example from `scn-augment --preset NAME --print_config`)")
+        raise ValueError("give --preset NAME or --config FILE.json (for example from "
+                         "`scn-augment --preset cpu2d --print_config`)")
     overrides = {"network": {}, "training": {}, "data": {}}
-    if FLAGS.network:
-        overrides["network"]["network"] = FLAGS.network
-    if FLAGS.filters is not None:
-        overrides["network"]["filters"] = FLAGS.filters
-    if FLAGS.iterations is not None:
-        overrides["training"]["iterations"] = FLAGS.iterations
-    if FLAGS.learning_rate is not None:
-        overrides["training"]["learning_rate"] = FLAGS.learning_rate
-    if FLAGS.seed is not None:
-        overrides["training"]["seed"] = FLAGS.seed
-    if FLAGS.xla:
+    if options.network:
+        overrides["network"]["network"] = options.network
+    if options.filters is not None:
+        overrides["network"]["filters"] = options.filters
+    if options.iterations is not None:
+        overrides["training"]["iterations"] = options.iterations
+    if options.learning_rate is not None:
+        overrides["training"]["learning_rate"] = options.learning_rate
+    if options.seed is not None:
+        overrides["training"]["seed"] = options.seed
+    if options.xla:
         overrides["training"]["xla"] = True
-    if FLAGS.mixed_precision:
+    if options.mixed_precision:
         overrides["training"]["mixed_precision"] = True
-    if FLAGS.image_size:
-        size = [int(v) for v in FLAGS.image_size]
+    if options.image_size:
+        size = list(options.image_size)
         overrides["data"]["image_size"] = size
         if config.data.spacing is not None:  # keep the field of view: coarser pixels for a smaller input
             overrides["data"]["spacing"] = [s * old / new for s, old, new in
@@ -92,39 +138,64 @@ def read_split(path: Path) -> list[str]:
     return read_id_list(path)
 
 
-def run(name: str, base: ExperimentConfig | None, splits: Callable[[str], tuple[list[str], list[str]]] | None,
+def find_id_list(path: str, data_dir: str | None) -> Path:
+    """An id list file as given (relative to the working directory), else relative to `data_dir`."""
+    given = Path(path)
+    if given.exists():
+        return given
+    places = [given.resolve()]
+    if data_dir is not None and not given.is_absolute():
+        candidate = Path(data_dir) / given
+        if candidate.exists():
+            return candidate
+        places.append(candidate.resolve())
+    raise DataError(f"id list {path} not found: looked for {' and for '.join(map(str, places))}")
+
+
+def describe(config: ExperimentConfig) -> str:
+    """The configuration as JSON with its trainable weight count as top-level key "trainable_weights" (which
+    --config ignores, so the output reads back as a configuration)."""
+    from scn_tf.experiment import trainable_weights
+
+    return json.dumps({**config.to_dict(), "trainable_weights": trainable_weights(config)}, indent=2)
+
+
+def run(name: str, base: ExperimentConfig | None, options: RunOptions,
+        splits: Callable[[str | None], tuple[list[str], list[str]]] | None = None,
         adapt: Callable[[ExperimentConfig, Path], ExperimentConfig] | None = None,
         network_overrides: dict | None = None) -> int:
     """Resolves the configuration and the split, then describes or trains and evaluates one run."""
-    from scn_tf.experiment import Experiment, trainable_weights
+    from scn_tf.cli.common import import_tensorflow_quietly
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    import_tensorflow_quietly()
+    from scn_tf.experiment import Experiment
+
     try:
-        config = resolve_config(base, network_overrides)
-        output_dir = Path(FLAGS.output_dir or Path("runs") / name / config.network.network / str(FLAGS.fold or "run"))
+        config = resolve_config(base, options, network_overrides)
+        output_dir = Path(options.output_dir or Path("runs") / name / config.network.network / str(options.fold or "run"))
         if adapt is not None:
             config = adapt(config, output_dir)
     except (ValueError, DataError) as error:
         logging.error("%s", error)
         return 1
-    if FLAGS.describe:
-        sys.stdout.write(config.to_json() + "\n")
-        sys.stdout.write(f"trainable_weights: {trainable_weights(config)}\n")
+    if options.describe:
+        sys.stdout.write(describe(config) + "\n")
         return 0
-    if not FLAGS.data_dir:
+    if not options.data_dir:
         logging.error("--data_dir is required")
         return 1
     try:
-        train_ids, test_ids = splits(FLAGS.fold) if splits is not None else ([], [])
-        if FLAGS.train_ids:
-            train_ids = read_split(Path(FLAGS.train_ids))
-        if FLAGS.test_ids:
-            test_ids = read_split(Path(FLAGS.test_ids))
+        train_ids, test_ids = splits(options.fold) if splits is not None else ([], [])
+        if options.train_ids:
+            train_ids = read_split(find_id_list(options.train_ids, options.data_dir))
+        if options.test_ids:
+            test_ids = read_split(find_id_list(options.test_ids, options.data_dir))
         if not train_ids:
             raise DataError("no training ids: give --train_ids FILE")
-        experiment = Experiment(config, FLAGS.data_dir, train_ids, test_ids, output_dir, resume=FLAGS.resume,
-                                eval_every=FLAGS.eval_every, validation_fraction=FLAGS.validation_fraction,
-                                workers=FLAGS.workers, strategy=FLAGS.strategy)
+        experiment = Experiment(config, options.data_dir, train_ids, test_ids, output_dir, resume=options.resume,
+                                eval_every=options.eval_every, validation_fraction=options.validation_fraction,
+                                workers=options.workers, strategy=options.strategy)
         metrics = experiment.run()
     except (ValueError, DataError) as error:
         logging.error("%s", error)
