@@ -76,6 +76,7 @@ def command(main: Callable[[flags.FlagValues, list[str]], int | None],
             return 1
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()  # absl logging reads the global flags
+        absl_logging.use_absl_handler()
         absl_logging.set_verbosity(absl_logging.INFO)
         try:
             return int(main(values, arguments[1:]) or 0)
