@@ -31,17 +31,19 @@ SPLITS = SPLITS_DIR / "isbi2015_ceph"
 
 
 def define_flags(values: flags.FlagValues) -> None:
-    define = {"string": flags.DEFINE_string, "list": flags.DEFINE_list}
-    for kind, name, default, help_text in [
-            ("string", "run_dir", None, "A skull2d run folder (its predictions.csv)."),
-            ("string", "data_dir", None, "ISBI 2015 folder with annotations/<doctor>_mm.csv."),
-            ("string", "reference", "senior", "The annotations the run was trained and evaluated on."),
-            ("string", "other", "junior", "The annotator against whom the reference's drift is measured."),
-            ("string", "train_ids", str(SPLITS / "train.txt"), "Training ids."),
-            ("string", "test_ids", str(SPLITS / "test1.txt"), "Test ids."),
-            ("list", "correct", ["10"], "1-based landmarks whose drift is removed in the what-if count."),
-            ("list", "radii", ["2", "4"], "Radii (mm) of the success detection rates.")]:
-        define[kind](name, default, help_text, required=name in ("run_dir", "data_dir"), flag_values=values)
+    flags.DEFINE_string("run_dir", None, "A skull2d run folder (its predictions.csv).", required=True,
+                        flag_values=values)
+    flags.DEFINE_string("data_dir", None, "ISBI 2015 folder with annotations/<doctor>_mm.csv.", required=True,
+                        flag_values=values)
+    flags.DEFINE_string("reference", "senior", "The annotations the run was trained and evaluated on.",
+                        flag_values=values)
+    flags.DEFINE_string("other", "junior", "The annotator against whom the reference's drift is measured.",
+                        flag_values=values)
+    flags.DEFINE_string("train_ids", str(SPLITS / "train.txt"), "Training ids.", flag_values=values)
+    flags.DEFINE_string("test_ids", str(SPLITS / "test1.txt"), "Test ids.", flag_values=values)
+    flags.DEFINE_list("correct", ["10"], "1-based landmarks whose drift is removed in the what-if count.",
+                      flag_values=values)
+    flags.DEFINE_list("radii", ["2", "4"], "Radii (mm) of the success detection rates.", flag_values=values)
 
 
 def stack(landmarks: dict[str, np.ndarray], path: Path, ids: list[str], ids_file: str) -> np.ndarray:

@@ -1,6 +1,6 @@
 """scn-augment: write what the network sees, augmented samples with their landmarks, for inspection.
 
-  scn-augment --preset skull2d --data_dir ../shared/data/isbi2015_ceph --ids 001,002 --samples 3 \
+  scn-augment --preset skull2d --data_dir ../shared/data/isbi2015_ceph --ids 001,002 --samples 3
       --seed 0 --output_dir augmented
   scn-augment --preset spine3d --print_config > spine3d.json
 """

@@ -173,7 +173,8 @@ def run(name: str, base: ExperimentConfig | None, options: RunOptions,
 
     try:
         config = resolve_config(base, options, network_overrides)
-        output_dir = Path(options.output_dir or Path("runs") / name / config.network.network / str(options.fold or "run"))
+        output_dir = Path(options.output_dir
+                          or Path("runs") / name / config.network.network / str(options.fold or "run"))
         if adapt is not None:
             config = adapt(config, output_dir)
     except (ValueError, DataError) as error:
