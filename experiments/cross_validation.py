@@ -19,7 +19,7 @@ from pathlib import Path
 import dataclasses
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from scn_tf.cli.common import command
 from scn_tf.configs import NETWORK_NAMES, load_config

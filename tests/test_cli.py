@@ -22,6 +22,7 @@ from scn_tf.data.io import DataError
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["augment", "train", "predict", "evaluate", "convert"]
 SCRIPTS = sorted(path.stem for path in (ROOT / "experiments").glob("*.py"))
+WITHOUT_LEVEL = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # conftest sets it
 
 
 def load(name: str):
@@ -57,7 +58,7 @@ def test_help_lists_every_flag_and_exits_0(name, capsys):
 def test_help_and_print_config_in_fresh_processes_print_no_tensorflow_lines():
     for arguments in (["scn_tf.cli.train", "--help"], ["scn_tf.cli.augment", "--preset", "cpu2d", "--print_config"]):
         result = subprocess.run([sys.executable, "-m", *arguments], capture_output=True, encoding="utf-8",
-                                errors="replace", env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+                                errors="replace", env=WITHOUT_LEVEL)
         assert result.returncode == 0 and result.stderr == "", result.stderr
     assert json.loads(result.stdout)["data"]["image_frame"] == "header"
 
@@ -76,8 +77,7 @@ def test_prediction_prints_no_tensorflow_lines(tmp_path):
     model.save_weights(tmp_path / "run" / "last.weights.h5")
     result = subprocess.run([sys.executable, "-m", "scn_tf.cli.predict", "--model_dir", tmp_path / "run", "--output",
                              tmp_path / "p.csv", tmp_path / "data" / "images" / "a.mha"], capture_output=True,
-                            encoding="utf-8", errors="replace",
-                            env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+                            encoding="utf-8", errors="replace", env=WITHOUT_LEVEL)
     assert result.returncode == 0, result.stderr
     assert cpp_log_lines(result.stderr) == [], result.stderr
     assert json.loads((tmp_path / "p.json").read_text())["method"] == "SCN"
