@@ -45,7 +45,7 @@ def test_help_lists_every_flag_and_exits_0(name, capsys):
     module = load(name)
     defined = flags.FlagValues()
     module.define_flags(defined)
-    for argument in ("--help", "-h"):
+    for argument in ("--help", "-h", "--helpfull"):
         assert module.run([name, argument]) == 0
         printed = capsys.readouterr().out
         for flag in defined:

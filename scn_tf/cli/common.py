@@ -14,7 +14,7 @@ from absl import logging as absl_logging
 
 from scn_tf.configs import ExperimentConfig, load_config, preset
 
-HELP_ARGUMENTS = ("-h", "--help", "-help", "--helpshort")
+HELP_ARGUMENTS = ("-h", "--help", "-help", "--helpshort", "--helpfull")
 
 
 def import_tensorflow_quietly():
