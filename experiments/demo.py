@@ -25,15 +25,14 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from scn_tf.components import orient_components, plot_components  # noqa: E402
+from scn_tf.components import component_points  # noqa: E402
 from scn_tf.configs import (AugmentationConfig, DataConfig, ExperimentConfig, NetworkConfig,  # noqa: E402
                             TrainingConfig)
 from scn_tf.data.io import read_id_list  # noqa: E402
-from scn_tf.data.pipeline import LandmarkSource, make_sample  # noqa: E402
+from scn_tf.data.pipeline import LandmarkSource  # noqa: E402
 from scn_tf.evaluation import evaluate  # noqa: E402
 from scn_tf.experiment import NETWORK_NAMES, Experiment  # noqa: E402
 from scn_tf.files import write_json_atomic, write_text_atomic  # noqa: E402
-from scn_tf.heatmaps import decode_heatmaps  # noqa: E402
 from scn_tf.model_dir import load_model_dir  # noqa: E402
 from scn_tf.reports import plot_cumulative_ipe, summary_table  # noqa: E402
 from scn_tf.synthetic import synthetic_config, write_dataset  # noqa: E402
@@ -73,32 +72,11 @@ def demo_config(ndim: int, network: str, iterations: int, seed: int) -> Experime
 
 
 def component_analysis(run_dir: Path, source: LandmarkSource, figure_path: Path) -> dict:
-    """Decodes the SCN's local appearance and spatial configuration heatmaps separately on every test image.
-
-    Factors that are both negative at the product's peak are flipped first (scn_tf.components); the number of
-    flipped landmarks is logged.
-    """
+    """The SCN's local appearance and spatial configuration decoded separately on every test image."""
     config, model, _, _ = load_model_dir(run_dir)
-    results = {"local appearance": [], "spatial configuration": []}
-    truth, shown, flipped_total = [], False, 0
-    for image_id in source.ids:
-        sample = make_sample(source, image_id, None, None)
-        local, spatial = (np.asarray(h) for h in model.heatmap_components(sample.image[None]))
-        local, spatial, flipped = orient_components(local, spatial)
-        flipped_total += int(flipped.sum())
-        for name, heatmaps in (("local appearance", local), ("spatial configuration", spatial)):
-            coords = np.asarray(decode_heatmaps(heatmaps)[0])[0].astype(np.float64)
-            points = sample.transform.to_source(coords * sample.transform.geometry.spacing)
-            results[name].append(points)
-        truth.append(source.annotations[image_id])
-        if not shown and config.data.ndim == 2:
-            plot_components(figure_path, sample.image[..., 0], local[0], spatial[0], sample.coords, flipped[0])
-            shown = True
-    logging.info("component analysis: both factors flipped for %d of %d landmark heatmaps", flipped_total,
-                 len(source.ids) * config.data.num_landmarks)
-    truth = np.stack(truth)
-    return {name: evaluate(source.ids, np.stack(points), truth, config.data.outlier_radii)
-            for name, points in results.items()}
+    truth = np.stack([source.annotations[image_id] for image_id in source.ids])
+    return {name: evaluate(source.ids, points, truth, config.data.outlier_radii)
+            for name, points in component_points(model, source, figure_path=figure_path).items()}
 
 
 def main(argv):

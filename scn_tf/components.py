@@ -9,13 +9,16 @@ landmark whose product peaks where both are negative, a choice made from the pre
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from scn_tf.data.pipeline import LandmarkSource, make_sample
 from scn_tf.files import atomic_path
+from scn_tf.heatmaps import decode_heatmaps
 
 
 def orient_components(local: np.ndarray, spatial: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -34,7 +37,10 @@ def orient_components(local: np.ndarray, spatial: np.ndarray) -> tuple[np.ndarra
 
 
 def restrict_to_radius(heatmaps: np.ndarray, centres: np.ndarray, radius: Sequence[float] | float) -> np.ndarray:
-    """`heatmaps` (B, *spatial, N) set to -inf farther than `radius` from each landmark's centre.
+    """`heatmaps` (B, *spatial, N) set below their minimum farther than `radius` from each landmark's centre.
+
+    The fill is finite so that decoding's parabola refinement stays defined at the disc's edge (it moves a peak
+    there by at most half a pixel).
 
     centres: (B, N, d) in (x, y[, z]) heatmap pixels; NaN centres leave their heatmap unchanged. `radius` is in
     pixels, one value or one per axis (x, y[, z]) for anisotropic pixels.
@@ -48,7 +54,8 @@ def restrict_to_radius(heatmaps: np.ndarray, centres: np.ndarray, radius: Sequen
         centre = centres[:, :, ndim - 1 - axis].reshape(centres.shape[0], *([1] * ndim), centres.shape[1])
         squared += ((grids[axis][None, ..., None] - centre) / radius[ndim - 1 - axis]) ** 2
     inside = ~(squared > 1.0)
-    return np.where(inside, heatmaps, -np.inf).astype(heatmaps.dtype)
+    low, high = float(np.min(heatmaps)), float(np.max(heatmaps))
+    return np.where(inside, heatmaps, low - 1.0 - (high - low)).astype(heatmaps.dtype)
 
 
 def plot_components(path: str | os.PathLike, image: np.ndarray, local: np.ndarray, spatial: np.ndarray,
@@ -75,3 +82,34 @@ def plot_components(path: str | os.PathLike, image: np.ndarray, local: np.ndarra
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=90)
+
+
+def component_points(model, source: LandmarkSource, around_mm: float | None = None,
+                     figure_path: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+    """Each test image's landmarks decoded from the SCN's factors alone, in source mm: (images, N, d) each.
+
+    Keys: "local appearance", "spatial configuration" and, with `around_mm`, "local appearance around GT"
+    (local appearance within that radius of the annotation, the paper's LAaroundGT). Factors are oriented
+    first (`orient_components`); `figure_path` draws the first image's components (2D).
+    """
+    names = ["local appearance", "spatial configuration"] + (["local appearance around GT"] if around_mm else [])
+    results = {name: [] for name in names}
+    flipped_total = 0
+    for image_id in source.ids:
+        sample = make_sample(source, image_id, None, None)
+        local, spatial = (np.asarray(h) for h in model.heatmap_components(sample.image[None]))
+        local, spatial, flipped = orient_components(local, spatial)
+        flipped_total += int(flipped.sum())
+        spacing = np.asarray(sample.transform.geometry.spacing, dtype=np.float64)
+        heatmaps = {"local appearance": local, "spatial configuration": spatial}
+        if around_mm:
+            heatmaps["local appearance around GT"] = restrict_to_radius(local, sample.coords[None], around_mm / spacing)
+        for name in names:
+            coords = np.asarray(decode_heatmaps(heatmaps[name])[0])[0].astype(np.float64)
+            results[name].append(sample.transform.to_source(coords * spacing))
+        if figure_path is not None and sample.image.ndim == 3:
+            plot_components(figure_path, sample.image[..., 0], local[0], spatial[0], sample.coords, flipped[0])
+            figure_path = None
+    logging.info("component analysis: both factors flipped for %d of %d landmark heatmaps", flipped_total,
+                 len(source.ids) * local.shape[-1])
+    return {name: np.stack(points) for name, points in results.items()}
