@@ -10,16 +10,13 @@ Flags after `--` go to every run of experiments/<experiment>.py. With --processe
 
 from __future__ import annotations
 
-import os
-import subprocess
+import dataclasses
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import dataclasses
-
 import numpy as np
-from absl import flags, logging
+from absl import flags
 
 from scn_tf.cli.common import command
 from scn_tf.configs import NETWORK_NAMES, load_config
@@ -27,6 +24,7 @@ from scn_tf.data.io import read_landmarks_csv
 from scn_tf.evaluation import Normalization, error_units, evaluate
 from scn_tf.files import write_json_atomic, write_text_atomic
 from scn_tf.reports import plot_cumulative_ipe, summary_table
+from scn_tf.script_runs import device_environment, run_script
 
 
 def define_flags(values: flags.FlagValues) -> None:
@@ -54,29 +52,14 @@ class CrossValidation:
 
 ALL_FOLDS = {"hand2d": ["0", "1", "2"], "skull2d": ["cv0", "cv1", "cv2", "cv3"], "hand3d": ["0", "1", "2", "3", "4"],
              "spine3d": ["0", "1"]}
-SCRIPTS = Path(__file__).resolve().parent
 
 
 def run_fold(cv: CrossValidation, network: str, fold: str, index: int, extra: list[str]) -> Path:
     """Runs (or resumes, or skips when finished) one fold in its own process; returns its run folder."""
     folder = Path(cv.output_dir) / cv.experiment / network / f"fold_{fold}"
-    if (folder / "metrics.json").exists():
-        logging.info("%s fold %s: finished before, skipped", network, fold)
-        return folder
-    command = [sys.executable, str(SCRIPTS / f"{cv.experiment}.py"), "--data_dir", cv.data_dir,
-               "--fold", fold, "--network", network, "--output_dir", str(folder), *extra]
-    if (folder / "checkpoints").exists():
-        command.append("--resume")
-    environment = dict(os.environ)
-    if cv.devices:
-        environment["CUDA_VISIBLE_DEVICES"] = cv.devices[index % len(cv.devices)]
-    logging.info("%s fold %s: %s", network, fold, " ".join(command))
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "run.log", "a") as log_file:
-        result = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT, env=environment)
-    if result.returncode != 0:
-        raise RuntimeError(f"{network} fold {fold} failed (exit {result.returncode}); see {folder / 'run.log'}")
-    return folder
+    arguments = ["--data_dir", cv.data_dir, "--fold", fold, "--network", network, *extra]
+    script = Path(__file__).resolve().parent / f"{cv.experiment}.py"
+    return run_script(script, arguments, folder, f"{network} fold {fold}", device_environment(cv.devices, index))
 
 
 def aggregate(folders: list[Path], data_dir: str) -> dict:
