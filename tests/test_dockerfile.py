@@ -10,11 +10,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_base_image_is_newest_tensorflow_setup_admits():
+def test_base_image_is_newest_tensorflow_pyproject_admits():
     dockerfile = (ROOT / "Dockerfile").read_text()
     base = re.search(r"^FROM tensorflow/tensorflow:(\d+)\.(\d+)\.(\d+)-gpu$", dockerfile, re.M)
     assert base, "base must be an official tensorflow/tensorflow:<version>-gpu image"
-    upper = re.search(r'"tensorflow>=[\d.]+,<(\d+)\.(\d+)"', (ROOT / "setup.py").read_text())
+    upper = re.search(r'"tensorflow>=[\d.]+,<(\d+)\.(\d+)"', (ROOT / "pyproject.toml").read_text())
     assert (int(base[1]), int(base[2])) == (int(upper[1]), int(upper[2]) - 1)
 
 
