@@ -13,7 +13,6 @@ the two kernel gradients. This is the measurement behind MATMUL_KERNEL_GRADIENT_
 from __future__ import annotations
 
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -21,6 +20,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from common import median_seconds  # noqa: E402
 from scn_tf.models.layers import convolution  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -28,16 +28,6 @@ flags.DEFINE_integer("repeats", 10, "Timed calls per figure (median reported); 3
 
 SHAPES = {"ISBI CPU preset, level 1": (160, 128, 32), "2D SCN 256x256, level 1": (256, 256, 64),
           "3D SCN 64x64x128, level 1": (128, 64, 64, 32)}
-
-
-def median_ms(function, repeats: int) -> float:
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function().numpy()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
 
 
 def main(argv):
@@ -81,8 +71,8 @@ def main(argv):
         repeats = FLAGS.repeats if ndim == 2 else max(3, FLAGS.repeats // 3)
         reference = tf_kernel_gradient().numpy()
         difference = np.abs(matmul_kernel_gradient().numpy() - reference).max() / np.abs(reference).max()
-        figures = [median_ms(f, repeats) for f in (forward, tf_input_gradient, tf_kernel_gradient,
-                                                    matmul_kernel_gradient)]
+        figures = [1e3 * median_seconds(f, repeats, warmup=1, wait=lambda result: result.numpy())
+                   for f in (forward, tf_input_gradient, tf_kernel_gradient, matmul_kernel_gradient)]
         print(f"| {name} ({'x'.join(map(str, spatial))}x{channels}) | "
               + " | ".join(f"{ms:.1f} ms" for ms in figures) + f" | {difference:.1e} |", flush=True)
     return 0

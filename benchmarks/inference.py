@@ -2,7 +2,7 @@
 
   python benchmarks/inference.py [--cases ceph_cpu,ceph_paper,ct_paper] [--repeats 3]
 
-ceph_*: one real 1935x2400 JPEG of ../shared/data/isbi2015_ceph (skipped with a message where absent),
+ceph_*: one real 1935x2400 JPEG of `--ceph_dir` (benchmarks/common.py; skipped with a message where absent),
 read, smoothed, resampled into network space, run through the network and decoded. ct_paper: a generated
 512x512x300 volume at 0.34x0.34x2 mm (benchmarks/ct_volume.py, written as .nii.gz first), covered by sliding windows of the spine
 network's 192 slices, 64 apart, `--window_batch` windows per call. The network is untrained: the time does
@@ -24,14 +24,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from common import ceph_dir, define_ceph_dir_flag  # noqa: E402
 from ct_volume import ct_like_volume, peak_rss_mb  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("cases", ["ceph_cpu", "ceph_paper", "ct_paper"], "Cases to measure.")
 flags.DEFINE_integer("repeats", 3, "Timed runs per case (median reported).")
 flags.DEFINE_integer("window_batch", 2, "Sliding windows per network call.")
+define_ceph_dir_flag()
 
-CEPH = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2015_ceph"
 CASES = {"ceph_cpu": "skull2d_cpu", "ceph_paper": "skull2d", "ct_paper": "spine3d"}
 
 
@@ -56,7 +57,7 @@ def main(argv):
         config = preset(CASES[case])
         data = config.data
         if case.startswith("ceph"):
-            path = CEPH / "images" / "151.jpg"
+            path = ceph_dir() / "images" / "151.jpg"
             if not path.exists():
                 print(f"| {case} | skipped: {path} absent |", flush=True)
                 continue

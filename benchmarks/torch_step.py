@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 import os
 import sys
-import time
 
-import numpy as np
 from absl import app, flags
+
+from common import median_seconds
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["skull2d_cpu", "skull2d_256"], "Configurations (as in benchmarks/train_step.py).")
@@ -100,14 +100,7 @@ def time_config(torch, name: str, channels_last: bool) -> float:
         optimizer.step()
         return float(loss)
 
-    for _ in range(FLAGS.warmup):
-        step()
-    times = []
-    for _ in range(FLAGS.steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return median_seconds(step, FLAGS.steps, warmup=FLAGS.warmup)
 
 
 def main(argv):
