@@ -20,16 +20,16 @@ import time
 
 os.environ["KERAS_BACKEND"] = "jax"
 
-import jax  # noqa: E402
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+import jax
+import keras
+import numpy as np
+from absl import app, flags
 
-from scn_tf.configs import preset  # noqa: E402
-from scn_tf.heatmaps import gaussian_heatmaps  # noqa: E402
-from scn_tf.losses import heatmap_loss, weight_decay  # noqa: E402
-from scn_tf.models import build_model  # noqa: E402
-from scn_tf.models.flops import training_flops  # noqa: E402
+from scn_tf.configs import preset
+from scn_tf.heatmaps import gaussian_heatmaps
+from scn_tf.losses import heatmap_loss, weight_decay
+from scn_tf.models import build_model
+from scn_tf.models.flops import training_flops
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["skull2d_paper", "spine3d_paper"], "Configurations to time ('tiny': a smoke test).")
@@ -40,7 +40,8 @@ flags.DEFINE_integer("batch_size", 1, "Images per step.")
 flags.DEFINE_bool("one", False, "Internal: measure the single configuration given, in this process.")
 
 CONFIGS = {"skull2d_paper": ("skull2d", {}), "skull2d_cpu": ("skull2d_cpu", {}), "spine3d_paper": ("spine3d", {}),
-           "tiny": ("skull2d", {"data": {"image_size": [64, 64]}, "network": {"filters": 8, "spatial_downsampling": 8}})}
+           "tiny": ("skull2d", {"data": {"image_size": [64, 64]},
+                                "network": {"filters": 8, "spatial_downsampling": 8}})}
 
 
 def make_step(model, config):

@@ -26,15 +26,14 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+import numpy as np
+from absl import app, flags
 
-from scn_tf.configs import preset  # noqa: E402
-from scn_tf.data.pipeline import LandmarkSource, make_dataset  # noqa: E402
-from scn_tf.data.resampling import METHODS  # noqa: E402
-
-from common import ceph_dir, define_ceph_dir_flag  # noqa: E402
-from ct_volume import ct_like_volume  # noqa: E402
+from common import ceph_dir, define_ceph_dir_flag
+from ct_volume import ct_like_volume
+from scn_tf.configs import preset
+from scn_tf.data.pipeline import LandmarkSource, make_dataset
+from scn_tf.data.resampling import METHODS
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("datasets", ["skull2d", "spine3d"], "Presets to measure.")

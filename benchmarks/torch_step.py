@@ -52,7 +52,8 @@ def build(torch, filters: int, landmarks: int, downsampling: int, kernel: int, l
             self.spatial_out = conv(filters, landmarks, kernel)
 
         def forward(self, x):
-            act = lambda t: functional.leaky_relu(t, 0.1)  # noqa: E731
+            def act(t):
+                return functional.leaky_relu(t, 0.1)
             node = act(self.conv0(x))
             skips = []
             for level, (first, dropout, second) in enumerate(self.contracting):

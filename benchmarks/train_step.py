@@ -23,10 +23,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
-from common import ceph_dir, define_ceph_dir_flag, median_seconds  # noqa: E402
-from ct_volume import ct_like_volume, peak_rss_mb  # noqa: E402
+from common import ceph_dir, define_ceph_dir_flag, median_seconds
+from ct_volume import ct_like_volume, peak_rss_mb
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["skull2d_cpu", "skull2d_256", "skull2d_paper", "spine3d_small", "spine3d_paper"],
@@ -64,14 +64,14 @@ def source_for(config, root: Path):
 
 
 def measure(name: str) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
     from scn_tf.configs import preset
     from scn_tf.data.pipeline import make_dataset
     from scn_tf.models import build_model, count_trainable_weights
     from scn_tf.models.flops import training_flops
     from scn_tf.training import Trainer
-
-    import numpy as np
-    import tensorflow as tf
 
     preset_name, overrides, description = CONFIGS[name]
     config = preset(preset_name).updated(overrides)

@@ -86,7 +86,7 @@ def main(argv):
         f"outliers_{r},outliers_{r}_percent" for r in load_config(folders[0] / "config.json").data.outlier_radii)
         + ",id_rate"], {}
     for network in FLAGS.networks:
-        metrics = aggregate([f for (n, _), f in zip(jobs, folders) if n == network])
+        metrics = aggregate([f for (n, _), f in zip(jobs, folders, strict=True) if n == network])
         name = NETWORK_NAMES[network]
         write_json_atomic(root / f"metrics_{network}.json", metrics)
         lines = summary_table(metrics, name).splitlines()

@@ -22,21 +22,20 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from absl import app, flags
 
-from scn_tf.configs import (AugmentationConfig, DataConfig, ExperimentConfig, NetworkConfig,  # noqa: E402
-                            TrainingConfig)
-from scn_tf.data.io import read_id_list  # noqa: E402
-from scn_tf.data.pipeline import LandmarkSource, make_sample  # noqa: E402
-from scn_tf.evaluation import evaluate  # noqa: E402
-from scn_tf.experiment import NETWORK_NAMES, Experiment  # noqa: E402
-from scn_tf.files import atomic_path, write_json_atomic, write_text_atomic  # noqa: E402
-from scn_tf.heatmaps import decode_heatmaps  # noqa: E402
-from scn_tf.model_dir import load_model_dir  # noqa: E402
-from scn_tf.reports import plot_cumulative_ipe, summary_table  # noqa: E402
-from scn_tf.synthetic import synthetic_config, write_dataset  # noqa: E402
+from scn_tf.configs import AugmentationConfig, DataConfig, ExperimentConfig, NetworkConfig, TrainingConfig
+from scn_tf.data.io import read_id_list
+from scn_tf.data.pipeline import LandmarkSource, make_sample
+from scn_tf.evaluation import evaluate
+from scn_tf.experiment import NETWORK_NAMES, Experiment
+from scn_tf.files import atomic_path, write_json_atomic, write_text_atomic
+from scn_tf.heatmaps import decode_heatmaps
+from scn_tf.model_dir import load_model_dir
+from scn_tf.reports import plot_cumulative_ipe, summary_table
+from scn_tf.synthetic import synthetic_config, write_dataset
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "demo_output", "Where data, runs, table and plots go.")
@@ -98,7 +97,7 @@ def plot_components(path: Path, image: np.ndarray, local: np.ndarray, spatial: n
     panels = [("input", image), ("local appearance", local.max(axis=-1)),
               ("spatial configuration", spatial.max(axis=-1)), ("SCN = local x spatial", (local * spatial).max(-1))]
     figure, axes = plt.subplots(1, 4, figsize=(16, 4.4))
-    for axis, (title, picture) in zip(axes, panels):
+    for axis, (title, picture) in zip(axes, panels, strict=True):
         axis.imshow(picture, cmap="gray" if title == "input" else "magma")
         valid = np.all(np.isfinite(coords), axis=1)
         axis.scatter(coords[valid, 0], coords[valid, 1], s=30, facecolors="none", edgecolors="lime", linewidths=1)

@@ -209,13 +209,13 @@ class ExperimentConfig:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "ExperimentConfig":
+    def from_dict(cls, values: dict) -> ExperimentConfig:
         unknown = set(values) - set(SECTIONS)
         if unknown:
             raise ValueError(f"unknown configuration sections: {sorted(unknown)}; known: {sorted(SECTIONS)}")
         return cls(**{name: section.from_dict(values.get(name, {})) for name, section in SECTIONS.items()})
 
-    def updated(self, overrides: dict) -> "ExperimentConfig":
+    def updated(self, overrides: dict) -> ExperimentConfig:
         """A copy with {section: {key: value}} overrides applied (unknown keys are an error)."""
         merged = self.to_dict()
         for section, values in overrides.items():
@@ -321,7 +321,8 @@ def _hand3d() -> ExperimentConfig:
     return ExperimentConfig(
         data=DataConfig(name="hand3d", ndim=3, num_landmarks=28, image_dir="images", image_suffix=".nii.gz",
                         landmarks_csv="landmarks.csv", landmark_units="mm", image_spacing=None,
-                        image_frame="zero_origin", image_size=[96, 128, 32], spacing=None, smoothing_sigma=0.0, normalization="percentile",
+                        image_frame="zero_origin", image_size=[96, 128, 32], spacing=None, smoothing_sigma=0.0,
+                        normalization="percentile",
                         percentiles=[1.0, 99.0], intensity_clamp=[-1.0, 1.0]),
         augmentation=AugmentationConfig(translation=10.0, rotation=0.2, scale=0.0, scale_axis=0.1,
                                         elastic_grid=5, elastic_magnitude=5.0, intensity_shift=0.15,

@@ -4,17 +4,17 @@ cumulative IPE plot. Every file is written to a temporary name and renamed."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from scn_tf.evaluation import cumulative_curve  # noqa: E402
-from scn_tf.files import atomic_path, write_json_atomic, write_text_atomic  # noqa: E402
+from scn_tf.evaluation import cumulative_curve
+from scn_tf.files import atomic_path, write_json_atomic, write_text_atomic
 
 
 def summary_table(metrics: Mapping, name: str = "SCN", units: str = "mm") -> str:

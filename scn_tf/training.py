@@ -4,16 +4,17 @@ The step computes the Gaussian targets from the landmark coordinates and the cur
 eq. (2) and its gradients, clips them by global norm if asked, and applies them only if the loss and the
 gradients are finite. With mixed precision (the model computing in float16; sigmas, targets and loss in
 float32) the loss is scaled dynamically: an overflow in the scaled gradients of a finite loss halves the
-scale and skips the step, and the scale doubles after every 2,000 clean steps. The Python loop around it only fetches values every `log_every` steps; when it sees
-that steps were skipped as non-finite it restores the last checkpoint and lowers the learning rate.
+scale and skips the step, and the scale doubles after every 2,000 clean steps. The Python loop around it only
+fetches values every `log_every` steps; when it sees that steps were skipped as non-finite it restores the
+last checkpoint and lowers the learning rate.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import keras
 import numpy as np

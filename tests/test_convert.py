@@ -34,7 +34,8 @@ def test_isbi2015_text_annotations(tmp_path):
     (tmp_path / "AnnotationsByMD" / "400_senior" / "002.txt").write_text("1,2\n")
     bad = subprocess.run([sys.executable, "-m", "scn_tf.cli.convert", "--dataset", "isbi2015", "--images",
                           str(tmp_path / "RawImage"), "--annotations", str(tmp_path / "AnnotationsByMD"),
-                          "--output_dir", str(tmp_path / "data2")], capture_output=True, encoding="utf-8", errors="replace")
+                          "--output_dir", str(tmp_path / "data2")],
+                         capture_output=True, encoding="utf-8", errors="replace")
     assert bad.returncode != 0 and "002.txt: 1 lines, expected at least 19" in bad.stderr
 
 

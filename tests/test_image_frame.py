@@ -12,7 +12,6 @@ from scn_tf.configs import preset
 from scn_tf.data.augmentation import rotation_matrix
 from scn_tf.data.io import DataError, apply_image_frame
 from scn_tf.data.pipeline import LandmarkSource
-
 from test_augmentation import local_peak
 
 SIZE, SPACING = (40, 40, 50), (2.5, 2.5, 3.0)

@@ -97,12 +97,12 @@ def test_unet_variants(ndim, variant):
     assert tuple(out.shape) == (2,) + (16,) * ndim + (3,)
     layers = {type(layer).__name__ for layer in model._flatten_layers()}
     if variant == "paper":
-        assert {"AveragePooling%dD" % ndim, "FixedUpsampling", "Dropout"} <= layers
-        assert "MaxPooling%dD" % ndim not in layers
+        assert {f"AveragePooling{ndim}D", "FixedUpsampling", "Dropout"} <= layers
+        assert f"MaxPooling{ndim}D" not in layers
         assert sorted(model.dropouts) == [1, 2]  # the two deepest levels
     else:
-        assert {"MaxPooling%dD" % ndim, "UpSampling%dD" % ndim} <= layers
-        assert "Dropout" not in layers and "AveragePooling%dD" % ndim not in layers
+        assert {f"MaxPooling{ndim}D", f"UpSampling{ndim}D"} <= layers
+        assert "Dropout" not in layers and f"AveragePooling{ndim}D" not in layers
         assert (model.conv0 is not None) == (ndim == 3)
         assert model.heatmaps.kernel_size == (1 if ndim == 2 else 3)
 

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from conftest import write_dataset
 from scn_tf.configs import AugmentationConfig, DataConfig, preset
 from scn_tf.data.augmentation import make_transform
 from scn_tf.data.pipeline import LandmarkSource, make_dataset
 from scn_tf.data.resampling import interpolate, resample, source_indices, transformed_points
-
-from conftest import write_dataset
 
 
 def random_image(size, spacing, origin, direction, seed=0):
@@ -63,7 +62,7 @@ def test_elastic_positions_close_to_the_exact_transform(name, source_size, sourc
     and augmentation (docs/pipeline_speed.md: at most 0.0014 and 0.056 mm measured). The spine's elastic
     part covers the CT only, so its displacement jumps to zero at the CT's edge inside the output."""
     config = preset(name)
-    ndim, size, spacing = config.data.ndim, config.data.image_size, config.data.spacing
+    size, spacing = config.data.image_size, config.data.spacing
     source = sitk.Image(source_size, sitk.sitkUInt8)
     source.SetSpacing(source_spacing)
     for seed in range(seeds):
@@ -84,7 +83,7 @@ def source_elastic_case(ndim):
     source space (over the source only, as the spine's), rotated and shifted: its displacement (up to
     8 mm) jumps to zero across the source's edge, inside the output."""
     size, spacing = [30, 24, 20][:ndim], [2.0, 2.5, 3.0][:ndim]
-    axes = np.meshgrid(*[np.arange(n) * s for n, s in zip(size[::-1], spacing[::-1])], indexing="ij")
+    axes = np.meshgrid(*[np.arange(n) * s for n, s in zip(size[::-1], spacing[::-1], strict=True)], indexing="ij")
     array = sum(np.sin(axis / (8.0 + 3 * i)) for i, axis in enumerate(axes)).astype(np.float32)
     source = sitk.GetImageFromArray(array)
     source.SetSpacing(spacing)

@@ -92,7 +92,7 @@ def test_resume_gives_identical_state(tmp_path):
     resumed = Trainer(tiny_scn(seed=99), 2, config(**settings), tmp_path / "resumed")
     resumed.fit(stream(data))
     assert int(resumed.step.numpy()) == 8
-    for a, b in zip(state(straight), state(resumed)):
+    for a, b in zip(state(straight), state(resumed), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     image = data[0][0]
     np.testing.assert_allclose(np.asarray(straight.model(image)), np.asarray(resumed.model(image)),
@@ -111,11 +111,11 @@ def test_nonfinite_step_is_not_applied(tmp_path):
     terms = trainer.train_step(tf.constant(poisoned), tf.constant(coords), tf.constant(valid))
     assert not np.isfinite(float(terms["loss"]))
     assert int(trainer.nonfinite_steps.numpy()) == 1
-    for a, b in zip(before, state(trainer)):
+    for a, b in zip(before, state(trainer), strict=True):
         np.testing.assert_array_equal(a, b)
     trainer.train_step(*next(stream(data)(1)))
     weights_after = [np.asarray(w) for w in trainer.model.weights]
-    assert any(not np.array_equal(a, b) for a, b in zip(before, weights_after))  # a finite step applies
+    assert any(not np.array_equal(a, b) for a, b in zip(before, weights_after, strict=True))  # a finite step applies
     assert trainer.train_step.experimental_get_tracing_count() == 1
 
 

@@ -8,7 +8,7 @@ fixed upsampling, pooling and activations are a few per cent on top and are left
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 
