@@ -4,9 +4,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from scn_tf.data.io import read_landmarks_csv
+
+# Every test here starts a process that imports TensorFlow.
+pytestmark = pytest.mark.slow
 
 
 def test_isbi2015_text_annotations(tmp_path):

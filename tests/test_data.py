@@ -140,6 +140,7 @@ def test_sample_landmark_pixels_and_spacing(tmp_path):
     np.testing.assert_allclose(sample.coords, expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_scn_augment_command(tmp_path):
     data = write_dataset(tmp_path / "data")
     config = ExperimentConfig(data, *[section() for section in (

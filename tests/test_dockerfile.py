@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -18,6 +20,7 @@ def test_base_image_is_newest_tensorflow_pyproject_admits():
     assert (int(base[1]), int(base[2])) == (int(upper[1]), int(upper[2]) - 1)
 
 
+@pytest.mark.slow
 def test_copied_paths_exist_and_commands_are_valid():
     dockerfile = (ROOT / "Dockerfile").read_text()
     for line in dockerfile.splitlines():

@@ -11,6 +11,9 @@ import SimpleITK as sitk
 
 from scn_tf.data.io import write_landmarks_csv
 
+# Every test here starts a process that imports TensorFlow.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 SMALL = ["--iterations", "4", "--filters", "4", "--workers", "1"]

@@ -58,6 +58,7 @@ def test_zero_origin_frame_drops_origin_and_direction_only():
     assert {preset(name).data.image_frame for name in ("skull2d", "skull2d_cpu", "hand2d")} == {"header"}
 
 
+@pytest.mark.slow
 def test_scn_augment_spine_blobs_sit_on_zero_origin_landmarks(tmp_path):
     write_ct(tmp_path / "data")
     config, path = spine_config(tmp_path)

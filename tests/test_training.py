@@ -51,6 +51,7 @@ def config(**overrides):
     return TrainingConfig(**values)
 
 
+@pytest.mark.slow
 def test_short_training_learns_and_traces_once(tmp_path):
     train, test = samples(20, seed=0), samples(10, seed=1)
     model = tiny_scn()
@@ -81,6 +82,7 @@ def state(trainer):
             + [np.asarray(v) for v in trainer.optimizer.variables])
 
 
+@pytest.mark.slow
 def test_resume_gives_identical_state(tmp_path):
     data = samples(6, seed=2)
     settings = dict(iterations=8, checkpoint_every=4, log_every=2, learning_rate=1e-4)
@@ -99,6 +101,7 @@ def test_resume_gives_identical_state(tmp_path):
                                rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_nonfinite_step_is_not_applied(tmp_path):
     data = samples(2, seed=3)
     trainer = Trainer(tiny_scn(), 2, config(), tmp_path)
@@ -119,6 +122,7 @@ def test_nonfinite_step_is_not_applied(tmp_path):
     assert trainer.train_step.experimental_get_tracing_count() == 1
 
 
+@pytest.mark.slow
 def test_nonfinite_training_restores_and_lowers_learning_rate(tmp_path, caplog):
     data = samples(4, seed=4)
     poisoned = list(data)
@@ -149,6 +153,7 @@ def test_cosine_schedule_with_warmup_matches_the_formula():
         TrainingConfig(lr_schedule="linear")
 
 
+@pytest.mark.slow
 def test_trainer_follows_the_schedule(tmp_path):
     data = samples(2, seed=5)
     trainer = Trainer(tiny_scn(), 2, config(iterations=6, log_every=3, checkpoint_every=3, lr_schedule="cosine",
@@ -158,6 +163,7 @@ def test_trainer_follows_the_schedule(tmp_path):
     assert trainer.learning_rate == pytest.approx(0.0, abs=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option", ["xla", "mixed_precision"])
 def test_xla_and_mixed_precision_train_as_well_as_float32(tmp_path, option):
     train, test = samples(20, seed=0), samples(10, seed=1)
