@@ -19,19 +19,24 @@ import logging
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from absl import app, flags
+from matplotlib.figure import Figure
 
-from scn_tf.configs import AugmentationConfig, DataConfig, ExperimentConfig, NetworkConfig, TrainingConfig
+from scn_tf.configs import (
+    NETWORK_NAMES,
+    AugmentationConfig,
+    DataConfig,
+    ExperimentConfig,
+    NetworkConfig,
+    TrainingConfig,
+)
 from scn_tf.data.io import read_id_list
 from scn_tf.data.pipeline import LandmarkSource, make_sample
 from scn_tf.evaluation import evaluate
-from scn_tf.experiment import NETWORK_NAMES, Experiment
-from scn_tf.files import atomic_path, write_json_atomic, write_text_atomic
+from scn_tf.experiment import Experiment
+from scn_tf.figures import save_figure
+from scn_tf.files import write_json_atomic, write_text_atomic
 from scn_tf.heatmaps import decode_heatmaps
 from scn_tf.model_dir import load_model_dir
 from scn_tf.reports import plot_cumulative_ipe, summary_table
@@ -40,7 +45,7 @@ from scn_tf.synthetic import synthetic_config, write_dataset
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "demo_output", "Where data, runs, table and plots go.")
 flags.DEFINE_enum("ndim", "2", ["2", "3"], "2D or 3D synthetic data.")
-flags.DEFINE_list("networks", ["scn", "unet", "la"], "Networks to compare.")
+flags.DEFINE_list("networks", list(NETWORK_NAMES), "Networks to compare.")
 flags.DEFINE_integer("iterations", None, "Training iterations per network (default: 2D 2500, 3D 600).")
 flags.DEFINE_integer("num_train", 10, "Training images.")
 flags.DEFINE_integer("num_test", 100, "Test images.")
@@ -96,17 +101,15 @@ def plot_components(path: Path, image: np.ndarray, local: np.ndarray, spatial: n
     """Input, and the maximum over landmarks of the local, spatial and final heatmaps, side by side."""
     panels = [("input", image), ("local appearance", local.max(axis=-1)),
               ("spatial configuration", spatial.max(axis=-1)), ("SCN = local x spatial", (local * spatial).max(-1))]
-    figure, axes = plt.subplots(1, 4, figsize=(16, 4.4))
+    figure = Figure(figsize=(16, 4.4))
+    axes = figure.subplots(1, 4)
     for axis, (title, picture) in zip(axes, panels, strict=True):
         axis.imshow(picture, cmap="gray" if title == "input" else "magma")
         valid = np.all(np.isfinite(coords), axis=1)
         axis.scatter(coords[valid, 0], coords[valid, 1], s=30, facecolors="none", edgecolors="lime", linewidths=1)
         axis.set_title(title)
         axis.set_axis_off()
-    figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=90)
-    plt.close(figure)
+    save_figure(figure, path, dpi=90)
 
 
 def main(argv):

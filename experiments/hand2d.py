@@ -14,7 +14,7 @@ from absl import app, flags
 
 from scn_tf.cli import runner
 from scn_tf.configs import preset
-from scn_tf.splits import split_ids
+from scn_tf.splits import CV_FOLDS, split_ids
 
 runner.define_flags("0, 1 or 2 (cross-validation set)", default_fold="0")
 flags.adopt_module_key_flags(runner)
@@ -25,7 +25,7 @@ FLAGS = flags.FLAGS
 
 
 def splits(fold: str) -> tuple[list[str], list[str]]:
-    if fold not in ("0", "1", "2"):
+    if fold not in CV_FOLDS["hand2d"]:
         raise ValueError(f"--fold must be 0, 1 or 2, got {fold!r}")
     folder = f"set{int(fold) + 1}"
     if FLAGS.train_subset:

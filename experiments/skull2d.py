@@ -25,7 +25,7 @@ from absl import app, flags
 from scn_tf.cli import runner
 from scn_tf.configs import ExperimentConfig, preset
 from scn_tf.data.io import DataError, read_landmarks_csv, write_landmarks_csv
-from scn_tf.splits import split_ids
+from scn_tf.splits import CV_FOLDS, split_ids
 
 runner.define_flags("test1, test2, test (both) or cv0..cv3", default_fold="test1")
 flags.adopt_module_key_flags(runner)
@@ -41,7 +41,7 @@ def splits(fold: str) -> tuple[list[str], list[str]]:
         if FLAGS.annotations == "challenge":
             check_challenge(Path(FLAGS.data_dir), test_ids)
         return split_ids("isbi2015_ceph", "train"), test_ids
-    if fold in ("cv0", "cv1", "cv2", "cv3"):
+    if fold in CV_FOLDS["skull2d"]:
         folder = f"cv/set{int(fold[2:]) + 1}"
         return split_ids("isbi2015_ceph", f"{folder}/train"), split_ids("isbi2015_ceph", f"{folder}/val")
     raise ValueError(f"--fold must be test1, test2, test or cv0..cv3, got {fold!r}")

@@ -14,7 +14,7 @@ from absl import app, flags
 
 from scn_tf.cli import runner
 from scn_tf.configs import preset
-from scn_tf.splits import split_ids
+from scn_tf.splits import CV_FOLDS, split_ids
 
 runner.define_flags("0 or 1 (cross-validation), or test", default_fold="0")
 flags.adopt_module_key_flags(runner)
@@ -26,7 +26,7 @@ NETWORK_OVERRIDES = {"unet": {"training": {"learning_rate": 5e-9, "iterations": 
 def splits(fold: str) -> tuple[list[str], list[str]]:
     if fold == "test":
         return split_ids("spine_csi2014", "train_all"), split_ids("spine_csi2014", "test_all")
-    if fold in ("0", "1"):
+    if fold in CV_FOLDS["spine3d"]:
         return split_ids("spine_csi2014", f"cv/{fold}/train"), split_ids("spine_csi2014", f"cv/{fold}/val")
     raise ValueError(f"--fold must be 0, 1 or test, got {fold!r}")
 

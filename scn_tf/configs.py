@@ -12,7 +12,19 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
+
+# The networks, by configuration name, with the names that tables and plots give them.
+NETWORK_NAMES = {"scn": "SCN", "unet": "U-Net", "la": "LA-Net"}
+
+
+def _check_choice(key: str, value, choices: Iterable) -> None:
+    """A ValueError naming the key, the allowed values and the value given, unless it is one of them."""
+    choices = list(choices)
+    if value not in choices:
+        allowed = ", ".join(repr(choice) for choice in choices)
+        raise ValueError(f"{key} must be one of {allowed}, got {value!r}")
 
 
 class _Section:
@@ -63,10 +75,8 @@ class TrainingConfig(_Section):
     mixed_precision: bool = False
 
     def __post_init__(self):
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"training.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"training.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        _check_choice("training.optimizer", self.optimizer, ("sgd", "adam"))
+        _check_choice("training.lr_schedule", self.lr_schedule, ("constant", "cosine"))
 
 
 @dataclasses.dataclass
@@ -112,17 +122,11 @@ class DataConfig(_Section):
     pe_normalization: str | None = None
 
     def __post_init__(self):
-        if self.ndim not in (2, 3):
-            raise ValueError(f"data.ndim must be 2 or 3, got {self.ndim}")
-        if self.landmark_units not in ("mm", "pixel"):
-            raise ValueError(f"data.landmark_units must be 'mm' or 'pixel', got {self.landmark_units!r}")
-        if self.image_frame not in ("header", "zero_origin"):
-            raise ValueError(f"data.image_frame must be 'header' or 'zero_origin', got {self.image_frame!r}")
-        if self.normalization not in ("fixed", "percentile", "histogram_matching"):
-            raise ValueError("data.normalization must be 'fixed', 'percentile' or 'histogram_matching', "
-                             f"got {self.normalization!r}")
-        if self.resampling not in ("field", "exact"):
-            raise ValueError(f"data.resampling must be 'field' or 'exact', got {self.resampling!r}")
+        _check_choice("data.ndim", self.ndim, (2, 3))
+        _check_choice("data.landmark_units", self.landmark_units, ("mm", "pixel"))
+        _check_choice("data.image_frame", self.image_frame, ("header", "zero_origin"))
+        _check_choice("data.normalization", self.normalization, ("fixed", "percentile", "histogram_matching"))
+        _check_choice("data.resampling", self.resampling, ("field", "exact"))
         if self.normalization == "histogram_matching" and not self.histogram_reference:
             raise ValueError("data.normalization 'histogram_matching' needs data.histogram_reference (an id)")
         for key in ("image_size", "spacing", "image_spacing"):
@@ -166,11 +170,8 @@ class AugmentationConfig(_Section):
     elastic_space: str = "network"
 
     def __post_init__(self):
-        if self.spatial_units not in ("mm", "network_pixels"):
-            raise ValueError("augmentation.spatial_units must be 'mm' or 'network_pixels', "
-                             f"got {self.spatial_units!r}")
-        if self.elastic_space not in ("network", "source"):
-            raise ValueError(f"augmentation.elastic_space must be 'network' or 'source', got {self.elastic_space!r}")
+        _check_choice("augmentation.spatial_units", self.spatial_units, ("mm", "network_pixels"))
+        _check_choice("augmentation.elastic_space", self.elastic_space, ("network", "source"))
 
 
 @dataclasses.dataclass
@@ -187,8 +188,7 @@ class NetworkConfig(_Section):
     unet_variant: str = "paper"
 
     def __post_init__(self):
-        if self.network not in ("scn", "unet", "la"):
-            raise ValueError(f"network.network must be 'scn', 'unet' or 'la', got {self.network!r}")
+        _check_choice("network.network", self.network, NETWORK_NAMES)
 
 
 SECTIONS = {"data": DataConfig, "augmentation": AugmentationConfig, "network": NetworkConfig,

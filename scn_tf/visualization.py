@@ -5,13 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
-from scn_tf.files import atomic_path
+from scn_tf.figures import save_figure
 
 
 def save_overlay(path: str | os.PathLike, image: np.ndarray, spacing: Sequence[float],
@@ -30,9 +27,9 @@ def save_overlay(path: str | os.PathLike, image: np.ndarray, spacing: Sequence[f
               for p, (cx, cy, _) in zip(pictures, views, strict=True)]
     height = 8.0 if ndim == 2 else 6.0
     key = 2.6 if names else 0.0
-    figure, axes = plt.subplots(1, len(views) + (1 if names else 0), squeeze=False,
-                                figsize=(height * sum(widths) + key, height),
-                                gridspec_kw={"width_ratios": [height * w for w in widths] + ([key] if names else [])})
+    figure = Figure(figsize=(height * sum(widths) + key, height))
+    axes = figure.subplots(1, len(views) + (1 if names else 0), squeeze=False,
+                           gridspec_kw={"width_ratios": [height * w for w in widths] + ([key] if names else [])})
     for axis, picture, (cx, cy, _) in zip(axes[0][: len(views)], pictures, views, strict=True):
         axis.imshow(picture, cmap="gray", aspect=spacing[cy] / spacing[cx], interpolation="bilinear")
         for points, style in ((landmarks, dict(marker="o", facecolors="none", edgecolors="lime")),
@@ -59,7 +56,4 @@ def save_overlay(path: str | os.PathLike, image: np.ndarray, spacing: Sequence[f
                     ha="left", family="monospace", fontsize=9, transform=legend.transAxes)
     if title:
         figure.suptitle(title)
-    figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)

@@ -12,6 +12,7 @@ from conftest import blob_sample
 from scn_tf.configs import TrainingConfig
 from scn_tf.heatmaps import decode_heatmaps
 from scn_tf.models import SpatialConfigurationNet
+from scn_tf.runtime import dtype_policy
 from scn_tf.training import LearningRate, Trainer
 
 TINY = dict(filters=8, levels=3, spatial_kernel_size=3, spatial_downsampling=4)
@@ -169,13 +170,10 @@ def test_xla_and_mixed_precision_train_as_well_as_float32(tmp_path, option):
     train, test = samples(20, seed=0), samples(10, seed=1)
     errors = {}
     for variant in ("default", option):
-        keras.mixed_precision.set_global_policy("mixed_float16" if variant == "mixed_precision" else "float32")
-        try:
+        with dtype_policy("mixed_float16" if variant == "mixed_precision" else "float32"):
             model = tiny_scn()
             trainer = Trainer(model, 2, config(**({variant: True} if variant != "default" else {})), tmp_path / variant)
             trainer.fit(stream(train))
             errors[variant] = mean_error(model, test)
-        finally:
-            keras.mixed_precision.set_global_policy("float32")
         assert trainer.sigmas.dtype == tf.float32 and np.all(np.isfinite(trainer.sigmas.numpy()))
     assert errors[option] < 2.0 and abs(errors[option] - errors["default"]) < 0.5, errors
