@@ -145,6 +145,7 @@ def test_analytic_conv_cost_matches_a_hand_count():
     assert conv_macs(model, (1, 16, 16, 1)) == expected == 172_800
     assert conv_macs(model, (2, 16, 16, 1)) == 2 * expected  # built now: counted once, per image
     assert training_flops(model, (1, 16, 16, 1)) == 6 * expected
+    assert not any("call" in vars(layer) for layer in model._flatten_layers())  # the recording is removed
 
 
 @pytest.mark.parametrize("num_landmarks,ndim,expected", [
