@@ -10,20 +10,18 @@ Flags after `--` go to every run of experiments/<experiment>.py. With --processe
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 from scn_tf.configs import NETWORK_NAMES, load_config
 from scn_tf.data.io import read_landmarks_csv
 from scn_tf.evaluation import Normalization, evaluate
 from scn_tf.files import write_json_atomic, write_text_atomic
 from scn_tf.reports import plot_cumulative_ipe, summary_table
+from scn_tf.script_runs import device_environment, run_script
 from scn_tf.splits import CV_FOLDS
 
 FLAGS = flags.FLAGS
@@ -36,28 +34,13 @@ flags.DEFINE_list("folds", None, "Folds (default: all of the experiment's cross-
 flags.DEFINE_integer("processes", 1, "Folds run at once, one process each.")
 flags.DEFINE_list("devices", [], "GPU ids handed out to the processes in turn (CUDA_VISIBLE_DEVICES).")
 
-SCRIPTS = Path(__file__).resolve().parent
 
 
 def run_fold(network: str, fold: str, index: int, extra: list[str]) -> Path:
     folder = Path(FLAGS.output_dir) / FLAGS.experiment / network / f"fold_{fold}"
-    if (folder / "metrics.json").exists():
-        logging.info("%s fold %s: finished before, skipped", network, fold)
-        return folder
-    command = [sys.executable, str(SCRIPTS / f"{FLAGS.experiment}.py"), "--data_dir", FLAGS.data_dir,
-               "--fold", fold, "--network", network, "--output_dir", str(folder), *extra]
-    if (folder / "checkpoints").exists():
-        command.append("--resume")
-    environment = dict(os.environ)
-    if FLAGS.devices:
-        environment["CUDA_VISIBLE_DEVICES"] = FLAGS.devices[index % len(FLAGS.devices)]
-    logging.info("%s fold %s: %s", network, fold, " ".join(command))
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "run.log", "a") as log_file:
-        result = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT, env=environment)
-    if result.returncode != 0:
-        raise RuntimeError(f"{network} fold {fold} failed (exit {result.returncode}); see {folder / 'run.log'}")
-    return folder
+    arguments = ["--data_dir", FLAGS.data_dir, "--fold", fold, "--network", network, *extra]
+    script = Path(__file__).resolve().parent / f"{FLAGS.experiment}.py"
+    return run_script(script, arguments, folder, f"{network} fold {fold}", device_environment(FLAGS.devices, index))
 
 
 def aggregate(folders: list[Path]) -> dict:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 from absl import app, flags
-from matplotlib.figure import Figure
 
+from scn_tf.components import component_points
 from scn_tf.configs import (
     NETWORK_NAMES,
     AugmentationConfig,
@@ -32,12 +32,10 @@ from scn_tf.configs import (
     TrainingConfig,
 )
 from scn_tf.data.io import read_id_list
-from scn_tf.data.pipeline import LandmarkSource, make_sample
+from scn_tf.data.pipeline import LandmarkSource
 from scn_tf.evaluation import evaluate
 from scn_tf.experiment import Experiment
-from scn_tf.figures import save_figure
 from scn_tf.files import write_json_atomic, write_text_atomic
-from scn_tf.heatmaps import decode_heatmaps
 from scn_tf.model_dir import load_model_dir
 from scn_tf.reports import plot_cumulative_ipe, summary_table
 from scn_tf.synthetic import synthetic_config, write_dataset
@@ -77,39 +75,11 @@ def demo_config(ndim: int, network: str, iterations: int, seed: int) -> Experime
 
 
 def component_analysis(run_dir: Path, source: LandmarkSource, figure_path: Path) -> dict:
-    """Decodes the SCN's local appearance and spatial configuration heatmaps separately on every test image."""
+    """The SCN's local appearance and spatial configuration decoded separately on every test image."""
     config, model, _, _ = load_model_dir(run_dir)
-    results = {"local appearance": [], "spatial configuration": []}
-    truth, shown = [], False
-    for image_id in source.ids:
-        sample = make_sample(source, image_id, None, None)
-        local, spatial = (np.asarray(h) for h in model.heatmap_components(sample.image[None]))
-        for name, heatmaps in (("local appearance", local), ("spatial configuration", spatial)):
-            coords = np.asarray(decode_heatmaps(heatmaps)[0])[0].astype(np.float64)
-            points = sample.transform.to_source(coords * sample.transform.geometry.spacing)
-            results[name].append(points)
-        truth.append(source.annotations[image_id])
-        if not shown and config.data.ndim == 2:
-            plot_components(figure_path, sample.image[..., 0], local[0], spatial[0], sample.coords)
-            shown = True
-    truth = np.stack(truth)
-    return {name: evaluate(source.ids, np.stack(points), truth, config.data.outlier_radii)
-            for name, points in results.items()}
-
-
-def plot_components(path: Path, image: np.ndarray, local: np.ndarray, spatial: np.ndarray, coords: np.ndarray):
-    """Input, and the maximum over landmarks of the local, spatial and final heatmaps, side by side."""
-    panels = [("input", image), ("local appearance", local.max(axis=-1)),
-              ("spatial configuration", spatial.max(axis=-1)), ("SCN = local x spatial", (local * spatial).max(-1))]
-    figure = Figure(figsize=(16, 4.4))
-    axes = figure.subplots(1, 4)
-    for axis, (title, picture) in zip(axes, panels, strict=True):
-        axis.imshow(picture, cmap="gray" if title == "input" else "magma")
-        valid = np.all(np.isfinite(coords), axis=1)
-        axis.scatter(coords[valid, 0], coords[valid, 1], s=30, facecolors="none", edgecolors="lime", linewidths=1)
-        axis.set_title(title)
-        axis.set_axis_off()
-    save_figure(figure, path, dpi=90)
+    truth = np.stack([source.annotations[image_id] for image_id in source.ids])
+    return {name: evaluate(source.ids, points, truth, config.data.outlier_radii)
+            for name, points in component_points(model, source, figure_path=figure_path).items()}
 
 
 def main(argv):
