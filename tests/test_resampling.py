@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from conftest import write_dataset
 from scn_tf.configs import AugmentationConfig, DataConfig, preset
 from scn_tf.data.augmentation import make_transform
 from scn_tf.data.pipeline import LandmarkSource, make_dataset
 from scn_tf.data.resampling import (ElasticInSourceField, continued_bspline, interpolate, resample,
                                     resample_elastic_in_source, source_indices, transformed_points)
-
-from conftest import write_dataset
 
 
 def random_image(size, spacing, origin, direction, seed=0):
@@ -85,7 +84,7 @@ def source_elastic_case(ndim):
     source space (over the source only, as the spine's), rotated and shifted: its displacement (up to
     8 mm) jumps to zero across the source's edge, inside the output."""
     size, spacing = [30, 24, 20][:ndim], [2.0, 2.5, 3.0][:ndim]
-    axes = np.meshgrid(*[np.arange(n) * s for n, s in zip(size[::-1], spacing[::-1])], indexing="ij")
+    axes = np.meshgrid(*[np.arange(n) * s for n, s in zip(size[::-1], spacing[::-1], strict=True)], indexing="ij")
     array = sum(np.sin(axis / (8.0 + 3 * i)) for i, axis in enumerate(axes)).astype(np.float32)
     source = sitk.GetImageFromArray(array)
     source.SetSpacing(spacing)

@@ -20,7 +20,7 @@ does. Either works for any SimpleITK transform (neither looks inside it).
 from __future__ import annotations
 
 import itertools
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -87,12 +87,12 @@ class SourceField:
         ndim = len(size)
         self.size = [int(n) for n in size]
         self.coarse = coarse_size(size, step)
-        coarse_spacing = [s * max(n - 1, 1) / (c - 1) for n, c, s in zip(size, self.coarse, spacing)]
+        coarse_spacing = [s * max(n - 1, 1) / (c - 1) for n, c, s in zip(size, self.coarse, spacing, strict=True)]
         points = transformed_points(transform, self.coarse, coarse_spacing, [0.0] * ndim, threads)
         centres = transformed_points(transform, [c - 1 for c in self.coarse], coarse_spacing,
                                      [0.5 * s for s in coarse_spacing], threads)
         failed = np.linalg.norm(centres - predicted_centres(points), axis=0) > tolerance * min(spacing)
-        cells = [_cell_of_pixel(n, c) for n, c in zip(self.size[::-1], self.coarse[::-1])]
+        cells = [_cell_of_pixel(n, c) for n, c in zip(self.size[::-1], self.coarse[::-1], strict=True)]
         self.mask = failed[np.ix_(*cells)]
         pixels = np.stack(np.nonzero(self.mask)[::-1], axis=-1) * np.asarray(spacing, np.float64)
         exact = transform_points(transform, pixels, threads)
@@ -260,7 +260,7 @@ def transformed_points(transform: sitk.Transform, size: Sequence[int], spacing: 
     generator.SetOutputDirection([float(v) for v in np.eye(ndim).ravel()])
     limit_threads(generator, threads)
     displacement = sitk.GetArrayFromImage(generator.Execute(transform))  # (*array order, d), mm
-    axes = [o + np.arange(n) * s for n, s, o in zip(size[::-1], spacing[::-1], origin[::-1])]
+    axes = [o + np.arange(n) * s for n, s, o in zip(size[::-1], spacing[::-1], origin[::-1], strict=True)]
     grid = np.stack(np.meshgrid(*axes, indexing="ij")[::-1], axis=-1)     # the points themselves, x first
     return np.moveaxis(grid + displacement, -1, 0)
 
