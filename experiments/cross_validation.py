@@ -25,6 +25,7 @@ from scn_tf.evaluation import Normalization, error_units, evaluate
 from scn_tf.files import write_json_atomic, write_text_atomic
 from scn_tf.reports import plot_cumulative_ipe, summary_table
 from scn_tf.script_runs import device_environment, run_script
+from scn_tf.splits import CV_FOLDS
 
 
 def define_flags(values: flags.FlagValues) -> None:
@@ -50,8 +51,6 @@ class CrossValidation:
     output_dir: str = "runs/cv"
     devices: list[str] = dataclasses.field(default_factory=list)
 
-ALL_FOLDS = {"hand2d": ["0", "1", "2"], "skull2d": ["cv0", "cv1", "cv2", "cv3"], "hand3d": ["0", "1", "2", "3", "4"],
-             "spine3d": ["0", "1"]}
 
 
 def run_fold(cv: CrossValidation, network: str, fold: str, index: int, extra: list[str]) -> Path:
@@ -77,7 +76,7 @@ def aggregate(folders: list[Path], data_dir: str) -> dict:
 
 def main(values: flags.FlagValues, extra: list[str]) -> int:
     cv = CrossValidation(values.experiment, values.data_dir, values.output_dir, values.devices)
-    folds = values.folds or ALL_FOLDS[cv.experiment]
+    folds = values.folds or CV_FOLDS[cv.experiment]
     jobs = [(network, fold) for network in values.networks for fold in folds]
     with ThreadPoolExecutor(max(values.processes, 1)) as pool:
         folders = list(pool.map(lambda job: run_fold(cv, job[0], job[1], jobs.index(job), extra), jobs))
@@ -87,7 +86,7 @@ def main(values: flags.FlagValues, extra: list[str]) -> int:
     table, csv_rows, curves = [], ["method,pe_median,pe_mean,pe_std," + ",".join(
         f"outliers_{r},outliers_{r}_percent" for r in data.outlier_radii) + ",id_rate"], {}
     for network in values.networks:
-        metrics = aggregate([f for (n, _), f in zip(jobs, folders) if n == network], cv.data_dir)
+        metrics = aggregate([f for (n, _), f in zip(jobs, folders, strict=True) if n == network], cv.data_dir)
         name = NETWORK_NAMES[network]
         write_json_atomic(root / f"metrics_{network}.json", metrics)
         lines = summary_table(metrics, name, units).splitlines()

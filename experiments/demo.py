@@ -19,21 +19,24 @@ import logging
 import sys
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from absl import app, flags
 
-matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from scn_tf.cli.common import command, import_tensorflow_quietly  # noqa: E402
-from scn_tf.configs import (NETWORK_NAMES, AugmentationConfig, DataConfig, ExperimentConfig,  # noqa: E402
-                            NetworkConfig, TrainingConfig)
-from scn_tf.data.io import read_id_list  # noqa: E402
-from scn_tf.evaluation import evaluate  # noqa: E402
-from scn_tf.files import write_json_atomic, write_text_atomic  # noqa: E402
-from scn_tf.model_dir import load_model_dir  # noqa: E402
-from scn_tf.reports import plot_cumulative_ipe, summary_table  # noqa: E402
-from scn_tf.synthetic import synthetic_config, write_dataset  # noqa: E402
+from scn_tf.cli.common import command, import_tensorflow_quietly
+from scn_tf.configs import (
+    NETWORK_NAMES,
+    AugmentationConfig,
+    DataConfig,
+    ExperimentConfig,
+    NetworkConfig,
+    TrainingConfig,
+)
+from scn_tf.data.io import read_id_list
+from scn_tf.evaluation import evaluate
+from scn_tf.files import write_json_atomic, write_text_atomic
+from scn_tf.model_dir import load_model_dir
+from scn_tf.reports import plot_cumulative_ipe, summary_table
+from scn_tf.synthetic import synthetic_config, write_dataset
 
 
 def define_flags(values: flags.FlagValues) -> None:

@@ -18,8 +18,7 @@ from absl import app, flags
 from scn_tf.cli import runner
 from scn_tf.cli.common import command
 from scn_tf.configs import preset
-
-SPLITS = runner.SPLITS_DIR / "hand_xray"
+from scn_tf.splits import CV_FOLDS, split_ids
 
 
 def define_flags(values: flags.FlagValues) -> None:
@@ -34,14 +33,11 @@ def define_flags(values: flags.FlagValues) -> None:
 def splits(fold: str, split: str = "cv", train_subset: str | None = None,
            subset_draw: str = "1") -> tuple[list[str], list[str]]:
     """(training ids, test ids) of cross-validation set `fold`, or of its reduced training set draw."""
-    if fold not in ("0", "1", "2"):
+    if fold not in CV_FOLDS["hand2d"]:
         raise ValueError(f"--fold must be 0, 1 or 2, got {fold!r}")
     folder = f"set{int(fold) + 1}"
-    if train_subset:
-        root = SPLITS / "cv_rand" / train_subset / subset_draw / folder
-    else:
-        root = SPLITS / split / folder
-    return runner.read_split(root / "train.txt"), runner.read_split(root / "test.txt")
+    root = f"cv_rand/{train_subset}/{subset_draw}/{folder}" if train_subset else f"{split}/{folder}"
+    return split_ids("hand_xray", f"{root}/train"), split_ids("hand_xray", f"{root}/test")
 
 
 def main(values: flags.FlagValues, arguments: list[str]) -> int:

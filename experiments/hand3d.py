@@ -18,6 +18,7 @@ from scn_tf.cli import runner
 from scn_tf.cli.common import command
 from scn_tf.configs import preset
 from scn_tf.data.folds import k_fold
+from scn_tf.splits import CV_FOLDS
 
 NETWORK_OVERRIDES = {"unet": {"network": {"levels": 4, "filters": 64}}}
 
@@ -32,7 +33,7 @@ def define_flags(values: flags.FlagValues) -> None:
 def splits(fold: str, landmarks_csv: Path, ids_file: str | None = None,
            fold_seed: int = 0) -> tuple[list[str], list[str]]:
     """Fold `fold` of five over the ids of `ids_file`, or of every row of `landmarks_csv`."""
-    if fold not in ("0", "1", "2", "3", "4"):
+    if fold not in CV_FOLDS["hand3d"]:
         raise ValueError(f"--fold must be 0..4, got {fold!r}")
     if ids_file:
         ids = runner.read_split(Path(ids_file))
@@ -48,7 +49,7 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
     try:
         config = runner.resolve_config(preset("hand3d"), options, NETWORK_OVERRIDES)
     except ValueError as error:
-        raise app.UsageError(str(error))
+        raise app.UsageError(str(error)) from error
     csv = Path(options.data_dir or ".") / config.data.landmarks_csv
     return runner.run("hand3d", preset("hand3d"), options,
                       functools.partial(splits, landmarks_csv=csv, ids_file=values.ids_file,

@@ -50,7 +50,7 @@ def draw_image(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     points = TEMPLATE @ rotation.T + centre + rng.normal(0, 2.0, TEMPLATE.shape)
     y, x = np.mgrid[: SIZE[1], : SIZE[0]].astype(np.float64)
     image = 90 + 12 * rng.standard_normal((SIZE[1], SIZE[0]))
-    for start, end in zip(points, np.roll(points, -1, axis=0)):  # the faint frame
+    for start, end in zip(points, np.roll(points, -1, axis=0), strict=True):  # the faint frame
         direction = end - start
         t = np.clip(((x - start[0]) * direction[0] + (y - start[1]) * direction[1]) / direction.dot(direction), 0, 1)
         distance = np.hypot(x - start[0] - t * direction[0], y - start[1] - t * direction[1])

@@ -28,8 +28,7 @@ from scn_tf.cli import runner
 from scn_tf.cli.common import command
 from scn_tf.configs import ExperimentConfig, preset
 from scn_tf.data.io import DataError, read_landmarks_csv, write_landmarks_csv
-
-SPLITS = runner.SPLITS_DIR / "isbi2015_ceph"
+from scn_tf.splits import CV_FOLDS, split_ids
 
 
 def define_flags(values: flags.FlagValues) -> None:
@@ -42,15 +41,15 @@ def define_flags(values: flags.FlagValues) -> None:
 
 def splits(fold: str, data_dir: Path, annotations: str = "challenge") -> tuple[list[str], list[str]]:
     """(training ids, test ids) of `fold`; the challenge ground truth is checked for the test ids."""
-    tests = {"test1": "test1.txt", "test2": "test2.txt", "test": "test_all.txt"}
+    tests = {"test1": "test1", "test2": "test2", "test": "test_all"}
     if fold in tests:
-        test_ids = runner.read_split(SPLITS / tests[fold])
+        test_ids = split_ids("isbi2015_ceph", tests[fold])
         if annotations == "challenge":
             check_challenge(data_dir, test_ids)
-        return runner.read_split(SPLITS / "train.txt"), test_ids
-    if fold in ("cv0", "cv1", "cv2", "cv3"):
-        folder = SPLITS / "cv" / f"set{int(fold[2:]) + 1}"
-        return runner.read_split(folder / "train.txt"), runner.read_split(folder / "val.txt")
+        return split_ids("isbi2015_ceph", "train"), test_ids
+    if fold in CV_FOLDS["skull2d"]:
+        folder = f"cv/set{int(fold[2:]) + 1}"
+        return split_ids("isbi2015_ceph", f"{folder}/train"), split_ids("isbi2015_ceph", f"{folder}/val")
     raise ValueError(f"--fold must be test1, test2, test or cv0..cv3, got {fold!r}")
 
 

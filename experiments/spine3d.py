@@ -17,8 +17,8 @@ from absl import app, flags
 from scn_tf.cli import runner
 from scn_tf.cli.common import command
 from scn_tf.configs import preset
+from scn_tf.splits import CV_FOLDS, split_ids
 
-SPLITS = runner.SPLITS_DIR / "spine_csi2014"
 # The spine U-Net of the original trains longer with a smaller learning rate.
 NETWORK_OVERRIDES = {"unet": {"training": {"learning_rate": 5e-9, "iterations": 80_000},
                               "network": {"unet_variant": "released", "filters": 64}}}
@@ -31,10 +31,9 @@ def define_flags(values: flags.FlagValues) -> None:
 def splits(fold: str) -> tuple[list[str], list[str]]:
     """(training ids, test ids): the original's cv/<fold> train and val lists, or train_all and test_all."""
     if fold == "test":
-        return runner.read_split(SPLITS / "train_all.txt"), runner.read_split(SPLITS / "test_all.txt")
-    if fold in ("0", "1"):
-        folder = SPLITS / "cv" / fold
-        return runner.read_split(folder / "train.txt"), runner.read_split(folder / "val.txt")
+        return split_ids("spine_csi2014", "train_all"), split_ids("spine_csi2014", "test_all")
+    if fold in CV_FOLDS["spine3d"]:
+        return split_ids("spine_csi2014", f"cv/{fold}/train"), split_ids("spine_csi2014", f"cv/{fold}/val")
     raise ValueError(f"--fold must be 0, 1 or test, got {fold!r}")
 
 

@@ -11,8 +11,8 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import keras
 import numpy as np
@@ -29,11 +29,11 @@ from scn_tf.inference import Predictor
 from scn_tf.model_dir import write_model_files
 from scn_tf.models import build_model, count_trainable_weights
 from scn_tf.reports import write_reports
+from scn_tf.runtime import dtype_policy, seeded
 from scn_tf.training import Trainer
 from scn_tf.visualization import save_overlay
 
 log = logging.getLogger("scn_tf")
-
 
 def probe_input_shape(model: keras.Model) -> tuple[int, ...]:
     """A small input on which `model` can be built (its weights do not depend on the input size)."""
@@ -84,10 +84,15 @@ class Experiment:
         self.best_error = math.inf
 
     def run(self) -> dict:
-        config = self.config
+        """Trains, then evaluates the last weights on the test ids; returns their metrics ({} without test ids
+        or off the chief). Seeds and the dtype policy hold for the run only."""
         strategy = make_strategy(self.strategy_name)  # first: multi-worker collectives are set up before other ops
-        keras.utils.set_random_seed(config.training.seed)
-        keras.mixed_precision.set_global_policy("mixed_float16" if config.training.mixed_precision else "float32")
+        training = self.config.training
+        with seeded(training.seed), dtype_policy("mixed_float16" if training.mixed_precision else "float32"):
+            return self._run(strategy)
+
+    def _run(self, strategy) -> dict:
+        config = self.config
         chief = is_chief()
         run_dir = worker_dir(self.output_dir)
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
     try:
         config = resolve_config(values.preset, values.config)
     except ValueError as error:
-        raise app.UsageError(str(error))
+        raise app.UsageError(str(error)) from error
     if values.print_config:
         sys.stdout.write(config.to_json() + "\n")
         return 0

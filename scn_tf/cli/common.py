@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from absl import app, flags
 from absl import logging as absl_logging

@@ -26,9 +26,8 @@ import numpy as np
 from absl import app, flags, logging
 
 from scn_tf.cli.common import command
-from scn_tf.data.io import DataError, read_landmarks_csv, strip_image_suffix, write_landmarks_csv
+from scn_tf.data.io import IMAGE_SUFFIXES, DataError, read_landmarks_csv, strip_image_suffix, write_landmarks_csv
 from scn_tf.files import atomic_path, write_json_atomic
-
 
 
 def define_flags(values: flags.FlagValues) -> None:
@@ -46,7 +45,6 @@ def define_flags(values: flags.FlagValues) -> None:
 
 ISBI_PIXEL_MM = 0.1
 ISBI_LAST_SENIOR_EQUALS_CHALLENGE = 300  # from 301 on, the challenge's landmark 16 is not the senior one
-IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".png", ".mha", ".mhd", ".nii.gz", ".nii", ".nrrd")
 
 
 def find_images(folder: Path) -> dict[str, Path]:

@@ -11,15 +11,14 @@ import dataclasses
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from absl import flags
 
 from scn_tf.configs import ExperimentConfig, load_config
 from scn_tf.data.io import DataError, read_id_list
-
-SPLITS_DIR = Path(__file__).resolve().parents[2] / "data_splits"
+from scn_tf.splits import SPLITS_DIR as SPLITS_DIR
 
 
 @dataclasses.dataclass
@@ -48,7 +47,7 @@ class RunOptions:
     strategy: str = "none"
 
     @classmethod
-    def from_flags(cls, values: flags.FlagValues) -> "RunOptions":
+    def from_flags(cls, values: flags.FlagValues) -> RunOptions:
         options = cls(**{field.name: values[field.name].value for field in dataclasses.fields(cls)})
         if options.image_size:
             options.image_size = [int(v) for v in options.image_size]
@@ -128,7 +127,7 @@ def resolve_config(base: ExperimentConfig | None, options: RunOptions,
         overrides["data"]["image_size"] = size
         if config.data.spacing is not None:  # keep the field of view: coarser pixels for a smaller input
             overrides["data"]["spacing"] = [s * old / new for s, old, new in
-                                            zip(config.data.spacing, config.data.image_size, size)]
+                                            zip(config.data.spacing, config.data.image_size, size, strict=True)]
     return config.updated(overrides)
 
 
