@@ -13,8 +13,15 @@ from conftest import write_dataset
 from scn_tf.configs import AugmentationConfig, DataConfig, preset
 from scn_tf.data.augmentation import make_transform
 from scn_tf.data.pipeline import LandmarkSource, make_dataset
-from scn_tf.data.resampling import (ElasticInSourceField, continued_bspline, interpolate, resample,
-                                    resample_elastic_in_source, source_indices, transformed_points)
+from scn_tf.data.resampling import (
+    ElasticInSourceField,
+    continued_bspline,
+    interpolate,
+    resample,
+    resample_elastic_in_source,
+    source_indices,
+    transformed_points,
+)
 
 
 def random_image(size, spacing, origin, direction, seed=0):

@@ -140,7 +140,7 @@ class ElasticInSourceField(SourceField):
         ndim = len(size)
         self.size = [int(n) for n in size]
         self.coarse = coarse_size(size, step)
-        coarse_spacing = [s * max(n - 1, 1) / (c - 1) for n, c, s in zip(size, self.coarse, spacing)]
+        coarse_spacing = [s * max(n - 1, 1) / (c - 1) for n, c, s in zip(size, self.coarse, spacing, strict=True)]
         composite = sitk.CompositeTransform([continued_bspline(elastic), affine])   # the affine map first
         points = transformed_points(composite, self.coarse, coarse_spacing, [0.0] * ndim, threads)
         self.grid = _to_index(source, np.moveaxis(points, 0, -1))
