@@ -63,6 +63,7 @@ def test_help_and_print_config_in_fresh_processes_print_no_tensorflow_lines():
     assert json.loads(result.stdout)["data"]["image_frame"] == "header"
 
 
+@pytest.mark.slow
 def test_prediction_prints_no_tensorflow_lines(tmp_path):
     from scn_tf.configs import AugmentationConfig, ExperimentConfig, NetworkConfig, TrainingConfig
     from scn_tf.model_dir import write_model_files
@@ -106,6 +107,7 @@ def test_id_lists_are_found_in_data_dir_and_the_error_names_both_places(tmp_path
     assert str(tmp_path / "data" / "test.txt") in str(error.value)
 
 
+@pytest.mark.slow
 def test_scn_train_preset_cpu2d_trains_with_id_lists_from_data_dir(tmp_path, monkeypatch, capsys):
     from scn_tf.cli import train
 
