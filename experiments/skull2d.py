@@ -12,6 +12,9 @@ original's 4-fold cross-validation over 001-150. --annotations picks the ground 
 as the original; 'mean' averages senior and junior). The challenge ground truth of test2 (301-400) differs
 from senior at landmark 16 and is not in the challenge download: give scn-convert the original experiments'
 all_challenge.csv (`--challenge_csv`) or pass --annotations senior.
+
+--train_subset 10|25 --subset_draw 1|2|3: train on a reduced set of 001-150 (data_splits/isbi2015_ceph/
+reduced/, seeded draws); --network unet --unet_variant released: the released code's U-Net.
 """
 
 from __future__ import annotations
@@ -37,16 +40,27 @@ def define_flags(values: flags.FlagValues) -> None:
                       flag_values=values)
     flags.DEFINE_enum("annotations", "challenge", ["challenge", "senior", "junior", "mean"], "Ground truth used.",
                       flag_values=values)
+    flags.DEFINE_enum("train_subset", None, ["10", "25"], "Train on a reduced set of 001-150 (with --fold "
+                      "test1/test2/test): data_splits/isbi2015_ceph/reduced/<N>/<draw>.txt.", flag_values=values)
+    flags.DEFINE_enum("subset_draw", "1", ["1", "2", "3"], "Which seeded draw of the reduced training set.",
+                      flag_values=values)
+    flags.DEFINE_enum("unet_variant", None, ["paper", "released"], "Localization U-Net variant with --network unet "
+                      "(default: the configuration's, paper).", flag_values=values)
 
 
-def splits(fold: str, data_dir: Path, annotations: str = "challenge") -> tuple[list[str], list[str]]:
-    """(training ids, test ids) of `fold`; the challenge ground truth is checked for the test ids."""
+def splits(fold: str, data_dir: Path, annotations: str = "challenge", train_subset: str | None = None,
+           subset_draw: str = "1") -> tuple[list[str], list[str]]:
+    """(training ids, test ids) of `fold`; the challenge ground truth is checked for the test ids. With
+    `train_subset` N the training ids are draw `subset_draw` of the reduced sets of 001-150."""
     tests = {"test1": "test1", "test2": "test2", "test": "test_all"}
+    if train_subset and fold not in tests:
+        raise ValueError(f"--train_subset needs --fold test1, test2 or test, got {fold!r}")
     if fold in tests:
         test_ids = split_ids("isbi2015_ceph", tests[fold])
         if annotations == "challenge":
             check_challenge(data_dir, test_ids)
-        return split_ids("isbi2015_ceph", "train"), test_ids
+        train = f"reduced/{train_subset}/{subset_draw}" if train_subset else "train"
+        return split_ids("isbi2015_ceph", train), test_ids
     if fold in CV_FOLDS["skull2d"]:
         folder = f"cv/set{int(fold[2:]) + 1}"
         return split_ids("isbi2015_ceph", f"{folder}/train"), split_ids("isbi2015_ceph", f"{folder}/val")
@@ -96,8 +110,12 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
     options = runner.RunOptions.from_flags(values)
     name = "skull2d_cpu" if values.cpu else "skull2d"
     data_dir = Path(options.data_dir) if options.data_dir else None
-    return runner.run(name, preset(name), options,
-                      functools.partial(splits, data_dir=data_dir, annotations=values.annotations),
+    config = preset(name)
+    if values.unet_variant:
+        config = config.updated({"network": {"unet_variant": values.unet_variant}})
+    return runner.run(name, config, options,
+                      functools.partial(splits, data_dir=data_dir, annotations=values.annotations,
+                                        train_subset=values.train_subset, subset_draw=values.subset_draw),
                       functools.partial(adapt, annotations=values.annotations,
                                         data_dir=None if options.describe else data_dir))
 
