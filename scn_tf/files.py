@@ -31,16 +31,18 @@ def inside(root: str | os.PathLike, path: str | os.PathLike) -> Path:
 
 
 def check_writable_dir(folder: str | os.PathLike) -> Path:
-    """Creates `folder` if needed; an OutputError naming it where it is a file or cannot be written."""
+    """An OutputError naming `folder` where it is a file or it (or, if absent, the closest existing folder
+    above it, in which it would be created) cannot be written; nothing is created."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{folder}: exists and is not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"{folder}: cannot create the folder ({error.strerror})") from error
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"{folder}: folder is not writable")
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{folder}: cannot be created, {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{folder}: {'folder' if existing == folder.absolute() else existing} is not writable")
     return folder
 
 
@@ -56,29 +58,40 @@ def check_output_file(path: str | os.PathLike, overwrite: bool = False) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yields a temporary path beside `path` with the same extensions; renames it to `path` on success."""
+def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Yields a temporary path beside `path` with the same extensions; renames it to `path` on success.
+
+    Without `overwrite` the rename is a hard link that fails where `path` exists, even one another process
+    created meanwhile (an OutputError naming it), so that two writers never silently replace each other.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
         yield temporary
-        os.replace(temporary, path)
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                raise OutputError(f"{path}: exists (written by another process meanwhile?); pass --overwrite "
+                                  "to replace it") from None
     finally:
         if temporary.exists():
             temporary.unlink()
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as temporary:
+def write_text_atomic(path: str | os.PathLike, text: str, overwrite: bool = True) -> None:
+    with atomic_path(path, overwrite) as temporary:
         with open(temporary, "w") as file:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
 
 
-def write_json_atomic(path: str | os.PathLike, data) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2))
+def write_json_atomic(path: str | os.PathLike, data, overwrite: bool = True) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2), overwrite)
 
 
 def _alive(pid: int) -> bool:

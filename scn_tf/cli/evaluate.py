@@ -16,6 +16,7 @@ from absl import app, flags, logging
 
 from scn_tf.data.io import DataError, read_id_list, read_landmarks_csv
 from scn_tf.evaluation import Normalization, evaluate
+from scn_tf.files import OutputError, check_writable_dir
 from scn_tf.reports import plot_cumulative_ipe, write_reports
 
 FLAGS = flags.FLAGS
@@ -29,6 +30,9 @@ flags.DEFINE_integer("ndim", None, "Coordinates per landmark; read from the pred
                      "count where not given.")
 flags.DEFINE_string("name", "SCN", "Method name in the table and the plot.")
 flags.DEFINE_list("compare", [], "Other metrics.json files to draw in the cumulative IPE plot.")
+flags.DEFINE_bool("overwrite", False, "Replace the reports of an earlier evaluation in --output_dir.")
+
+REPORT_FILES = ("metrics.json", "per_landmark.csv", "summary.txt", "cumulative_ipe.png")
 
 
 def column_layout(path: Path, ndim: int | None) -> tuple[int, int]:
@@ -54,6 +58,11 @@ def main(argv):
     del argv
     predictions_path, truth_path = Path(FLAGS.predictions), Path(FLAGS.ground_truth)
     try:
+        check_writable_dir(FLAGS.output_dir)
+        existing = [name for name in REPORT_FILES if (Path(FLAGS.output_dir) / name).exists()]
+        if existing and not FLAGS.overwrite:
+            raise OutputError(f"{FLAGS.output_dir}: holds {', '.join(existing)} already; pass --overwrite to "
+                              "replace them")
         for path in (predictions_path, truth_path):
             if not path.exists():
                 raise DataError(f"{path}: file does not exist")
@@ -77,7 +86,7 @@ def main(argv):
         normalization = Normalization.parse(FLAGS.normalization)
         metrics = evaluate(ids, np.stack([predictions[i] for i in ids]), np.stack([truth[i] for i in ids]),
                            FLAGS.radii, normalization)
-    except (DataError, ValueError) as error:
+    except (DataError, OutputError, ValueError) as error:
         logging.error("%s", error)
         return 1
     write_reports(FLAGS.output_dir, metrics, FLAGS.name)

@@ -4,8 +4,11 @@
       [--mirror auto] [--save_heatmaps heatmaps] images/*.jpg
 
 Writes the annotation CSV format in the model's landmark units, one row per image (id = file name without
-extensions), and beside it a JSON with each landmark's confidence (heatmap peak), its scale against the
-training images' peaks (scn_tf.confidence) and sigma in mm; warns for images far below the model's usual.
+extensions; where names repeat, with as many parent folders as tell them apart: `scans__a`), and beside it a
+JSON with each image's file, each landmark's confidence (heatmap peak), its scale against the training
+images' peaks (scn_tf.confidence) and sigma in mm; warns for images far below the model's usual.
+Every input is read before anything is written: a bad one ends the command with exit 1 and no output, unless
+--skip_bad (the JSON's "skipped" lists the files left out). Existing outputs are replaced only with --overwrite.
 Millimetres are in the model's `data.image_frame`: "header" is the file's physical space, "zero_origin" the
 image with origin 0 and identity direction (mm from the first voxel along the index axes), as its training
 landmarks.
@@ -20,8 +23,9 @@ import SimpleITK as sitk
 from absl import app, flags, logging
 
 from scn_tf import confidence
-from scn_tf.data.io import DataError, read_image, strip_image_suffix, write_landmarks_csv
-from scn_tf.files import atomic_path, write_json_atomic
+from scn_tf.data.ids import unique_ids
+from scn_tf.data.io import DataError, read_image, write_landmarks_csv
+from scn_tf.files import OutputError, atomic_path, check_output_file, check_writable_dir, inside, write_json_atomic
 from scn_tf.inference import Predictor, source_frame_heatmaps
 from scn_tf.model_dir import ModelDirError, load_model_dir
 from scn_tf.visualization import save_overlay
@@ -35,39 +39,56 @@ flags.DEFINE_enum("mirror", "off", ["off", "auto"], "2D: 'auto' also reads each 
                   "keeps the more confident reading (reported per image).")
 flags.DEFINE_string("save_heatmaps", None, "Write each image's heatmaps here as <id>.mha on the input image's "
                     "grid, one float32 component per landmark.")
+flags.DEFINE_bool("skip_bad", False, "Predict the usable images and list the unusable ones, instead of stopping "
+                  "with nothing written at the first bad input.")
+flags.DEFINE_bool("overwrite", False, "Replace existing output files.")
 
 
 def main(argv):
     paths = [Path(p) for p in argv[1:]]
     if not paths:
         raise app.UsageError("give one or more image files")
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        logging.error("image file(s) do not exist: %s", ", ".join(missing))
-        return 1
+    output = Path(FLAGS.output)
     try:
+        for target in (output, output.with_suffix(".json")):
+            check_output_file(target, FLAGS.overwrite)
+        for folder in (FLAGS.overlay_dir, FLAGS.save_heatmaps):
+            if folder:
+                check_writable_dir(folder)
         config, model, sigmas, quantiles = load_model_dir(FLAGS.model_dir, FLAGS.checkpoint)
-    except (ModelDirError, ValueError) as error:
+    except (ModelDirError, OutputError, ValueError) as error:
         logging.error("%s", error)
         return 1
     data = config.data
     if FLAGS.mirror == "auto" and data.ndim != 2:
         logging.error("--mirror auto is for 2D models; %s is %dD", FLAGS.model_dir, data.ndim)
         return 1
+    inputs, bad = {}, []
+    for image_id, path in zip(unique_ids(paths), paths):  # every input checked before anything is written
+        try:
+            read_image(path, data.ndim, data.image_spacing)
+            inputs[image_id] = path
+        except DataError as error:
+            bad.append(str(path))
+            logging.error("%s", error)
+    if bad and not FLAGS.skip_bad:
+        logging.error("%d of %d input(s) cannot be used; nothing written (--skip_bad predicts the others)",
+                      len(bad), len(paths))
+        return 1
+    if bad:
+        logging.warning("skipped %d bad input(s): %s", len(bad), ", ".join(bad))
+    if not inputs:
+        logging.error("no usable input image")
+        return 1
     reference = confidence.load_reference(FLAGS.model_dir, FLAGS.checkpoint)
     predictor = Predictor(model, data, sigmas, quantiles, confidence_reference=reference)
     rows, details = {}, {}
-    progress = keras.utils.Progbar(len(paths), unit_name="image")
-    for path in paths:
-        image_id = strip_image_suffix(path.name)
-        try:
-            image = read_image(path, data.ndim, data.image_spacing)
-        except DataError as error:
-            logging.error("%s", error)
-            return 1
+    progress = keras.utils.Progbar(len(inputs), unit_name="image")
+    for image_id, path in inputs.items():
+        image = read_image(path, data.ndim, data.image_spacing)
         prediction = predictor.predict_image(image, image_id, FLAGS.mirror, keep_heatmaps=bool(FLAGS.save_heatmaps))
         rows[image_id] = prediction.in_units(data.landmark_units)
-        details[image_id] = {**confidence.describe(prediction.confidence, reference),
+        details[image_id] = {"file": str(path), **confidence.describe(prediction.confidence, reference),
                              "mirrored": prediction.mirrored, "mirror_scores": prediction.mirror_scores,
                              "sigma_mm": None if prediction.sigma_mm is None else prediction.sigma_mm.tolist()}
         if prediction.mirror_scores:
@@ -79,22 +100,25 @@ def main(argv):
                             100 * details[image_id]["relative_confidence"],
                             "" if data.ndim != 2 or FLAGS.mirror == "auto" else ", or try --mirror auto")
         if FLAGS.save_heatmaps:
-            with atomic_path(Path(FLAGS.save_heatmaps) / f"{image_id}.mha") as temporary:
+            with atomic_path(inside(FLAGS.save_heatmaps, f"{image_id}.mha"), FLAGS.overwrite) as temporary:
                 sitk.WriteImage(source_frame_heatmaps(prediction, image, data.image_frame), str(temporary))
         if FLAGS.overlay_dir:
-            Path(FLAGS.overlay_dir).mkdir(parents=True, exist_ok=True)
-            save_overlay(Path(FLAGS.overlay_dir) / f"{image_id}.png", sitk.GetArrayFromImage(image),
+            save_overlay(inside(FLAGS.overlay_dir, f"{image_id}.png"), sitk.GetArrayFromImage(image),
                          image.GetSpacing(), predicted=prediction.indices, names=data.landmark_names,
                          title=f"{image_id}: predicted landmarks")
         progress.add(1)
-    output = Path(FLAGS.output)
-    write_landmarks_csv(output, rows)
-    write_json_atomic(output.with_suffix(".json"), {"landmark_units": data.landmark_units,
-                                                    "image_frame": data.image_frame,
-                                                    "num_landmarks": data.num_landmarks, "ndim": data.ndim,
-                                                    "landmark_names": data.landmark_names,
-                                                    "confidence_meaning": confidence.MEANING if reference
-                                                    else confidence.UNAVAILABLE, "images": details})
+    try:
+        write_json_atomic(output.with_suffix(".json"), {"landmark_units": data.landmark_units,
+                                                        "image_frame": data.image_frame,
+                                                        "num_landmarks": data.num_landmarks, "ndim": data.ndim,
+                                                        "landmark_names": data.landmark_names,
+                                                        "confidence_meaning": confidence.MEANING if reference
+                                                        else confidence.UNAVAILABLE, "images": details,
+                                                        "skipped": bad}, FLAGS.overwrite)
+        write_landmarks_csv(output, rows, FLAGS.overwrite)
+    except OutputError as error:
+        logging.error("%s", error)
+        return 1
     logging.info("wrote %s (%d images)", output, len(rows))
     return 0
 

@@ -126,7 +126,7 @@ def run(name: str, base: ExperimentConfig | None, splits: Callable[[str], tuple[
                                 eval_every=FLAGS.eval_every, validation_fraction=FLAGS.validation_fraction,
                                 workers=FLAGS.workers, strategy=FLAGS.strategy)
         metrics = experiment.run()
-    except (ValueError, DataError) as error:
+    except (ValueError, DataError, OSError) as error:  # DataError, OutputError, ModelDirError, TrainingError
         logging.error("%s", error)
         return 1
     if metrics:

@@ -3,7 +3,9 @@ inside its folder, never a path elsewhere."""
 
 from __future__ import annotations
 
-from typing import Iterable
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
 
 from scn_tf.data.io import DataError
 
@@ -30,4 +32,37 @@ def validate_ids(ids: Iterable[str], source: str) -> list[str]:
         problem = id_problem(image_id)
         if problem:
             raise DataError(f"{source}: id {image_id!r} {problem}; an id is a file name without folders")
+    return ids
+
+
+def unique_ids(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """An id per input file: the file name without extensions, or, where names repeat, with as many parent
+    folders as make it unique, joined by '__' (`scans__a` and `old__a` for scans/a.png and old/a.png);
+    the same file given twice gets '#2', '#3', ..."""
+    from scn_tf.data.io import strip_image_suffix
+
+    paths = [Path(p) for p in paths]
+    depth = [0] * len(paths)
+
+    def name(index: int) -> str:
+        parents = [part for part in paths[index].resolve().parent.parts if part not in ("/", "")]
+        chosen = parents[len(parents) - depth[index]:] if depth[index] else []
+        return "__".join(chosen + [strip_image_suffix(paths[index].name)])
+
+    while True:
+        groups: dict[str, list[int]] = {}
+        for index in range(len(paths)):
+            groups.setdefault(name(index), []).append(index)
+        clashing = [members for members in groups.values() if len({paths[i].resolve() for i in members}) > 1
+                    and any(depth[i] < len(paths[i].resolve().parent.parts) - 1 for i in members)]
+        if not clashing:
+            break
+        for members in clashing:
+            for index in members:
+                depth[index] += 1
+    ids, seen = [], {}
+    for index in range(len(paths)):
+        base = name(index)
+        seen[base] = seen.get(base, 0) + 1
+        ids.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
     return ids

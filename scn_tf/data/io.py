@@ -210,9 +210,9 @@ def format_landmark_row(image_id: str, coords: np.ndarray) -> str:
     return ",".join([image_id] + ["NaN" if not np.isfinite(v) else f"{v:.6g}" for v in np.ravel(coords)])
 
 
-def write_landmarks_csv(path: str | os.PathLike, landmarks: dict[str, np.ndarray]) -> None:
+def write_landmarks_csv(path: str | os.PathLike, landmarks: dict[str, np.ndarray], overwrite: bool = True) -> None:
     """Writes {id: (N, d)} in the CSV format, through a temporary file so that no half file remains."""
-    write_text_atomic(path, "".join(format_landmark_row(k, v) + "\n" for k, v in landmarks.items()))
+    write_text_atomic(path, "".join(format_landmark_row(k, v) + "\n" for k, v in landmarks.items()), overwrite)
 
 
 def read_id_list(path: str | os.PathLike) -> list[str]:
