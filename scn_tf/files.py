@@ -22,10 +22,12 @@ class OutputError(ValueError):
 
 
 def inside(root: str | os.PathLike, path: str | os.PathLike) -> Path:
-    """`path` (relative to `root` or absolute), after checking that it resolves to a place inside `root`."""
+    """`path` (relative to `root` or absolute), after checking that its folder resolves to a place inside `root`
+    (the last component is not followed: an existing link there is replaced, not written through)."""
     root = Path(root).resolve()
-    resolved = (root / path).resolve()
-    if resolved != root and root not in resolved.parents:
+    joined = root / path
+    resolved = joined.parent.resolve() / joined.name
+    if joined.name in ("", ".", "..") or (resolved != root and root not in resolved.parents):
         raise OutputError(f"{path}: would be written outside the output folder {root}")
     return resolved
 
