@@ -358,6 +358,6 @@ def unreadable(prefix: str) -> str | None:
         reader = tf.train.load_checkpoint(prefix)
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)
-    except (tf.errors.OpError, ValueError, OSError) as error:
+    except (tf.errors.OpError, ValueError, OSError, IndexError, RuntimeError) as error:
         return str(error).strip().splitlines()[0][:200]
     return None

@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,13 +89,13 @@ def test_unique_ids_for_same_named_inputs(tmp_path):
 def test_convert_matches_exact_names():
     from scn_tf.cli.convert import matching_image
 
-    images = {"31": "31.mha", "310": "310.mha", "42_hand": "42_hand.png", "7a": "7a.png"}
-    assert matching_image(images, "31") == "31.mha" and matching_image(images, "310") == "310.mha"
-    assert matching_image(images, "42") == "42_hand.png"
+    images = {"31": Path("31.mha"), "310": Path("310.mha"), "42_hand": Path("42_hand.png"), "7a": Path("7a.png")}
+    assert matching_image(images, "31") == Path("31.mha") and matching_image(images, "310") == Path("310.mha")
+    assert matching_image(images, "42") == Path("42_hand.png")
     assert matching_image(images, "3") is None and matching_image(images, "7") is None
-    assert matching_image({"310": "310.mha"}, "31") is None
-    with pytest.raises(DataError, match="several images"):
-        matching_image({"5_a": "5_a.png", "5-b": "5-b.png"}, "5")
+    assert matching_image({"310": Path("310.mha")}, "31") is None
+    with pytest.raises(DataError, match="several images match"):
+        matching_image({"5_a": Path("5_a.png"), "5-b": Path("5-b.png")}, "5")
 
 
 def test_augment_refuses_an_escaping_id(tmp_path):
@@ -171,8 +172,8 @@ def test_memory_estimate_by_hand_and_refusal():
     activations = 32 * 32 * 4 * 8 * 4 * (1 + 1 / 4)
     heatmaps = 32 * 32 * 3 * 8 * 4
     assert training_memory(config, source_voxels=100) == int(activations + heatmaps + 100 * 2 * 4)
-    huge = config.updated({"data": {"image_size": [8192, 8192]}, "network": {"filters": 128}})
-    with pytest.raises(ResourceError, match=r"needs about 320\.\d GiB of memory, the machine has 4\.0 GiB"):
+    huge = config.updated({"data": {"image_size": [8192, 8192]}, "network": {"filters": 128}})  # 320 + 6 GiB
+    with pytest.raises(ResourceError, match=r"needs about 326\.0 GiB of memory, the machine has 4\.0 GiB"):
         check_memory(huge, available=4 * 2**30)
     assert check_memory(config, available=4 * 2**30) < 2**30
 
@@ -303,7 +304,7 @@ def test_nonfinite_limit_counts_consecutive_failures_and_names_the_batch(tmp_pat
 
 
 def test_learned_sigma_is_clamped(tmp_path):
-    trainer = tiny_trainer(tmp_path, iterations=6, optimizer="adam", learning_rate=0.5, sigma_min=1.5,
+    trainer = tiny_trainer(tmp_path, iterations=6, optimizer="adam", learning_rate=0.5, sigma_min=1.5, alpha=1e4,
                            log_every=3, checkpoint_every=3)
     trainer.fit(blob_stream())
     sigmas = trainer.sigmas.numpy()

@@ -45,7 +45,7 @@ def unique_ids(paths: Sequence[str | os.PathLike]) -> list[str]:
     depth = [0] * len(paths)
 
     def name(index: int) -> str:
-        parents = [part for part in paths[index].resolve().parent.parts if part not in ("/", "")]
+        parents = [part for part in paths[index].absolute().parent.parts if part not in ("/", "")]
         chosen = parents[len(parents) - depth[index]:] if depth[index] else []
         return "__".join(chosen + [strip_image_suffix(paths[index].name)])
 
@@ -54,7 +54,7 @@ def unique_ids(paths: Sequence[str | os.PathLike]) -> list[str]:
         for index in range(len(paths)):
             groups.setdefault(name(index), []).append(index)
         clashing = [members for members in groups.values() if len({paths[i].resolve() for i in members}) > 1
-                    and any(depth[i] < len(paths[i].resolve().parent.parts) - 1 for i in members)]
+                    and any(depth[i] < len(paths[i].absolute().parent.parts) - 1 for i in members)]
         if not clashing:
             break
         for members in clashing:
