@@ -15,6 +15,7 @@ import SimpleITK as sitk
 from scn_tf.files import write_text_atomic
 
 PLAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+PIL_CHECKED_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 MAX_IMAGE_VOXELS = 2**32  # 16 GiB as float32: more is a broken header, not an image
 
 
@@ -73,16 +74,18 @@ def read_image(path: str | os.PathLike, ndim: int | None = None, spacing: Sequen
 
 
 def check_complete(path: Path) -> None:
-    """A DataError for a file cut short that SimpleITK would read without a word: a plain image format whose
-    decoder runs out of data (PIL) or a gzip stream that ends early (.nii.gz, .mha with gzip data are
-    checked by ITK itself)."""
+    """A DataError for a file cut short that SimpleITK would read without a word: a JPEG, PNG or BMP whose
+    decoder (PIL) runs out of data, a gzip stream that ends early (.nii.gz), a MetaImage with fewer or more
+    bytes than its header's size. Files PIL does not recognise are left to SimpleITK."""
     name = path.name.lower()
-    if name.endswith(PLAIN_IMAGE_SUFFIXES):
-        from PIL import Image
+    if name.endswith(PIL_CHECKED_SUFFIXES):
+        from PIL import Image, UnidentifiedImageError
 
         try:
             with Image.open(path) as image:
                 image.load()
+        except UnidentifiedImageError:
+            return
         except (OSError, SyntaxError) as error:
             raise DataError(f"{path}: image file is truncated or corrupt ({error})") from error
     elif name.endswith((".mha", ".mhd")):
