@@ -94,12 +94,14 @@ def cases(root: Path, folder: Path):
     run(root, "train", *train_args(paths, garbage))
     (garbage / "checkpoints" / "checkpoint").write_text("garbage {{{")
     code, line = run(root, "train", *train_args(paths, garbage, None, "--resume", "--iterations", "3"))
-    steps = json.loads((garbage / "sigmas.json").read_text()).get("step") if (garbage / "sigmas.json").exists() else None
+    sigmas = garbage / "sigmas.json"
+    steps = json.loads(sigmas.read_text()).get("step") if sigmas.exists() else None
     yield "garbage checkpoints/checkpoint + --resume", code, line, f"sigmas.json step {steps}"
 
     truncated = folder / "truncated"
     run(root, "train", *train_args(paths, truncated))
-    newest = max((truncated / "checkpoints").glob("ckpt-*.data-*"), key=lambda p: int(p.name.split("-")[1].split(".")[0]))
+    newest = max((truncated / "checkpoints").glob("ckpt-*.data-*"),
+                 key=lambda path: int(path.name.split("-")[1].split(".")[0]))
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
     code, line = run(root, "train", *train_args(paths, truncated, None, "--resume", "--iterations", "3"))
     yield "truncated latest checkpoint + --resume", code, line, ""
@@ -111,7 +113,8 @@ def cases(root: Path, folder: Path):
     (images / "c.hidden").rename(images / "c.mha")
     yield "missing test image", code, line, f"checkpoints left: {(folder / 'miss' / 'checkpoints').exists()}"
 
-    for name, flags in (("--iterations -5", ["--iterations", "-5"]), ("--learning_rate -0.1", ["--learning_rate", "-0.1"])):
+    for name, flags in (("--iterations -5", ["--iterations", "-5"]),
+                        ("--learning_rate -0.1", ["--learning_rate", "-0.1"])):
         code, line = run(root, "train", *train_args(paths, folder / name.strip("-").split()[0], None, *flags))
         yield name, code, line, f"weights written: {(folder / name.strip('-').split()[0] / 'last.weights.h5').exists()}"
 
@@ -150,7 +153,8 @@ def cases(root: Path, folder: Path):
     hand = folder / "hand"
     (hand / "img").mkdir(parents=True)
     for name in ("31", "310"):
-        sitk.WriteImage(sitk.GetImageFromArray(np.full((4, 4), float(name), np.float32)), str(hand / "img" / f"{name}.mha"))
+        sitk.WriteImage(sitk.GetImageFromArray(np.full((4, 4), float(name), np.float32)),
+                        str(hand / "img" / f"{name}.mha"))
     (hand / "all.csv").write_text("310,1,1\n31,1,1\n")
     code, line = run(root, "convert", "--dataset", "hand", "--images", hand / "img", "--landmarks", hand / "all.csv",
                      "--output_dir", hand / "out")
