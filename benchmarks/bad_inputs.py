@@ -38,8 +38,9 @@ def run(root: Path, module: str, *args) -> tuple[int, str]:
         first = "Traceback: " + lines[-1]
     elif errors:
         first = errors[0].split("] ", 1)[-1]
-    else:
-        first = ""
+    else:  # no error: the first warning of the package, if any
+        warnings = [line for line in lines if line.startswith("WARNING ") and "tensorflow" not in line]
+        first = f"(warning) {warnings[0][len('WARNING '):]}" if warnings else ""
     return result.returncode, first[:150]
 
 
