@@ -148,7 +148,8 @@ def cases(root: Path, folder: Path):
     yield "predict, output below a file", code, line, ""
 
     code, line = run(root, "evaluate", "--predictions", trained / "predictions.csv", "--ground_truth",
-                     data / "landmarks.csv", "--ids", paths["test"], "--output_dir", folder / "ev", "--radii", "2,-2", "--ndim", "2")
+                     data / "landmarks.csv", "--ids", paths["test"], "--output_dir", folder / "ev", "--radii", "2,-2",
+                     "--ndim", "2")
     yield "evaluate --radii 2,-2", code, line, f"reports written: {(folder / 'ev' / 'metrics.json').exists()}"
 
     hand = folder / "hand"
