@@ -10,14 +10,11 @@ Flags after `--` go to every run of experiments/<experiment>.py. With --processe
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 from scn_tf.configs import load_config
 from scn_tf.data.io import read_landmarks_csv
@@ -25,6 +22,7 @@ from scn_tf.evaluation import Normalization, evaluate
 from scn_tf.experiment import NETWORK_NAMES
 from scn_tf.files import write_json_atomic, write_text_atomic
 from scn_tf.reports import plot_cumulative_ipe, summary_table
+from scn_tf.script_runs import device_environment, run_script
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("experiment", None, ["hand2d", "skull2d", "hand3d", "spine3d"], "Dataset experiment.",
@@ -38,28 +36,13 @@ flags.DEFINE_list("devices", [], "GPU ids handed out to the processes in turn (C
 
 ALL_FOLDS = {"hand2d": ["0", "1", "2"], "skull2d": ["cv0", "cv1", "cv2", "cv3"], "hand3d": ["0", "1", "2", "3", "4"],
              "spine3d": ["0", "1"]}
-SCRIPTS = Path(__file__).resolve().parent
 
 
 def run_fold(network: str, fold: str, index: int, extra: list[str]) -> Path:
     folder = Path(FLAGS.output_dir) / FLAGS.experiment / network / f"fold_{fold}"
-    if (folder / "metrics.json").exists():
-        logging.info("%s fold %s: finished before, skipped", network, fold)
-        return folder
-    command = [sys.executable, str(SCRIPTS / f"{FLAGS.experiment}.py"), "--data_dir", FLAGS.data_dir,
-               "--fold", fold, "--network", network, "--output_dir", str(folder), *extra]
-    if (folder / "checkpoints").exists():
-        command.append("--resume")
-    environment = dict(os.environ)
-    if FLAGS.devices:
-        environment["CUDA_VISIBLE_DEVICES"] = FLAGS.devices[index % len(FLAGS.devices)]
-    logging.info("%s fold %s: %s", network, fold, " ".join(command))
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "run.log", "a") as log_file:
-        result = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT, env=environment)
-    if result.returncode != 0:
-        raise RuntimeError(f"{network} fold {fold} failed (exit {result.returncode}); see {folder / 'run.log'}")
-    return folder
+    arguments = ["--data_dir", FLAGS.data_dir, "--fold", fold, "--network", network, *extra]
+    script = Path(__file__).resolve().parent / f"{FLAGS.experiment}.py"
+    return run_script(script, arguments, folder, f"{network} fold {fold}", device_environment(FLAGS.devices, index))
 
 
 def aggregate(folders: list[Path]) -> dict:

@@ -22,18 +22,17 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from scn_tf.components import component_points  # noqa: E402
 from scn_tf.configs import (AugmentationConfig, DataConfig, ExperimentConfig, NetworkConfig,  # noqa: E402
                             TrainingConfig)
 from scn_tf.data.io import read_id_list  # noqa: E402
-from scn_tf.data.pipeline import LandmarkSource, make_sample  # noqa: E402
+from scn_tf.data.pipeline import LandmarkSource  # noqa: E402
 from scn_tf.evaluation import evaluate  # noqa: E402
 from scn_tf.experiment import NETWORK_NAMES, Experiment  # noqa: E402
-from scn_tf.files import atomic_path, write_json_atomic, write_text_atomic  # noqa: E402
-from scn_tf.heatmaps import decode_heatmaps  # noqa: E402
+from scn_tf.files import write_json_atomic, write_text_atomic  # noqa: E402
 from scn_tf.model_dir import load_model_dir  # noqa: E402
 from scn_tf.reports import plot_cumulative_ipe, summary_table  # noqa: E402
 from scn_tf.synthetic import synthetic_config, write_dataset  # noqa: E402
@@ -73,41 +72,11 @@ def demo_config(ndim: int, network: str, iterations: int, seed: int) -> Experime
 
 
 def component_analysis(run_dir: Path, source: LandmarkSource, figure_path: Path) -> dict:
-    """Decodes the SCN's local appearance and spatial configuration heatmaps separately on every test image."""
+    """The SCN's local appearance and spatial configuration decoded separately on every test image."""
     config, model, _, _ = load_model_dir(run_dir)
-    results = {"local appearance": [], "spatial configuration": []}
-    truth, shown = [], False
-    for image_id in source.ids:
-        sample = make_sample(source, image_id, None, None)
-        local, spatial = (np.asarray(h) for h in model.heatmap_components(sample.image[None]))
-        for name, heatmaps in (("local appearance", local), ("spatial configuration", spatial)):
-            coords = np.asarray(decode_heatmaps(heatmaps)[0])[0].astype(np.float64)
-            points = sample.transform.to_source(coords * sample.transform.geometry.spacing)
-            results[name].append(points)
-        truth.append(source.annotations[image_id])
-        if not shown and config.data.ndim == 2:
-            plot_components(figure_path, sample.image[..., 0], local[0], spatial[0], sample.coords)
-            shown = True
-    truth = np.stack(truth)
-    return {name: evaluate(source.ids, np.stack(points), truth, config.data.outlier_radii)
-            for name, points in results.items()}
-
-
-def plot_components(path: Path, image: np.ndarray, local: np.ndarray, spatial: np.ndarray, coords: np.ndarray):
-    """Input, and the maximum over landmarks of the local, spatial and final heatmaps, side by side."""
-    panels = [("input", image), ("local appearance", local.max(axis=-1)),
-              ("spatial configuration", spatial.max(axis=-1)), ("SCN = local x spatial", (local * spatial).max(-1))]
-    figure, axes = plt.subplots(1, 4, figsize=(16, 4.4))
-    for axis, (title, picture) in zip(axes, panels):
-        axis.imshow(picture, cmap="gray" if title == "input" else "magma")
-        valid = np.all(np.isfinite(coords), axis=1)
-        axis.scatter(coords[valid, 0], coords[valid, 1], s=30, facecolors="none", edgecolors="lime", linewidths=1)
-        axis.set_title(title)
-        axis.set_axis_off()
-    figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=90)
-    plt.close(figure)
+    truth = np.stack([source.annotations[image_id] for image_id in source.ids])
+    return {name: evaluate(source.ids, points, truth, config.data.outlier_radii)
+            for name, points in component_points(model, source, figure_path=figure_path).items()}
 
 
 def main(argv):

@@ -120,6 +120,16 @@ def test_skull2d_on_real_cephalograms_and_resume(tmp_path):
     as_run = next(line for line in drift.stdout.splitlines() if line.startswith("as run: MRE"))
     mre = json.loads((run / "metrics.json").read_text())["pe_mean"]
     assert float(as_run.split("MRE ")[1].split(" mm")[0]) == pytest.approx(mre, abs=2e-3)
+    components = script("skull2d_components", "--run_dir", run, "--data_dir", SHARED / "isbi2015_ceph",
+                        "--test_ids", tmp_path / "test.txt", "--output_dir", tmp_path / "fig9", "--workers", "1")
+    assert components.returncode == 0, components.stderr[-3000:]
+    table = json.loads((tmp_path / "fig9" / "components.json").read_text())
+    assert table["SCN"]["pe_mean"] == pytest.approx(mre, abs=2e-3)
+    assert set(table) == {"SCN", "SCN local appearance", "SCN spatial configuration",
+                          "SCN local appearance around GT"}
+    assert table["SCN local appearance around GT"]["pe_median"] < 10.0 + 4.0  # the radius + a 64x64 pixel's diagonal
+    for name in ("components.md", "components_ipe.png", "heatmap_components.png"):
+        assert (tmp_path / "fig9" / name).stat().st_size > 0
 
 
 @pytest.mark.skipif(not (SHARED / "hand_xray").exists(), reason="../shared/data/hand_xray is absent")
