@@ -154,14 +154,15 @@ def cases(root: Path, folder: Path):
 
     hand = folder / "hand"
     (hand / "img").mkdir(parents=True)
-    for name in ("31", "310"):
+    for name in ("310", "312"):  # 31 has no image
         sitk.WriteImage(sitk.GetImageFromArray(np.full((4, 4), float(name), np.float32)),
                         str(hand / "img" / f"{name}.mha"))
-    (hand / "all.csv").write_text("310,1,1\n31,1,1\n")
+    (hand / "all.csv").write_text("310,1,1\n31,1,1\n312,1,1\n")
     code, line = run(root, "convert", "--dataset", "hand", "--images", hand / "img", "--landmarks", hand / "all.csv",
                      "--output_dir", hand / "out")
     target = (hand / "out" / "images" / "31.mha")
-    yield "convert hand: 31 next to 310", code, line, f"31 -> {target.resolve().name if target.exists() else None}"
+    linked = target.resolve().name if target.exists() else None
+    yield "convert hand: id 31 without an image, 310 with one", code, line, f"31 -> {linked}"
 
 
 def main() -> None:
