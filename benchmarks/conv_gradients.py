@@ -13,15 +13,15 @@ the two kernel gradients. This is the measurement behind MATMUL_KERNEL_GRADIENT_
 from __future__ import annotations
 
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
 
-from scn_tf.models.layers import convolution  # noqa: E402
+from common import median_seconds
+from scn_tf.models.layers import convolution
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("repeats", 10, "Timed calls per figure (median reported); 3D shapes use a third.")
@@ -30,14 +30,36 @@ SHAPES = {"ISBI CPU preset, level 1": (160, 128, 32), "2D SCN 256x256, level 1":
           "3D SCN 64x64x128, level 1": (128, 64, 64, 32)}
 
 
-def median_ms(function, repeats: int) -> float:
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function().numpy()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+def candidates(x: tf.Tensor, upstream: tf.Tensor, kernel: tf.Tensor) -> tuple:
+    """The forward convolution, TensorFlow's input and kernel gradients, and ours (matmul per tap)."""
+    ndim = x.shape.rank - 2
+    strides = [1] * (ndim + 2)
+    conv = tf.nn.conv2d if ndim == 2 else tf.nn.conv3d
+    input_gradient = tf.raw_ops.Conv2DBackpropInput if ndim == 2 else tf.raw_ops.Conv3DBackpropInputV2
+    kernel_gradient = tf.raw_ops.Conv2DBackpropFilter if ndim == 2 else tf.raw_ops.Conv3DBackpropFilterV2
+
+    @tf.function
+    def forward():
+        return conv(x, kernel, strides, "SAME")
+
+    @tf.function
+    def tf_input_gradient():
+        return input_gradient(input_sizes=tf.shape(x), filter=kernel, out_backprop=upstream, strides=strides,
+                              padding="SAME")
+
+    @tf.function
+    def tf_kernel_gradient():
+        return kernel_gradient(input=x, filter_sizes=tf.shape(kernel), out_backprop=upstream, strides=strides,
+                               padding="SAME")
+
+    @tf.function
+    def matmul_kernel_gradient():
+        with tf.GradientTape() as tape:
+            tape.watch(kernel)
+            y = convolution(x, kernel, "same")
+        return tape.gradient(y, kernel, output_gradients=upstream)
+
+    return forward, tf_input_gradient, tf_kernel_gradient, matmul_kernel_gradient
 
 
 def main(argv):
@@ -52,37 +74,12 @@ def main(argv):
         x = tf.constant(rng.normal(size=(1, *spatial, channels)), tf.float32)
         upstream = tf.constant(rng.normal(size=(1, *spatial, channels)), tf.float32)
         kernel = tf.constant(rng.normal(size=(3,) * ndim + (channels, channels)) * 0.1, tf.float32)
-        strides = [1] * (ndim + 2)
-        conv = tf.nn.conv2d if ndim == 2 else tf.nn.conv3d
-        input_gradient = tf.raw_ops.Conv2DBackpropInput if ndim == 2 else tf.raw_ops.Conv3DBackpropInputV2
-        kernel_gradient = tf.raw_ops.Conv2DBackpropFilter if ndim == 2 else tf.raw_ops.Conv3DBackpropFilterV2
-
-        @tf.function
-        def forward():
-            return conv(x, kernel, strides, "SAME")
-
-        @tf.function
-        def tf_input_gradient():
-            return input_gradient(input_sizes=tf.shape(x), filter=kernel, out_backprop=upstream, strides=strides,
-                                  padding="SAME")
-
-        @tf.function
-        def tf_kernel_gradient():
-            return kernel_gradient(input=x, filter_sizes=tf.shape(kernel), out_backprop=upstream, strides=strides,
-                                   padding="SAME")
-
-        @tf.function
-        def matmul_kernel_gradient():
-            with tf.GradientTape() as tape:
-                tape.watch(kernel)
-                y = convolution(x, kernel, "same")
-            return tape.gradient(y, kernel, output_gradients=upstream)
-
+        forward, tf_input_gradient, tf_kernel_gradient, matmul_kernel_gradient = candidates(x, upstream, kernel)
         repeats = FLAGS.repeats if ndim == 2 else max(3, FLAGS.repeats // 3)
         reference = tf_kernel_gradient().numpy()
         difference = np.abs(matmul_kernel_gradient().numpy() - reference).max() / np.abs(reference).max()
-        figures = [median_ms(f, repeats) for f in (forward, tf_input_gradient, tf_kernel_gradient,
-                                                    matmul_kernel_gradient)]
+        figures = [1e3 * median_seconds(f, repeats, warmup=1, wait=lambda result: result.numpy())
+                   for f in (forward, tf_input_gradient, tf_kernel_gradient, matmul_kernel_gradient)]
         print(f"| {name} ({'x'.join(map(str, spatial))}x{channels}) | "
               + " | ".join(f"{ms:.1f} ms" for ms in figures) + f" | {difference:.1e} |", flush=True)
     return 0

@@ -2,13 +2,13 @@
 
   python benchmarks/inference.py [--cases ceph_cpu,ceph_paper,ct_paper] [--repeats 3]
 
-ceph_*: one real 1935x2400 JPEG of ../shared/data/isbi2015_ceph (skipped with a message where absent),
+ceph_*: one real 1935x2400 JPEG of `--ceph_dir` (benchmarks/common.py; skipped with a message where absent),
 read, smoothed, resampled into network space, run through the network and decoded. ct_paper: a generated
-512x512x300 volume at 0.34x0.34x2 mm (benchmarks/ct_volume.py, written as .nii.gz first), covered by sliding windows of the spine
-network's 192 slices, 64 apart, `--window_batch` windows per call. The network is untrained: the time does
-not depend on the weights. Each figure is the median over `--repeats` runs after one warm-up run, split
-into reading, preprocessing (smoothing), and prediction (resampling, network, decoding); with the peak
-resident memory of the process.
+512x512x300 volume at 0.34x0.34x2 mm (benchmarks/ct_volume.py, written as .nii.gz first), covered by sliding
+windows of the spine network's 192 slices, 64 apart, `--window_batch` windows per call. The network is
+untrained: the time does not depend on the weights. Each figure is the median over `--repeats` runs after
+one warm-up run, split into reading, preprocessing (smoothing), and prediction (resampling, network,
+decoding); with the peak resident memory of the process.
 """
 
 from __future__ import annotations
@@ -21,30 +21,31 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+import numpy as np
+from absl import app, flags
 
-from ct_volume import ct_like_volume, peak_rss_mb  # noqa: E402
+from common import ceph_dir, define_ceph_dir_flag
+from ct_volume import ct_like_volume, peak_rss_mb
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("cases", ["ceph_cpu", "ceph_paper", "ct_paper"], "Cases to measure.")
 flags.DEFINE_integer("repeats", 3, "Timed runs per case (median reported).")
 flags.DEFINE_integer("window_batch", 2, "Sliding windows per network call.")
+define_ceph_dir_flag()
 
-CEPH = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2015_ceph"
 CASES = {"ceph_cpu": "skull2d_cpu", "ceph_paper": "skull2d", "ct_paper": "spine3d"}
 
 
 def main(argv):
     del argv
+    import keras
+
     from scn_tf.configs import preset
     from scn_tf.data.io import read_image
     from scn_tf.data.preprocessing import prepare_source
     from scn_tf.experiment import probe_input_shape
     from scn_tf.inference import Predictor, window_starts
     from scn_tf.models import build_model
-
-    import keras
 
     print(f"{os.cpu_count()} CPU cores; median of {FLAGS.repeats} runs after a warm-up run", flush=True)
     print("| case | image | network input | windows | read | preprocess | predict | total | peak RSS |")
@@ -56,7 +57,7 @@ def main(argv):
         config = preset(CASES[case])
         data = config.data
         if case.startswith("ceph"):
-            path = CEPH / "images" / "151.jpg"
+            path = ceph_dir() / "images" / "151.jpg"
             if not path.exists():
                 print(f"| {case} | skipped: {path} absent |", flush=True)
                 continue

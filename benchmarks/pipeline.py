@@ -3,7 +3,7 @@
   python benchmarks/pipeline.py [--datasets skull2d,spine3d] [--workers 1,2] [--windows 20]
       [--resampling exact,field] [--step_ms skull2d=5.5,spine3d=45.7]
 
-skull2d reads the real cephalograms in ../shared/data/isbi2015_ceph (`--ceph_dir`; skipped with a message
+skull2d reads the real cephalograms of `--ceph_dir` (benchmarks/common.py; skipped with a message
 where absent); spine3d uses a generated CT-like 512x512x160 volume at 0.34x0.34x2.06 mm. The full preset
 augmentation is used, SimpleITK limited to one thread per worker. Each window is a fresh pipeline started
 at its own sample index (warm-up samples, then the window's samples timed); the resampling methods take
@@ -26,14 +26,14 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+import numpy as np
+from absl import app, flags
 
-from scn_tf.configs import preset  # noqa: E402
-from scn_tf.data.pipeline import LandmarkSource, make_dataset  # noqa: E402
-from scn_tf.data.resampling import METHODS  # noqa: E402
-
-from ct_volume import ct_like_volume  # noqa: E402
+from common import ceph_dir, define_ceph_dir_flag
+from ct_volume import ct_like_volume
+from scn_tf.configs import preset
+from scn_tf.data.pipeline import LandmarkSource, make_dataset
+from scn_tf.data.resampling import METHODS
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("datasets", ["skull2d", "spine3d"], "Presets to measure.")
@@ -44,8 +44,7 @@ flags.DEFINE_integer("warmup", 4, "Samples before measuring, in each window.")
 flags.DEFINE_list("resampling", ["exact", "field"], "Resampling methods (data.resampling), alternating windows.")
 flags.DEFINE_list("step_ms", ["skull2d=5.5", "spine3d=45.7"],
                   "Training step times to feed, preset=ms (a bare number applies to every preset).")
-flags.DEFINE_string("ceph_dir", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2015_ceph"),
-                    "The ISBI 2015 cephalograms for skull2d.")
+define_ceph_dir_flag()
 
 
 def step_times() -> dict[str, float]:
@@ -130,7 +129,7 @@ def main(argv):
         for name in FLAGS.datasets:
             config = preset(name)
             if name == "skull2d":
-                ceph = Path(FLAGS.ceph_dir)
+                ceph = ceph_dir()
                 if not ceph.exists():
                     print(f"skull2d: skipped, {ceph} is absent")
                     continue

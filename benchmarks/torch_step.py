@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 import os
 import sys
-import time
 
-import numpy as np
 from absl import app, flags
+
+from common import median_seconds
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["skull2d_cpu", "skull2d_256"], "Configurations (as in benchmarks/train_step.py).")
@@ -52,7 +52,8 @@ def build(torch, filters: int, landmarks: int, downsampling: int, kernel: int, l
             self.spatial_out = conv(filters, landmarks, kernel)
 
         def forward(self, x):
-            act = lambda t: functional.leaky_relu(t, 0.1)  # noqa: E731
+            def act(t):
+                return functional.leaky_relu(t, 0.1)
             node = act(self.conv0(x))
             skips = []
             for level, (first, dropout, second) in enumerate(self.contracting):
@@ -100,14 +101,7 @@ def time_config(torch, name: str, channels_last: bool) -> float:
         optimizer.step()
         return float(loss)
 
-    for _ in range(FLAGS.warmup):
-        step()
-    times = []
-    for _ in range(FLAGS.steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return median_seconds(step, FLAGS.steps, warmup=FLAGS.warmup)
 
 
 def main(argv):

@@ -8,7 +8,7 @@ training step on a cached batch after warm-up, images per second, the analytic f
 the network (scn_tf.models.flops: 3 x 2 x convolution MACs) and the FLOP/s achieved, the peak resident
 memory of the process, the input pipeline's samples per second on its own, and, for configurations that
 step in under a second, the steps per second when the real pipeline feeds the step (and their ratio to
-the cached-batch figure). skull2d reads the real cephalograms in ../shared/data/isbi2015_ceph (the pipeline
+the cached-batch figure). skull2d reads the real cephalograms of `--ceph_dir` (benchmarks/common.py; the pipeline
 figures are skipped with a message where absent); spine3d uses a generated 512x512x160 CT-like volume.
 """
 
@@ -19,14 +19,14 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
-from ct_volume import ct_like_volume, peak_rss_mb  # noqa: E402
+from common import ceph_dir, define_ceph_dir_flag, median_seconds
+from ct_volume import ct_like_volume, peak_rss_mb
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["skull2d_cpu", "skull2d_256", "skull2d_paper", "spine3d_small", "spine3d_paper"],
@@ -36,9 +36,7 @@ flags.DEFINE_integer("paper_steps", 5, "Timed steps for slower configurations (a
 flags.DEFINE_integer("warmup", 3, "Untimed steps first (tracing, allocation).")
 flags.DEFINE_integer("workers", 2, "Input pipeline workers.")
 flags.DEFINE_string("one", None, "Internal: measure this configuration and print one JSON line.")
-
-BENCHMARKS = Path(__file__).resolve().parent
-CEPH = BENCHMARKS.parents[1] / "shared" / "data" / "isbi2015_ceph"
+define_ceph_dir_flag()
 
 # name: (preset, overrides, description)
 CONFIGS = {
@@ -57,34 +55,23 @@ def source_for(config, root: Path):
     from scn_tf.data.pipeline import LandmarkSource
 
     if config.data.name.startswith("skull2d"):
-        if not CEPH.exists():
-            return None, f"{CEPH} absent"
-        return LandmarkSource(config.data, CEPH, [f"{i:03d}" for i in range(1, 21)], FLAGS.workers,
+        if not ceph_dir().exists():
+            return None, f"{ceph_dir()} absent"
+        return LandmarkSource(config.data, ceph_dir(), [f"{i:03d}" for i in range(1, 21)], FLAGS.workers,
                               verbose=False), ""
     ct_like_volume(root)
     return LandmarkSource(config.data, root, ["ct"], FLAGS.workers, verbose=False), ""
 
 
-def median_seconds(run, count: int) -> float:
-    import numpy as np
-
-    times = []
-    for _ in range(count):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def measure(name: str) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
     from scn_tf.configs import preset
     from scn_tf.data.pipeline import make_dataset
     from scn_tf.models import build_model, count_trainable_weights
     from scn_tf.models.flops import training_flops
     from scn_tf.training import Trainer
-
-    import numpy as np
-    import tensorflow as tf
 
     preset_name, overrides, description = CONFIGS[name]
     config = preset(preset_name).updated(overrides)
@@ -158,7 +145,8 @@ def main(argv):
     print("|" + "---|" * (header.count("|") - 1))
     for name in FLAGS.configs:
         command = [sys.executable, __file__, f"--one={name}", f"--steps={FLAGS.steps}",
-                   f"--paper_steps={FLAGS.paper_steps}", f"--warmup={FLAGS.warmup}", f"--workers={FLAGS.workers}"]
+                   f"--paper_steps={FLAGS.paper_steps}", f"--warmup={FLAGS.warmup}", f"--workers={FLAGS.workers}",
+                   f"--ceph_dir={FLAGS.ceph_dir}"]
         completed = subprocess.run(command, capture_output=True, text=True)
         lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
         if completed.returncode != 0 or not lines:

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from scn_tf.configs import load_config
+from scn_tf.configs import NETWORK_NAMES, load_config
 from scn_tf.data.io import read_landmarks_csv
 from scn_tf.evaluation import Normalization, evaluate
-from scn_tf.experiment import NETWORK_NAMES
 from scn_tf.files import write_json_atomic, write_text_atomic
 from scn_tf.reports import plot_cumulative_ipe, summary_table
 from scn_tf.script_runs import device_environment, run_script
+from scn_tf.splits import CV_FOLDS
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("experiment", None, ["hand2d", "skull2d", "hand3d", "spine3d"], "Dataset experiment.",
@@ -34,8 +34,6 @@ flags.DEFINE_list("folds", None, "Folds (default: all of the experiment's cross-
 flags.DEFINE_integer("processes", 1, "Folds run at once, one process each.")
 flags.DEFINE_list("devices", [], "GPU ids handed out to the processes in turn (CUDA_VISIBLE_DEVICES).")
 
-ALL_FOLDS = {"hand2d": ["0", "1", "2"], "skull2d": ["cv0", "cv1", "cv2", "cv3"], "hand3d": ["0", "1", "2", "3", "4"],
-             "spine3d": ["0", "1"]}
 
 
 def run_fold(network: str, fold: str, index: int, extra: list[str]) -> Path:
@@ -60,7 +58,7 @@ def aggregate(folders: list[Path]) -> dict:
 
 def main(argv):
     extra = argv[1:]
-    folds = FLAGS.folds or ALL_FOLDS[FLAGS.experiment]
+    folds = FLAGS.folds or CV_FOLDS[FLAGS.experiment]
     jobs = [(network, fold) for network in FLAGS.networks for fold in folds]
     with ThreadPoolExecutor(max(FLAGS.processes, 1)) as pool:
         folders = list(pool.map(lambda job: run_fold(job[0], job[1], jobs.index(job), extra), jobs))
@@ -69,7 +67,7 @@ def main(argv):
         f"outliers_{r},outliers_{r}_percent" for r in load_config(folders[0] / "config.json").data.outlier_radii)
         + ",id_rate"], {}
     for network in FLAGS.networks:
-        metrics = aggregate([f for (n, _), f in zip(jobs, folders) if n == network])
+        metrics = aggregate([f for (n, _), f in zip(jobs, folders, strict=True) if n == network])
         name = NETWORK_NAMES[network]
         write_json_atomic(root / f"metrics_{network}.json", metrics)
         lines = summary_table(metrics, name).splitlines()

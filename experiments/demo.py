@@ -19,28 +19,31 @@ import logging
 import sys
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from absl import app, flags
 
-matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from scn_tf.components import component_points  # noqa: E402
-from scn_tf.configs import (AugmentationConfig, DataConfig, ExperimentConfig, NetworkConfig,  # noqa: E402
-                            TrainingConfig)
-from scn_tf.data.io import read_id_list  # noqa: E402
-from scn_tf.data.pipeline import LandmarkSource  # noqa: E402
-from scn_tf.evaluation import evaluate  # noqa: E402
-from scn_tf.experiment import NETWORK_NAMES, Experiment  # noqa: E402
-from scn_tf.files import write_json_atomic, write_text_atomic  # noqa: E402
-from scn_tf.model_dir import load_model_dir  # noqa: E402
-from scn_tf.reports import plot_cumulative_ipe, summary_table  # noqa: E402
-from scn_tf.synthetic import synthetic_config, write_dataset  # noqa: E402
+from scn_tf.components import component_points
+from scn_tf.configs import (
+    NETWORK_NAMES,
+    AugmentationConfig,
+    DataConfig,
+    ExperimentConfig,
+    NetworkConfig,
+    TrainingConfig,
+)
+from scn_tf.data.io import read_id_list
+from scn_tf.data.pipeline import LandmarkSource
+from scn_tf.evaluation import evaluate
+from scn_tf.experiment import Experiment
+from scn_tf.files import write_json_atomic, write_text_atomic
+from scn_tf.model_dir import load_model_dir
+from scn_tf.reports import plot_cumulative_ipe, summary_table
+from scn_tf.synthetic import synthetic_config, write_dataset
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "demo_output", "Where data, runs, table and plots go.")
 flags.DEFINE_enum("ndim", "2", ["2", "3"], "2D or 3D synthetic data.")
-flags.DEFINE_list("networks", ["scn", "unet", "la"], "Networks to compare.")
+flags.DEFINE_list("networks", list(NETWORK_NAMES), "Networks to compare.")
 flags.DEFINE_integer("iterations", None, "Training iterations per network (default: 2D 2500, 3D 600).")
 flags.DEFINE_integer("num_train", 10, "Training images.")
 flags.DEFINE_integer("num_test", 100, "Test images.")

@@ -14,6 +14,7 @@ from absl import app, flags
 
 from scn_tf.cli import runner
 from scn_tf.configs import preset
+from scn_tf.splits import CV_FOLDS, split_ids
 
 runner.define_flags("0, 1 or 2 (cross-validation set)", default_fold="0")
 flags.adopt_module_key_flags(runner)
@@ -21,18 +22,17 @@ flags.DEFINE_enum("split", "cv", ["cv", "cv_reduced"], "Split family.")
 flags.DEFINE_enum("train_subset", None, ["10", "50", "100"], "Reduced training set size (cv_rand).")
 flags.DEFINE_enum("subset_draw", "1", ["1", "2"], "Which random draw of the reduced training set.")
 FLAGS = flags.FLAGS
-SPLITS = runner.SPLITS_DIR / "hand_xray"
 
 
 def splits(fold: str) -> tuple[list[str], list[str]]:
-    if fold not in ("0", "1", "2"):
+    if fold not in CV_FOLDS["hand2d"]:
         raise ValueError(f"--fold must be 0, 1 or 2, got {fold!r}")
     folder = f"set{int(fold) + 1}"
     if FLAGS.train_subset:
-        root = SPLITS / "cv_rand" / FLAGS.train_subset / FLAGS.subset_draw / folder
+        root = f"cv_rand/{FLAGS.train_subset}/{FLAGS.subset_draw}/{folder}"
     else:
-        root = SPLITS / FLAGS.split / folder
-    return runner.read_split(root / "train.txt"), runner.read_split(root / "test.txt")
+        root = f"{FLAGS.split}/{folder}"
+    return split_ids("hand_xray", f"{root}/train"), split_ids("hand_xray", f"{root}/test")
 
 
 def main(argv):

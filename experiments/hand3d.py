@@ -15,6 +15,7 @@ from absl import app, flags
 from scn_tf.cli import runner
 from scn_tf.configs import preset
 from scn_tf.data.folds import k_fold
+from scn_tf.splits import CV_FOLDS
 
 runner.define_flags("0..4 (cross-validation fold)", default_fold="0")
 flags.adopt_module_key_flags(runner)
@@ -25,7 +26,7 @@ NETWORK_OVERRIDES = {"unet": {"network": {"levels": 4, "filters": 64}}}
 
 
 def splits(fold: str) -> tuple[list[str], list[str]]:
-    if fold not in ("0", "1", "2", "3", "4"):
+    if fold not in CV_FOLDS["hand3d"]:
         raise ValueError(f"--fold must be 0..4, got {fold!r}")
     if FLAGS.ids_file:
         ids = runner.read_split(Path(FLAGS.ids_file))

@@ -25,25 +25,25 @@ from absl import app, flags
 from scn_tf.cli import runner
 from scn_tf.configs import ExperimentConfig, preset
 from scn_tf.data.io import DataError, read_landmarks_csv, write_landmarks_csv
+from scn_tf.splits import CV_FOLDS, split_ids
 
 runner.define_flags("test1, test2, test (both) or cv0..cv3", default_fold="test1")
 flags.adopt_module_key_flags(runner)
 flags.DEFINE_bool("cpu", False, "Use the 2-CPU-core, one-hour configuration (preset skull2d_cpu).")
 flags.DEFINE_enum("annotations", "challenge", ["challenge", "senior", "junior", "mean"], "Ground truth used.")
 FLAGS = flags.FLAGS
-SPLITS = runner.SPLITS_DIR / "isbi2015_ceph"
 
 
 def splits(fold: str) -> tuple[list[str], list[str]]:
-    tests = {"test1": "test1.txt", "test2": "test2.txt", "test": "test_all.txt"}
+    tests = {"test1": "test1", "test2": "test2", "test": "test_all"}
     if fold in tests:
-        test_ids = runner.read_split(SPLITS / tests[fold])
+        test_ids = split_ids("isbi2015_ceph", tests[fold])
         if FLAGS.annotations == "challenge":
             check_challenge(Path(FLAGS.data_dir), test_ids)
-        return runner.read_split(SPLITS / "train.txt"), test_ids
-    if fold in ("cv0", "cv1", "cv2", "cv3"):
-        folder = SPLITS / "cv" / f"set{int(fold[2:]) + 1}"
-        return runner.read_split(folder / "train.txt"), runner.read_split(folder / "val.txt")
+        return split_ids("isbi2015_ceph", "train"), test_ids
+    if fold in CV_FOLDS["skull2d"]:
+        folder = f"cv/set{int(fold[2:]) + 1}"
+        return split_ids("isbi2015_ceph", f"{folder}/train"), split_ids("isbi2015_ceph", f"{folder}/val")
     raise ValueError(f"--fold must be test1, test2, test or cv0..cv3, got {fold!r}")
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from scn_tf.cli.runner import SPLITS_DIR
 from scn_tf.components import component_points
 from scn_tf.data.io import DataError, read_id_list, read_landmarks_csv
 from scn_tf.data.pipeline import LandmarkSource
@@ -26,6 +25,7 @@ from scn_tf.evaluation import evaluate
 from scn_tf.files import write_text_atomic
 from scn_tf.model_dir import load_model_dir
 from scn_tf.reports import plot_cumulative_ipe, summary_table
+from scn_tf.splits import SPLITS_DIR
 
 FLAGS = flags.FLAGS
 

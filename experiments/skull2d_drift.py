@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from scn_tf.cli.runner import SPLITS_DIR
 from scn_tf.configs import preset
 from scn_tf.data.io import DataError, read_id_list, read_landmarks_csv
 from scn_tf.evaluation import evaluate, mean_offset, point_errors
+from scn_tf.splits import SPLITS_DIR
 
 SPLITS = SPLITS_DIR / "isbi2015_ceph"
 flags.DEFINE_string("run_dir", None, "A skull2d run folder (its predictions.csv).", required=True)

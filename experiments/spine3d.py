@@ -14,10 +14,10 @@ from absl import app, flags
 
 from scn_tf.cli import runner
 from scn_tf.configs import preset
+from scn_tf.splits import CV_FOLDS, split_ids
 
 runner.define_flags("0 or 1 (cross-validation), or test", default_fold="0")
 flags.adopt_module_key_flags(runner)
-SPLITS = runner.SPLITS_DIR / "spine_csi2014"
 # The spine U-Net of the original trains longer with a smaller learning rate.
 NETWORK_OVERRIDES = {"unet": {"training": {"learning_rate": 5e-9, "iterations": 80_000},
                               "network": {"unet_variant": "released", "filters": 64}}}
@@ -25,10 +25,9 @@ NETWORK_OVERRIDES = {"unet": {"training": {"learning_rate": 5e-9, "iterations": 
 
 def splits(fold: str) -> tuple[list[str], list[str]]:
     if fold == "test":
-        return runner.read_split(SPLITS / "train_all.txt"), runner.read_split(SPLITS / "test_all.txt")
-    if fold in ("0", "1"):
-        folder = SPLITS / "cv" / fold
-        return runner.read_split(folder / "train.txt"), runner.read_split(folder / "val.txt")
+        return split_ids("spine_csi2014", "train_all"), split_ids("spine_csi2014", "test_all")
+    if fold in CV_FOLDS["spine3d"]:
+        return split_ids("spine_csi2014", f"cv/{fold}/train"), split_ids("spine_csi2014", f"cv/{fold}/val")
     raise ValueError(f"--fold must be 0, 1 or test, got {fold!r}")
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from scn_tf.data.pipeline import LandmarkSource, make_sample
-from scn_tf.files import atomic_path
+from scn_tf.figures import save_figure
 from scn_tf.heatmaps import decode_heatmaps
 
 
@@ -72,16 +72,14 @@ def plot_components(path: str | os.PathLike, image: np.ndarray, local: np.ndarra
     figure = Figure(figsize=(18, 4.4))
     axes = figure.subplots(1, len(panels))
     valid = np.all(np.isfinite(coords), axis=1)
-    for axis, (title, picture, colormap) in zip(axes, panels):
+    for axis, (title, picture, colormap) in zip(axes, panels, strict=True):
         shown = axis.imshow(picture, cmap=colormap)
         if colormap != "gray":
             figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
         axis.scatter(coords[valid, 0], coords[valid, 1], s=30, facecolors="none", edgecolors="lime", linewidths=1)
         axis.set_title(title)
         axis.set_axis_off()
-    figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=90)
+    save_figure(figure, path, dpi=90)
 
 
 def component_points(model, source: LandmarkSource, around_mm: float | None = None,

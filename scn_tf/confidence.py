@@ -62,7 +62,7 @@ class ConfidenceReference:
                 "peaks": [[None if not np.isfinite(v) else float(v) for v in row] for row in self.peaks]}
 
     @classmethod
-    def from_dict(cls, values: dict) -> "ConfidenceReference":
+    def from_dict(cls, values: dict) -> ConfidenceReference:
         peaks = np.array([[np.nan if v is None else v for v in row] for row in values["peaks"]], np.float64)
         return cls(list(values["image_ids"]), peaks, values.get("checkpoint", "last"))
 

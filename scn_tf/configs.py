@@ -12,7 +12,19 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
+
+# The networks, by configuration name, with the names that tables and plots give them.
+NETWORK_NAMES = {"scn": "SCN", "unet": "U-Net", "la": "LA-Net"}
+
+
+def _check_choice(key: str, value, choices: Iterable) -> None:
+    """A ValueError naming the key, the allowed values and the value given, unless it is one of them."""
+    choices = list(choices)
+    if value not in choices:
+        allowed = ", ".join(repr(choice) for choice in choices)
+        raise ValueError(f"{key} must be one of {allowed}, got {value!r}")
 
 
 class _Section:
@@ -84,10 +96,8 @@ class TrainingConfig(_Section):
     mixed_precision: bool = False
 
     def __post_init__(self):
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"training.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"training.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        _check_choice("training.optimizer", self.optimizer, ("sgd", "adam"))
+        _check_choice("training.lr_schedule", self.lr_schedule, ("constant", "cosine"))
         for key in ("iterations", "batch_size", "log_every", "checkpoint_every", "max_to_keep"):
             _require(f"training.{key}", getattr(self, key), minimum=1, integer=True)
         for key in ("learning_rate", "sigma_init", "sigma_min", "gamma"):
@@ -145,17 +155,11 @@ class DataConfig(_Section):
     pe_normalization: str | None = None
 
     def __post_init__(self):
-        if self.ndim not in (2, 3):
-            raise ValueError(f"data.ndim must be 2 or 3, got {self.ndim}")
-        if self.landmark_units not in ("mm", "pixel"):
-            raise ValueError(f"data.landmark_units must be 'mm' or 'pixel', got {self.landmark_units!r}")
-        if self.image_frame not in ("header", "zero_origin"):
-            raise ValueError(f"data.image_frame must be 'header' or 'zero_origin', got {self.image_frame!r}")
-        if self.normalization not in ("fixed", "percentile", "histogram_matching"):
-            raise ValueError("data.normalization must be 'fixed', 'percentile' or 'histogram_matching', "
-                             f"got {self.normalization!r}")
-        if self.resampling not in ("field", "exact"):
-            raise ValueError(f"data.resampling must be 'field' or 'exact', got {self.resampling!r}")
+        _check_choice("data.ndim", self.ndim, (2, 3))
+        _check_choice("data.landmark_units", self.landmark_units, ("mm", "pixel"))
+        _check_choice("data.image_frame", self.image_frame, ("header", "zero_origin"))
+        _check_choice("data.normalization", self.normalization, ("fixed", "percentile", "histogram_matching"))
+        _check_choice("data.resampling", self.resampling, ("field", "exact"))
         if self.normalization == "histogram_matching" and not self.histogram_reference:
             raise ValueError("data.normalization 'histogram_matching' needs data.histogram_reference (an id)")
         for key in ("image_size", "spacing", "image_spacing"):
@@ -208,11 +212,8 @@ class AugmentationConfig(_Section):
     elastic_space: str = "network"
 
     def __post_init__(self):
-        if self.spatial_units not in ("mm", "network_pixels"):
-            raise ValueError("augmentation.spatial_units must be 'mm' or 'network_pixels', "
-                             f"got {self.spatial_units!r}")
-        if self.elastic_space not in ("network", "source"):
-            raise ValueError(f"augmentation.elastic_space must be 'network' or 'source', got {self.elastic_space!r}")
+        _check_choice("augmentation.spatial_units", self.spatial_units, ("mm", "network_pixels"))
+        _check_choice("augmentation.elastic_space", self.elastic_space, ("network", "source"))
 
 
 @dataclasses.dataclass
@@ -229,8 +230,7 @@ class NetworkConfig(_Section):
     unet_variant: str = "paper"
 
     def __post_init__(self):
-        if self.network not in ("scn", "unet", "la"):
-            raise ValueError(f"network.network must be 'scn', 'unet' or 'la', got {self.network!r}")
+        _check_choice("network.network", self.network, NETWORK_NAMES)
 
 
 SECTIONS = {"data": DataConfig, "augmentation": AugmentationConfig, "network": NetworkConfig,
@@ -251,13 +251,13 @@ class ExperimentConfig:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "ExperimentConfig":
+    def from_dict(cls, values: dict) -> ExperimentConfig:
         unknown = set(values) - set(SECTIONS)
         if unknown:
             raise ValueError(f"unknown configuration sections: {sorted(unknown)}; known: {sorted(SECTIONS)}")
         return cls(**{name: section.from_dict(values.get(name, {})) for name, section in SECTIONS.items()})
 
-    def updated(self, overrides: dict) -> "ExperimentConfig":
+    def updated(self, overrides: dict) -> ExperimentConfig:
         """A copy with {section: {key: value}} overrides applied (unknown keys are an error)."""
         merged = self.to_dict()
         for section, values in overrides.items():
@@ -363,7 +363,8 @@ def _hand3d() -> ExperimentConfig:
     return ExperimentConfig(
         data=DataConfig(name="hand3d", ndim=3, num_landmarks=28, image_dir="images", image_suffix=".nii.gz",
                         landmarks_csv="landmarks.csv", landmark_units="mm", image_spacing=None,
-                        image_frame="zero_origin", image_size=[96, 128, 32], spacing=None, smoothing_sigma=0.0, normalization="percentile",
+                        image_frame="zero_origin", image_size=[96, 128, 32], spacing=None, smoothing_sigma=0.0,
+                        normalization="percentile",
                         percentiles=[1.0, 99.0], intensity_clamp=[-1.0, 1.0]),
         augmentation=AugmentationConfig(translation=10.0, rotation=0.2, scale=0.0, scale_axis=0.1,
                                         elastic_grid=5, elastic_magnitude=5.0, intensity_shift=0.15,

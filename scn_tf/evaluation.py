@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -28,7 +28,7 @@ class Normalization:
     distance: float
 
     @classmethod
-    def parse(cls, text: str | None) -> "Normalization | None":
+    def parse(cls, text: str | None) -> Normalization | None:
         """'wrist:1,5,50' (0-based indices, mm), or None for physical errors."""
         if not text:
             return None
@@ -58,7 +58,7 @@ def identification_rate(predicted: np.ndarray, truth: np.ndarray, radius: float 
     """Percent of annotated landmarks whose prediction is closest to their own annotation and within radius
     (unnormalised distances, as the original)."""
     correct = total = 0
-    for image_predicted, image_truth in zip(predicted, truth):
+    for image_predicted, image_truth in zip(predicted, truth, strict=True):
         annotated = np.flatnonzero(np.all(np.isfinite(image_truth), axis=-1))
         for landmark in annotated:
             distances = np.linalg.norm(image_truth[annotated] - image_predicted[landmark], axis=-1)
@@ -112,7 +112,7 @@ def evaluate(ids: Sequence[str], predicted: np.ndarray, truth: np.ndarray, radii
         "pe_std": _stat(np.std, values),
         "outliers": outliers,
         "id_rate": identification_rate(predicted, truth),
-        "ipe": {image_id: float(value) for image_id, value in zip(ids, ipe)},
+        "ipe": {image_id: float(value) for image_id, value in zip(ids, ipe, strict=True)},
         "per_landmark": per_landmark,
     }
 

@@ -11,15 +11,15 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import keras
 import numpy as np
 import SimpleITK as sitk
 
 from scn_tf.confidence import measure_reference, write_reference
-from scn_tf.configs import ExperimentConfig
+from scn_tf.configs import NETWORK_NAMES, ExperimentConfig
 from scn_tf.data.io import write_landmarks_csv
 from scn_tf.data.pipeline import LandmarkSource, make_dataset, sample_order
 from scn_tf.distribution import distribute_batches, is_chief, make_strategy, worker_dir
@@ -30,13 +30,11 @@ from scn_tf.model_dir import check_resume, write_model_files
 from scn_tf.models import build_model, count_trainable_weights
 from scn_tf.preflight import check_inputs
 from scn_tf.reports import write_reports
+from scn_tf.runtime import dtype_policy, seeded
 from scn_tf.training import Trainer, checkpoint_prefixes
 from scn_tf.visualization import save_overlay
 
 log = logging.getLogger("scn_tf")
-
-NETWORK_NAMES = {"scn": "SCN", "unet": "U-Net", "la": "LA-Net"}
-
 
 def probe_input_shape(model: keras.Model) -> tuple[int, ...]:
     """A small input on which `model` can be built (its weights do not depend on the input size)."""
@@ -87,12 +85,16 @@ class Experiment:
         self.best_error = math.inf
 
     def run(self) -> dict:
-        """Checks everything the run needs before it writes anything, then trains and evaluates under the run
-        folder's lock."""
-        config = self.config
+        """Checks everything the run needs before it writes anything, then trains under the run folder's lock
+        and evaluates the last weights on the test ids; returns their metrics ({} without test ids or off the
+        chief). Seeds and the dtype policy hold for the run only."""
         strategy = make_strategy(self.strategy_name)  # first: multi-worker collectives are set up before other ops
-        keras.utils.set_random_seed(config.training.seed)
-        keras.mixed_precision.set_global_policy("mixed_float16" if config.training.mixed_precision else "float32")
+        training = self.config.training
+        with seeded(training.seed), dtype_policy("mixed_float16" if training.mixed_precision else "float32"):
+            return self._run(strategy)
+
+    def _run(self, strategy) -> dict:
+        config = self.config
         chief = is_chief()
         run_dir = worker_dir(self.output_dir)
         check_inputs(config, self.data_dir, {name: ids for name, ids in (

@@ -8,7 +8,7 @@ Written in `keras.ops` so that the same code serves the TensorFlow training loop
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from keras import ops
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -92,7 +92,7 @@ class Predictor:
             outputs = np.asarray(self._run(batch), np.float32)
             if merged is None:
                 merged = np.full(array.shape + (outputs.shape[-1],), -np.inf, np.float32)
-            for start, output in zip(group, outputs):
+            for start, output in zip(group, outputs, strict=True):
                 region = merged[start:start + window]
                 np.maximum(region, output, out=region)
         return merged

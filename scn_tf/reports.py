@@ -4,17 +4,15 @@ cumulative IPE plot. Every file is written to a temporary name and renamed."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
-import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from scn_tf.evaluation import cumulative_curve  # noqa: E402
-from scn_tf.files import atomic_path, write_json_atomic, write_text_atomic  # noqa: E402
+from scn_tf.evaluation import cumulative_curve
+from scn_tf.figures import save_figure
+from scn_tf.files import write_json_atomic, write_text_atomic
 
 
 def summary_table(metrics: Mapping, name: str = "SCN", units: str = "mm") -> str:
@@ -73,7 +71,8 @@ def plot_sigmas(path: str | os.PathLike, sigmas: Sequence[float], mean_errors: S
     """Learned target width per landmark (bars) next to its mean point error (dots)."""
     count = len(sigmas)
     labels = [f"{i + 1} {names[i]}" if names else str(i + 1) for i in range(count)]
-    figure, axis = plt.subplots(figsize=(max(6.0, 0.45 * count + 2), 4.5))
+    figure = Figure(figsize=(max(6.0, 0.45 * count + 2), 4.5))
+    axis = figure.subplots()
     axis.bar(range(count), sigmas, color="tab:blue", alpha=0.7, label="learned sigma")
     axis.set_ylabel(f"learned sigma ({units})", color="tab:blue")
     errors = axis.twinx()
@@ -82,16 +81,14 @@ def plot_sigmas(path: str | os.PathLike, sigmas: Sequence[float], mean_errors: S
     errors.set_ylim(bottom=0)
     axis.set_xticks(range(count), labels, rotation=60, ha="right", fontsize=8)
     axis.set_title(f"learned sigma vs error per landmark (Spearman {rank_correlation(sigmas, mean_errors):.2f})")
-    figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path, dpi=100)
 
 
 def plot_cumulative_ipe(path: str | os.PathLike, results: Mapping[str, Sequence[float]],
                         units: str = "mm") -> None:
     """Cumulative IPE curves, one per result set, on one plot."""
-    figure, axis = plt.subplots(figsize=(6, 4.5))
+    figure = Figure(figsize=(6, 4.5))
+    axis = figure.subplots()
     for name, values in results.items():
         x, y = cumulative_curve(values)
         axis.step(x, y, where="post", label=name)
@@ -101,7 +98,4 @@ def plot_cumulative_ipe(path: str | os.PathLike, results: Mapping[str, Sequence[
     axis.set_xlim(left=0)
     axis.grid(alpha=0.3)
     axis.legend(loc="lower right")
-    figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path, dpi=100)

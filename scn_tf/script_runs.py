@@ -12,10 +12,11 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from scn_tf.files import write_json_atomic
+
 
 def run_script(script: Path, arguments: Sequence[str], folder: Path, label: str,
                environment: Mapping[str, str] | None = None) -> Path:

@@ -73,12 +73,12 @@ def generate_sample(config: SyntheticConfig, rng: np.random.Generator) -> tuple[
     """One image (array order) and its landmarks (N, d) in mm; NaN for landmarks outside the image."""
     ndim = config.ndim
     spacing = np.array(config.spacing)
-    axes = [np.arange(n) * s for n, s in zip(config.size, spacing)]
+    axes = [np.arange(n) * s for n, s in zip(config.size, spacing, strict=True)]
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)  # (x, y[, z], d) in mm
     points, tangents = chain_points(config, rng)
     radius = config.blob_radius * rng.uniform(0.85, 1.2)
     image = np.zeros(config.size, np.float32)
-    for point, tangent in zip(points, tangents):
+    for point, tangent in zip(points, tangents, strict=True):
         image += _blob(grid, point, tangent, radius * rng.uniform(0.95, 1.05))
     extent = np.array(config.size) * spacing
     for _ in range(config.distractors):
@@ -89,7 +89,7 @@ def generate_sample(config: SyntheticConfig, rng: np.random.Generator) -> tuple[
         direction = rng.normal(size=ndim)
         image += 0.9 * _blob(grid, centre, direction / np.linalg.norm(direction), radius * rng.uniform(0.8, 1.1))
     low = [rng.uniform(-1, 1) * np.cos(rng.uniform(0.5, 2) * np.pi * a / e + rng.uniform(0, 6))
-           for a, e in zip(np.moveaxis(grid, -1, 0), extent)]
+           for a, e in zip(np.moveaxis(grid, -1, 0), extent, strict=True)]
     field = 1.0 + config.inhomogeneity * np.mean(low, axis=0)
     image = image * field + rng.normal(0, config.noise, config.size)
     inside = np.all((points >= 0) & (points <= (np.array(config.size) - 1) * spacing), axis=1)

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from scn_tf.configs import TrainingConfig
-from scn_tf.heatmaps import gaussian_heatmaps
-from scn_tf.losses import conv_kernels, heatmap_loss, weight_decay
+from scn_tf.losses import conv_kernels
+from scn_tf.step import clipped_gradients, loss_terms
 
 log = logging.getLogger("scn_tf")
 
@@ -155,16 +155,14 @@ class Trainer:
         """
         config = self.config
         strategy = self.strategy
-        terms, gradients, gradient_norm = strategy.run(self._replica_gradients, args=(images, coords, valid))
-        terms, gradient_norm = tf.nest.map_structure(self._first_replica, (terms, gradient_norm))
-        finite_loss = tf.math.is_finite(terms["loss"])
-        finite = finite_loss & tf.math.is_finite(gradient_norm)
+        terms, gradients, gradient_norm, finite = strategy.run(self._replica_gradients, args=(images, coords, valid))
+        terms, gradient_norm, finite = tf.nest.map_structure(self._first_replica, (terms, gradient_norm, finite))
         if finite:
             strategy.run(self._apply, args=(gradients,))
             self.sigmas.assign(tf.maximum(self.sigmas, config.sigma_min))
             if config.mixed_precision:
                 self._grow_loss_scale()
-        elif config.mixed_precision and finite_loss:
+        elif config.mixed_precision and tf.math.is_finite(terms["loss"]):
             self.loss_scale.assign(tf.maximum(self.loss_scale / 2.0, 1.0))
             self.clean_steps.assign(0)
         else:
@@ -178,30 +176,22 @@ class Trainer:
         return self.strategy.experimental_local_results(value)[0]
 
     def _replica_gradients(self, images, coords, valid):
-        """Loss terms and gradients of this replica's share of the global batch, summed across replicas."""
+        """Loss terms and gradients of this replica's share of the global batch, summed across replicas, then
+        clipped; with their norm and whether the step may be applied."""
         config = self.config
         context = tf.distribute.get_replica_context()
-        replicas = float(context.num_replicas_in_sync)
         with tf.GradientTape() as tape:
             predicted = self.model(images, training=True)
-            target = gaussian_heatmaps(coords, valid, self.sigmas, predicted.shape[1:-1], config.gamma)
-            terms = heatmap_loss(predicted, target, self.sigmas, valid, config.alpha)
-            terms["weight_decay"] = weight_decay(conv_kernels(self.model), config.weight_decay)
-            terms = {name: value / replicas for name, value in terms.items()}  # means over the global batch
-            total = terms["heatmap"] + terms["sigma"] + terms["weight_decay"]
-            scaled_total = total * self.loss_scale if config.mixed_precision else total
-        variables = self.variables
+            terms = loss_terms(predicted, coords, valid, self.sigmas, conv_kernels(self.model), config,
+                               replicas=float(context.num_replicas_in_sync))  # means over the global batch
+            scaled_loss = terms["loss"] * self.loss_scale if config.mixed_precision else terms["loss"]
+        gradients = tape.gradient(scaled_loss, self.variables)
         if config.mixed_precision:
-            gradients = [gradient / self.loss_scale for gradient in tape.gradient(scaled_total, variables)]
-        else:
-            gradients = tape.gradient(total, variables)
-        terms["loss"] = total
+            gradients = [gradient / self.loss_scale for gradient in gradients]
         if context.num_replicas_in_sync > 1:
             terms, gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, (terms, gradients))
-        gradient_norm = tf.linalg.global_norm(gradients)
-        if config.clip_norm:
-            gradients, _ = tf.clip_by_global_norm(gradients, config.clip_norm, use_norm=gradient_norm)
-        return terms, gradients, gradient_norm
+        gradients, gradient_norm, finite = clipped_gradients(gradients, terms["loss"], config.clip_norm)
+        return terms, gradients, gradient_norm, finite
 
     def _apply(self, gradients):
         """Applies the summed gradients; the Keras optimizer sums across replicas again, hence the division."""

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from scn_tf.files import atomic_path  # noqa: E402
+from scn_tf.figures import save_figure
 
 
 def save_overlay(path: str | os.PathLike, image: np.ndarray, spacing: Sequence[float],
@@ -26,13 +23,14 @@ def save_overlay(path: str | os.PathLike, image: np.ndarray, spacing: Sequence[f
     ndim = image.ndim
     views = [(0, 1, 0)] if ndim == 2 else [(0, 1, 0), (0, 2, 1), (1, 2, 2)]  # (x coord, y coord, MIP axis)
     pictures = [image if ndim == 2 else image.max(axis=projection) for _, _, projection in views]
-    widths = [p.shape[1] * spacing[cx] / (p.shape[0] * spacing[cy]) for p, (cx, cy, _) in zip(pictures, views)]
+    widths = [p.shape[1] * spacing[cx] / (p.shape[0] * spacing[cy])
+              for p, (cx, cy, _) in zip(pictures, views, strict=True)]
     height = 8.0 if ndim == 2 else 6.0
     key = 2.6 if names else 0.0
-    figure, axes = plt.subplots(1, len(views) + (1 if names else 0), squeeze=False,
-                                figsize=(height * sum(widths) + key, height),
-                                gridspec_kw={"width_ratios": [height * w for w in widths] + ([key] if names else [])})
-    for axis, picture, (cx, cy, _) in zip(axes[0], pictures, views):
+    figure = Figure(figsize=(height * sum(widths) + key, height))
+    axes = figure.subplots(1, len(views) + (1 if names else 0), squeeze=False,
+                           gridspec_kw={"width_ratios": [height * w for w in widths] + ([key] if names else [])})
+    for axis, picture, (cx, cy, _) in zip(axes[0][: len(views)], pictures, views, strict=True):
         axis.imshow(picture, cmap="gray", aspect=spacing[cy] / spacing[cx], interpolation="bilinear")
         for points, style in ((landmarks, dict(marker="o", facecolors="none", edgecolors="lime")),
                               (predicted, dict(marker="x", c="red"))):
@@ -40,7 +38,7 @@ def save_overlay(path: str | os.PathLike, image: np.ndarray, spacing: Sequence[f
                 continue
             axis.scatter(points[:, cx], points[:, cy], s=60, linewidths=1.5, **style)
         if landmarks is not None and predicted is not None:
-            for truth, guess in zip(landmarks, predicted):
+            for truth, guess in zip(landmarks, predicted, strict=True):
                 if np.all(np.isfinite(truth)) and np.all(np.isfinite(guess)):
                     axis.plot([truth[cx], guess[cx]], [truth[cy], guess[cy]], color="yellow", linewidth=0.8)
         labelled = landmarks if landmarks is not None else predicted
@@ -58,7 +56,4 @@ def save_overlay(path: str | os.PathLike, image: np.ndarray, spacing: Sequence[f
                     ha="left", family="monospace", fontsize=9, transform=legend.transAxes)
     if title:
         figure.suptitle(title)
-    figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)

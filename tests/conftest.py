@@ -1,5 +1,7 @@
-"""Shared test helpers: quiet TensorFlow, deterministic seeds, tiny generated landmark images."""
+"""Shared test helpers: quiet TensorFlow, deterministic seeds, tiny generated landmark images, and the time
+spent per test file (printed at the end of a run, so that a slow file shows up in CI's log)."""
 
+import collections
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -50,6 +52,24 @@ def write_dataset(root: Path, ids=("a", "b", "c"), size=(60, 50), spacing=(0.8, 
     (root / "landmarks.csv").write_text("\n".join(rows) + "\n")
     return DataConfig(name="tiny", ndim=2, num_landmarks=3, image_suffix=".mha", landmarks_csv="landmarks.csv",
                       image_size=[32, 32], spacing=None, intensity_scale=1 / 100)
+
+
+_FILE_SECONDS: collections.Counter = collections.Counter()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Adds the set-up, call and tear-down time of every test to its file's total."""
+    _FILE_SECONDS[report.nodeid.split("::")[0]] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Seconds per test file, slowest first."""
+    if not _FILE_SECONDS:
+        return
+    terminalreporter.section("seconds per test file")
+    for path, seconds in _FILE_SECONDS.most_common():
+        terminalreporter.write_line(f"{seconds:8.1f} s  {path}")
+    terminalreporter.write_line(f"{sum(_FILE_SECONDS.values()):8.1f} s  total")
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
 MODE, OUT = sys.argv[1], sys.argv[2]
 if MODE == "mirrored":
@@ -66,5 +66,5 @@ np.savez(OUT, replicas=strategy.num_replicas_in_sync, loss=float(terms["loss"]),
          gradient_norm=float(terms["gradient_norm"]), sigmas=replica_sigmas[0],
          sigma_spread=max(float(np.abs(s - replica_sigmas[0]).max()) for s in replica_sigmas),
          weight_spread=max(float(np.abs(c - copies[0]).max()) for copies in replica_weights for c in copies),
-         moved=max(float(np.abs(copies[0] - i).max()) for copies, i in zip(replica_weights, initial)),
+         moved=max(float(np.abs(copies[0] - i).max()) for copies, i in zip(replica_weights, initial, strict=True)),
          **{f"w{k}": copies[0] for k, copies in enumerate(replica_weights)})

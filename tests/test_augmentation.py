@@ -33,7 +33,7 @@ def local_peak(array, centre_xyz, radius=4):
     centre = np.round(centre_xyz[::-1]).astype(int)
     low = np.maximum(centre - radius, 1)
     high = np.minimum(centre + radius + 1, np.array(array.shape) - 1)
-    window = array[tuple(slice(a, b) for a, b in zip(low, high))]
+    window = array[tuple(slice(a, b) for a, b in zip(low, high, strict=True))]
     peak = np.array(np.unravel_index(np.argmax(window), window.shape)) + low
     refined = peak.astype(float)
     for axis in range(ndim):

@@ -16,6 +16,9 @@ from scn_tf.files import write_json_atomic
 from scn_tf.model_dir import write_model_files
 from scn_tf.models import build_model
 
+# Every test here starts a process that imports TensorFlow.
+pytestmark = pytest.mark.slow
+
 
 def command(module, *args):
     return subprocess.run([sys.executable, "-m", f"scn_tf.cli.{module}", *map(str, args)], capture_output=True,

@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from scn_tf.confidence import (ConfidenceReference, describe, image_score, load_reference, measure_reference,
-                               write_reference)
+from scn_tf.confidence import (
+    ConfidenceReference,
+    describe,
+    image_score,
+    load_reference,
+    measure_reference,
+    write_reference,
+)
 from scn_tf.configs import DataConfig
 from scn_tf.inference import Predictor, mirror_x, source_frame_heatmaps
 from test_inference import Oracle, source_image

@@ -4,9 +4,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from scn_tf.data.io import read_landmarks_csv
+
+# Every test here starts a process that imports TensorFlow.
+pytestmark = pytest.mark.slow
 
 
 def test_isbi2015_text_annotations(tmp_path):
@@ -34,7 +38,8 @@ def test_isbi2015_text_annotations(tmp_path):
     (tmp_path / "AnnotationsByMD" / "400_senior" / "002.txt").write_text("1,2\n")
     bad = subprocess.run([sys.executable, "-m", "scn_tf.cli.convert", "--dataset", "isbi2015", "--images",
                           str(tmp_path / "RawImage"), "--annotations", str(tmp_path / "AnnotationsByMD"),
-                          "--output_dir", str(tmp_path / "data2")], capture_output=True, encoding="utf-8", errors="replace")
+                          "--output_dir", str(tmp_path / "data2")],
+                         capture_output=True, encoding="utf-8", errors="replace")
     assert bad.returncode != 0 and "002.txt: 1 lines, expected at least 19" in bad.stderr
 
 

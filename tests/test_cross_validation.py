@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# Every test here starts a process that imports TensorFlow.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 HANDS = ROOT.parent / "shared" / "data" / "hand_xray"
 

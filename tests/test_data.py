@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from conftest import write_dataset
 from scn_tf.configs import PRESETS, DataConfig, ExperimentConfig, load_config, preset
 from scn_tf.data.io import DataError, read_id_list, read_image, read_landmarks_csv, strip_image_suffix
 from scn_tf.data.pipeline import LandmarkSource, make_dataset, make_sample
-
-from conftest import write_dataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -114,15 +113,15 @@ def test_pipeline_reproducible_and_resumable(tmp_path):
 
     first = take(seed=1)
     assert first[0][0].shape == (1, 32, 32, 1) and first[0][1].shape == (1, 3, 2) and first[0][2].dtype == bool
-    for a, b in zip(first, take(seed=1, workers=1)):
-        for x, y in zip(a, b):
+    for a, b in zip(first, take(seed=1, workers=1), strict=True):
+        for x, y in zip(a, b, strict=True):
             np.testing.assert_array_equal(x, y)
     other = take(seed=2)
     assert not np.array_equal(first[0][0], other[0][0])
     resumed = take(seed=1, start=2, count=2)
     np.testing.assert_array_equal(resumed[0][0], first[2][0])
     # the missing landmark of 'b' is never valid; valid coordinates lie inside the field of view
-    for images, coords, valid in first:
+    for _, coords, valid in first:
         assert np.all(np.isnan(coords[~valid]))
         assert np.all((coords[valid] >= 0) & (coords[valid] <= 31))
     test = [tuple(np.asarray(t) for t in batch) for batch in make_dataset(source, None, repeat=False)]
@@ -141,6 +140,7 @@ def test_sample_landmark_pixels_and_spacing(tmp_path):
     np.testing.assert_allclose(sample.coords, expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_scn_augment_command(tmp_path):
     data = write_dataset(tmp_path / "data")
     config = ExperimentConfig(data, *[section() for section in (
@@ -191,5 +191,5 @@ def test_k_fold_is_seeded_and_partitions():
     folds = [k_fold(ids, 5, k, seed=3) for k in range(5)]
     tests = [set(test) for _, test in folds]
     assert all(len(t) == 12 for t in tests) and set().union(*tests) == set(ids)
-    assert all(not set(train) & test for (train, _), test in zip(folds, tests))
+    assert all(not set(train) & test for (train, _), test in zip(folds, tests, strict=True))
     assert k_fold(ids, 5, 2, seed=3) == folds[2] and k_fold(ids, 5, 2, seed=4) != folds[2]

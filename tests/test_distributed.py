@@ -18,6 +18,9 @@ from conftest import write_dataset
 from scn_tf.configs import AugmentationConfig
 from scn_tf.data.pipeline import LandmarkSource, make_dataset
 
+# Every test here starts a process that imports TensorFlow.
+pytestmark = pytest.mark.slow
+
 SCRIPT = Path(__file__).with_name("distributed_step.py")
 
 

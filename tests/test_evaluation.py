@@ -41,12 +41,12 @@ def independent(predicted, truth, radii, wrist=None):
     """A plain-loop reimplementation of the definitions, for comparison."""
     pes, ipes, per = [], [], [[] for _ in range(truth.shape[1])]
     correct = annotated_count = 0
-    for p_img, t_img in zip(predicted, truth):
+    for p_img, t_img in zip(predicted, truth, strict=True):
         scale = 1.0
         if wrist:
             scale = wrist[2] / math.dist(t_img[wrist[0]], t_img[wrist[1]])
         total = 0.0
-        for k, (p, t) in enumerate(zip(p_img, t_img)):
+        for k, (p, t) in enumerate(zip(p_img, t_img, strict=True)):
             if np.any(np.isnan(t)):
                 continue
             e = scale * math.dist(p, t)
@@ -81,7 +81,7 @@ def test_agrees_with_independent_computation(wrist):
     for r in radii:
         assert metrics["outliers"][r]["count"] == expected["outliers"][r]
     np.testing.assert_allclose(list(metrics["ipe"].values()), expected["ipe"], atol=1e-6)
-    for entry, (mean, median, std) in zip(metrics["per_landmark"], expected["per"]):
+    for entry, (mean, median, std) in zip(metrics["per_landmark"], expected["per"], strict=True):
         assert (entry["mean"], entry["median"], entry["std"]) == pytest.approx((mean, median, std), abs=1e-6)
 
 

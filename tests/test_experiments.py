@@ -11,6 +11,9 @@ import SimpleITK as sitk
 
 from scn_tf.data.io import write_landmarks_csv
 
+# Every test here starts a process that imports TensorFlow.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 SMALL = ["--iterations", "4", "--filters", "4", "--workers", "1"]
@@ -51,8 +54,8 @@ def write_volumes(root: Path, ids, num_landmarks: int, csv_name: str, size=(24, 
         points = origin + np.stack([np.full(num_landmarks, 0.5), np.full(num_landmarks, 0.5), chain], 1) * (
             np.array(size) * np.array(spacing))
         points[:, :2] += rng.normal(0, 3, (num_landmarks, 2))
-        z, y, x = np.meshgrid(*[np.arange(n) * s + o for n, s, o in zip(size[::-1], spacing[::-1], origin[::-1])],
-                              indexing="ij", sparse=True)
+        axes = zip(size[::-1], spacing[::-1], origin[::-1], strict=True)
+        z, y, x = np.meshgrid(*[np.arange(n) * s + o for n, s, o in axes], indexing="ij", sparse=True)
         volume = np.full(size[::-1], -1000.0, np.float32)
         for px, py, pz in points:
             volume += 1500 * np.exp(-((x - px) ** 2 + (y - py) ** 2 + (z - pz) ** 2) / 50.0)
@@ -160,8 +163,8 @@ def test_annotation_drift_script(tmp_path):
     write_landmarks_csv(tmp_path / "predictions.csv", predictions)
     (tmp_path / "train.txt").write_text("\n".join(train))
     (tmp_path / "test.txt").write_text("\n".join(test))
-    result = script("skull2d_drift", "--run_dir", tmp_path, "--data_dir", tmp_path, "--train_ids", tmp_path / "train.txt",
-                    "--test_ids", tmp_path / "test.txt")
+    result = script("skull2d_drift", "--run_dir", tmp_path, "--data_dir", tmp_path,
+                    "--train_ids", tmp_path / "train.txt", "--test_ids", tmp_path / "test.txt")
     assert result.returncode == 0, result.stderr
     gonion = next(line for line in result.stdout.splitlines() if line.startswith("| 10 | gonion |"))
     offset, drift = (cell.strip() for cell in gonion.split("|")[3:5])

@@ -11,9 +11,12 @@ import time
 
 import h5py
 import numpy as np
+import pytest
 
 from conftest import write_dataset
 from scn_tf.configs import AugmentationConfig, ExperimentConfig, NetworkConfig, TrainingConfig
+
+pytestmark = pytest.mark.slow
 
 KILLS = 20
 ITERATIONS = 30

@@ -12,7 +12,6 @@ from scn_tf.configs import preset
 from scn_tf.data.augmentation import rotation_matrix
 from scn_tf.data.io import DataError, apply_image_frame
 from scn_tf.data.pipeline import LandmarkSource
-
 from test_augmentation import local_peak
 
 SIZE, SPACING = (40, 40, 50), (2.5, 2.5, 3.0)
@@ -59,6 +58,7 @@ def test_zero_origin_frame_drops_origin_and_direction_only():
     assert {preset(name).data.image_frame for name in ("skull2d", "skull2d_cpu", "hand2d")} == {"header"}
 
 
+@pytest.mark.slow
 def test_scn_augment_spine_blobs_sit_on_zero_origin_landmarks(tmp_path):
     write_ct(tmp_path / "data")
     config, path = spine_config(tmp_path)

@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from scn_tf.models.layers import (MATMUL_KERNEL_GRADIENT_MAX_ELEMENTS, Conv, FixedUpsampling,
-                                  _fits_matmul_kernel_gradient, convolution, filler_kernel, keys_cubic)
+from scn_tf.models.layers import (
+    MATMUL_KERNEL_GRADIENT_MAX_ELEMENTS,
+    Conv,
+    FixedUpsampling,
+    _fits_matmul_kernel_gradient,
+    convolution,
+    filler_kernel,
+    keys_cubic,
+)
 
 
 def numpy_transposed_upsample(x: np.ndarray, weights_1d: np.ndarray, factor: int) -> np.ndarray:
@@ -108,7 +115,7 @@ def test_conv_layer_matmul_kernel_gradient_equals_tensorflow_gradient(padding):
 
     ours = outputs_and_gradients()
     layer.matmul_kernel_gradient = False
-    for a, b in zip(ours, outputs_and_gradients()):
+    for a, b in zip(ours, outputs_and_gradients(), strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
 
 

@@ -17,6 +17,7 @@ def zeros(*shape):
     (26, 3, {}, 5_326_196),                              # 3D spine
     (28, 3, {"spatial_downsampling": 4}, 5_417_464),     # 3D hand MRI
 ])
+@pytest.mark.slow
 def test_original_weight_counts(num_landmarks, ndim, extra, expected):
     model = SpatialConfigurationNet(num_landmarks=num_landmarks, ndim=ndim, **extra)
     model(zeros(1, *(32,) * ndim, 1))
@@ -97,12 +98,12 @@ def test_unet_variants(ndim, variant):
     assert tuple(out.shape) == (2,) + (16,) * ndim + (3,)
     layers = {type(layer).__name__ for layer in model._flatten_layers()}
     if variant == "paper":
-        assert {"AveragePooling%dD" % ndim, "FixedUpsampling", "Dropout"} <= layers
-        assert "MaxPooling%dD" % ndim not in layers
+        assert {f"AveragePooling{ndim}D", "FixedUpsampling", "Dropout"} <= layers
+        assert f"MaxPooling{ndim}D" not in layers
         assert sorted(model.dropouts) == [1, 2]  # the two deepest levels
     else:
-        assert {"MaxPooling%dD" % ndim, "UpSampling%dD" % ndim} <= layers
-        assert "Dropout" not in layers and "AveragePooling%dD" % ndim not in layers
+        assert {f"MaxPooling{ndim}D", f"UpSampling{ndim}D"} <= layers
+        assert "Dropout" not in layers and f"AveragePooling{ndim}D" not in layers
         assert (model.conv0 is not None) == (ndim == 3)
         assert model.heatmaps.kernel_size == (1 if ndim == 2 else 3)
 
@@ -112,6 +113,7 @@ def test_unet_rejects_unknown_variant():
         LocalizationUNet(3, variant="classic")
 
 
+@pytest.mark.slow
 def test_la_net_equals_scn_local_component():
     scn = SpatialConfigurationNet(3, 2, **TINY)
     la = LocalAppearanceNet(3, 2, filters=8, levels=3)
@@ -132,6 +134,7 @@ def test_heatmap_layers_use_small_init():
     assert keras.config.image_data_format() == "channels_last"
 
 
+@pytest.mark.slow
 def test_analytic_conv_cost_matches_a_hand_count():
     from scn_tf.models.flops import conv_macs, training_flops
 
@@ -142,12 +145,14 @@ def test_analytic_conv_cost_matches_a_hand_count():
     assert conv_macs(model, (1, 16, 16, 1)) == expected == 172_800
     assert conv_macs(model, (2, 16, 16, 1)) == 2 * expected  # built now: counted once, per image
     assert training_flops(model, (1, 16, 16, 1)) == 6 * expected
+    assert not any("call" in vars(layer) for layer in model._flatten_layers())  # the recording is removed
 
 
 @pytest.mark.parametrize("num_landmarks,ndim,expected", [
     (19, 2, 3_397_651),   # released cephalogram U-Net
     (26, 3, 2_702_234),   # released spine U-Net
 ])
+@pytest.mark.slow
 def test_released_unet_weight_counts(num_landmarks, ndim, expected):
     """The framework's U-Net runs its expanding block (two convs) at the deepest level too."""
     model = LocalizationUNet(num_landmarks=num_landmarks, ndim=ndim, variant="released")

@@ -9,7 +9,13 @@ import SimpleITK as sitk
 from scn_tf.configs import AugmentationConfig, DataConfig
 from scn_tf.data.augmentation import augment_intensity
 from scn_tf.data.pipeline import make_sample
-from scn_tf.data.preprocessing import foreground_quantiles, histogram_match, normalize_intensity, otsu_foreground, smooth
+from scn_tf.data.preprocessing import (
+    foreground_quantiles,
+    histogram_match,
+    normalize_intensity,
+    otsu_foreground,
+    smooth,
+)
 
 
 def test_smoothing_sigma_is_in_millimetres():
@@ -34,7 +40,8 @@ def test_histogram_matching_inside_foreground():
     foreground = otsu_foreground(source)
     assert foreground.sum() == 60 * 40
     # the linear intensity change is undone: foreground maps back onto the reference's range
-    np.testing.assert_allclose(matched[foreground], (source[foreground] - 10) / 0.5, atol=6.0)  # quantile noise of 1600 vs 2400 samples
+    # atol: the quantile noise of 1600 against 2400 samples
+    np.testing.assert_allclose(matched[foreground], (source[foreground] - 10) / 0.5, atol=6.0)
     assert np.percentile(matched[foreground], 50) == pytest.approx(np.percentile(reference[20:60, 20:60], 50), abs=3)
 
 
@@ -51,7 +58,8 @@ def test_normalization():
 def test_intensity_augmentation_bounds():
     array = np.full((4, 4), 0.5, np.float32)
     augmentation = AugmentationConfig(intensity_shift=0.25, intensity_scale=0.25)
-    values = [float(augment_intensity(array, augmentation, np.random.default_rng(s), [-1, 1])[0, 0]) for s in range(200)]
+    values = [float(augment_intensity(array, augmentation, np.random.default_rng(s), [-1, 1])[0, 0])
+              for s in range(200)]
     assert min(values) >= (0.5 - 0.25) * 0.75 - 1e-6 and max(values) <= 1.0
     assert max(values) - min(values) > 0.4
     assert augment_intensity(array, augmentation, None, None) is array

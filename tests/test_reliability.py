@@ -98,6 +98,7 @@ def test_convert_matches_exact_names():
         matching_image({"5_a": Path("5_a.png"), "5-b": Path("5-b.png")}, "5")
 
 
+@pytest.mark.slow
 def test_augment_refuses_an_escaping_id(tmp_path):
     data_config = write_dataset(tmp_path / "data")
     config = tmp_path / "c.json"
@@ -270,6 +271,7 @@ def blob_stream(poison=lambda step: False):
     return batches
 
 
+@pytest.mark.slow
 def test_corrupt_latest_checkpoint_falls_back_and_garbage_index_is_ignored(tmp_path, caplog):
     tiny_trainer(tmp_path).fit(blob_stream())
     checkpoints = tmp_path / "checkpoints"
@@ -288,6 +290,7 @@ def test_corrupt_latest_checkpoint_falls_back_and_garbage_index_is_ignored(tmp_p
     assert int(again.step.numpy()) == 6
 
 
+@pytest.mark.slow
 def test_nonfinite_limit_counts_consecutive_failures_and_names_the_batch(tmp_path):
     from scn_tf.training import TrainingError
 
@@ -303,6 +306,7 @@ def test_nonfinite_limit_counts_consecutive_failures_and_names_the_batch(tmp_pat
     assert "at step 2" in message and "learning rate 2.5e-05" in message and "batch samples id1" in message
 
 
+@pytest.mark.slow
 def test_learned_sigma_is_clamped(tmp_path):
     trainer = tiny_trainer(tmp_path, iterations=6, optimizer="adam", learning_rate=0.5, sigma_min=1.5, alpha=1e4,
                            log_every=3, checkpoint_every=3)
@@ -328,6 +332,7 @@ def model_run(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_predict_checks_every_input_before_writing(model_run, tmp_path):
     images = model_run / "data" / "images"
     broken = tmp_path / "broken.mha"
@@ -347,6 +352,7 @@ def test_predict_checks_every_input_before_writing(model_run, tmp_path):
     assert result.returncode == 1 and "--overwrite" in result.stderr
 
 
+@pytest.mark.slow
 def test_predict_keeps_same_named_inputs_apart(model_run, tmp_path):
     images = model_run / "data" / "images"
     for folder in ("scans", "old"):
@@ -362,6 +368,7 @@ def test_predict_keeps_same_named_inputs_apart(model_run, tmp_path):
     assert files["old__a"]["file"] == str(tmp_path / "old" / "a.mha")
 
 
+@pytest.mark.slow
 def test_train_refuses_a_missing_test_image_before_writing(tmp_path):
     data_config = write_dataset(tmp_path / "data")
     config = tmp_path / "c.json"

@@ -13,7 +13,7 @@ def patch(image, point_mm, spacing, half):
     """The (2 half + 1)^d pixels centred exactly (linear interpolation) on a point in mm."""
     volume = sitk.GetImageFromArray(image)
     volume.SetSpacing([float(s) for s in spacing])
-    origin = [float(p - half * s) for p, s in zip(point_mm, spacing)]
+    origin = [float(p - half * s) for p, s in zip(point_mm, spacing, strict=True)]
     window = sitk.Resample(volume, [2 * half + 1] * image.ndim, sitk.Transform(), sitk.sitkLinear, origin,
                            volume.GetSpacing(), volume.GetDirection(), 0.0, sitk.sitkFloat32)
     return sitk.GetArrayFromImage(window)
@@ -46,7 +46,7 @@ def test_landmarks_look_alike(ndim):
         inside = [p for p in points if np.all(np.isfinite(p))
                   and np.all(p / config.spacing >= half + 1)
                   and np.all(p / config.spacing <= np.array(config.size) - half - 2)]
-        for first, second in zip(inside[:-1], inside[1:]):
+        for first, second in zip(inside[:-1], inside[1:], strict=True):
             scores.append(ncc(patch(image, first, config.spacing, half), patch(image, second, config.spacing, half)))
     assert len(scores) > 20
     assert np.median(scores) > 0.8

@@ -12,6 +12,7 @@ from conftest import blob_sample
 from scn_tf.configs import TrainingConfig
 from scn_tf.heatmaps import decode_heatmaps
 from scn_tf.models import SpatialConfigurationNet
+from scn_tf.runtime import dtype_policy
 from scn_tf.training import LearningRate, Trainer
 
 TINY = dict(filters=8, levels=3, spatial_kernel_size=3, spatial_downsampling=4)
@@ -51,6 +52,7 @@ def config(**overrides):
     return TrainingConfig(**values)
 
 
+@pytest.mark.slow
 def test_short_training_learns_and_traces_once(tmp_path):
     train, test = samples(20, seed=0), samples(10, seed=1)
     model = tiny_scn()
@@ -81,6 +83,7 @@ def state(trainer):
             + [np.asarray(v) for v in trainer.optimizer.variables])
 
 
+@pytest.mark.slow
 def test_resume_gives_identical_state(tmp_path):
     data = samples(6, seed=2)
     settings = dict(iterations=8, checkpoint_every=4, log_every=2, learning_rate=1e-4)
@@ -92,13 +95,14 @@ def test_resume_gives_identical_state(tmp_path):
     resumed = Trainer(tiny_scn(seed=99), 2, config(**settings), tmp_path / "resumed")
     resumed.fit(stream(data))
     assert int(resumed.step.numpy()) == 8
-    for a, b in zip(state(straight), state(resumed)):
+    for a, b in zip(state(straight), state(resumed), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     image = data[0][0]
     np.testing.assert_allclose(np.asarray(straight.model(image)), np.asarray(resumed.model(image)),
                                rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_nonfinite_step_is_not_applied(tmp_path):
     data = samples(2, seed=3)
     trainer = Trainer(tiny_scn(), 2, config(), tmp_path)
@@ -111,14 +115,15 @@ def test_nonfinite_step_is_not_applied(tmp_path):
     terms = trainer.train_step(tf.constant(poisoned), tf.constant(coords), tf.constant(valid))
     assert not np.isfinite(float(terms["loss"]))
     assert int(trainer.nonfinite_steps.numpy()) == 1
-    for a, b in zip(before, state(trainer)):
+    for a, b in zip(before, state(trainer), strict=True):
         np.testing.assert_array_equal(a, b)
     trainer.train_step(*next(stream(data)(1)))
     weights_after = [np.asarray(w) for w in trainer.model.weights]
-    assert any(not np.array_equal(a, b) for a, b in zip(before, weights_after))  # a finite step applies
+    assert any(not np.array_equal(a, b) for a, b in zip(before, weights_after, strict=True))  # a finite step applies
     assert trainer.train_step.experimental_get_tracing_count() == 1
 
 
+@pytest.mark.slow
 def test_nonfinite_training_restores_and_lowers_learning_rate(tmp_path, caplog):
     data = samples(4, seed=4)
     poisoned = list(data)
@@ -149,6 +154,7 @@ def test_cosine_schedule_with_warmup_matches_the_formula():
         TrainingConfig(lr_schedule="linear")
 
 
+@pytest.mark.slow
 def test_trainer_follows_the_schedule(tmp_path):
     data = samples(2, seed=5)
     trainer = Trainer(tiny_scn(), 2, config(iterations=6, log_every=3, checkpoint_every=3, lr_schedule="cosine",
@@ -158,18 +164,16 @@ def test_trainer_follows_the_schedule(tmp_path):
     assert trainer.learning_rate == pytest.approx(0.0, abs=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option", ["xla", "mixed_precision"])
 def test_xla_and_mixed_precision_train_as_well_as_float32(tmp_path, option):
     train, test = samples(20, seed=0), samples(10, seed=1)
     errors = {}
     for variant in ("default", option):
-        keras.mixed_precision.set_global_policy("mixed_float16" if variant == "mixed_precision" else "float32")
-        try:
+        with dtype_policy("mixed_float16" if variant == "mixed_precision" else "float32"):
             model = tiny_scn()
             trainer = Trainer(model, 2, config(**({variant: True} if variant != "default" else {})), tmp_path / variant)
             trainer.fit(stream(train))
             errors[variant] = mean_error(model, test)
-        finally:
-            keras.mixed_precision.set_global_policy("float32")
         assert trainer.sigmas.dtype == tf.float32 and np.all(np.isfinite(trainer.sigmas.numpy()))
     assert errors[option] < 2.0 and abs(errors[option] - errors["default"]) < 0.5, errors

@@ -26,7 +26,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from scn_tf.data.ids import validate_ids
-from scn_tf.data.io import DataError, read_landmarks_csv, strip_image_suffix, write_landmarks_csv
+from scn_tf.data.io import IMAGE_SUFFIXES, DataError, read_landmarks_csv, strip_image_suffix, write_landmarks_csv
 from scn_tf.files import OutputError, atomic_path, check_writable_dir, inside, write_json_atomic
 
 FLAGS = flags.FLAGS
@@ -41,7 +41,6 @@ flags.DEFINE_string("output_dir", None, "Dataset folder to create.", required=Tr
 
 ISBI_PIXEL_MM = 0.1
 ISBI_LAST_SENIOR_EQUALS_CHALLENGE = 300  # from 301 on, the challenge's landmark 16 is not the senior one
-IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".png", ".mha", ".mhd", ".nii.gz", ".nii", ".nrrd")
 
 
 def find_images(folder: Path) -> dict[str, Path]:

@@ -15,10 +15,9 @@ from absl import flags
 
 from scn_tf.configs import ExperimentConfig, load_config
 from scn_tf.data.io import DataError, read_id_list
+from scn_tf.splits import SPLITS_DIR as SPLITS_DIR
 
 FLAGS = flags.FLAGS
-
-SPLITS_DIR = Path(__file__).resolve().parents[2] / "data_splits"
 
 
 def define_flags(fold_help: str, default_fold: str | None, default_data_dir: str | None = None) -> None:

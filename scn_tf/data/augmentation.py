@@ -63,7 +63,11 @@ class SpatialTransform:
 
     def resample(self, source: sitk.Image, outside_value: float = 0.0, method: str = "field",
                  threads: int = 0) -> sitk.Image:
-        """The source in network space through `transform` (resampling.resample: "field" or "exact")."""
+        """The source in network space through `transform` (resampling.resample: "field" or "exact"; "field"
+        with a source-space elastic part: resampling.resample_elastic_in_source)."""
+        if method == "field" and self.elastic_in_source:
+            return resampling.resample_elastic_in_source(source, self.affine, self.elastic, self.geometry.size,
+                                                         self.geometry.spacing, outside_value, threads=threads)
         return resampling.resample(source, self.transform, self.geometry.size, self.geometry.spacing,
                                    outside_value, method, threads=threads)
 

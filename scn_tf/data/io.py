@@ -6,8 +6,8 @@ import gzip
 import math
 import os
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -17,6 +17,8 @@ from scn_tf.files import write_text_atomic
 PLAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 PIL_CHECKED_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 MAX_IMAGE_VOXELS = 2**32  # 16 GiB as float32: more is a broken header, not an image
+# Every image file suffix read here, the longest of overlapping ones first (.nii.gz before .nii).
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".dcm") + PLAIN_IMAGE_SUFFIXES
 
 
 class DataError(ValueError):
@@ -26,7 +28,7 @@ class DataError(ValueError):
 def strip_image_suffix(name: str) -> str:
     """File name without its extensions; `.nii.gz` counts as one."""
     name = os.path.basename(os.fspath(name).rstrip("/"))
-    for suffix in (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".dcm") + PLAIN_IMAGE_SUFFIXES:
+    for suffix in IMAGE_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name.rsplit(".", 1)[0] if "." in name else name

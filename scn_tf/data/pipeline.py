@@ -12,8 +12,8 @@ import concurrent.futures
 import dataclasses
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import keras
 import numpy as np
@@ -23,8 +23,15 @@ import tensorflow as tf
 from scn_tf.configs import AugmentationConfig, DataConfig
 from scn_tf.data.augmentation import SpatialTransform, augment_intensity, make_transform
 from scn_tf.data.ids import validate_ids
-from scn_tf.data.io import (DataError, apply_image_frame, outside_extent, physical_to_pixel, pixel_to_physical,
-                            read_image, read_landmarks_csv)
+from scn_tf.data.io import (
+    DataError,
+    apply_image_frame,
+    outside_extent,
+    physical_to_pixel,
+    pixel_to_physical,
+    read_image,
+    read_landmarks_csv,
+)
 from scn_tf.data.preprocessing import foreground_quantiles, normalize_intensity, prepare_source, smooth
 
 OUT_OF_EXTENT_LIMIT = 0.03  # the fraction of annotated landmarks outside their images that stops a run
@@ -52,7 +59,8 @@ class LandmarkSource:
         progress = keras.utils.Progbar(len(self.ids), verbose=1 if verbose else 0, unit_name="image")
         self.images: dict[str, sitk.Image] = {}
         with concurrent.futures.ThreadPoolExecutor(max(workers, 1)) as pool:
-            for image_id, image in zip(self.ids, pool.map(lambda i: self.prepare(self._read(i)), self.ids)):
+            prepared = pool.map(lambda i: self.prepare(self._read(i)), self.ids)
+            for image_id, image in zip(self.ids, prepared, strict=True):
                 self.images[image_id] = image
                 progress.add(1)
         self.annotations = {i: annotations[i] for i in self.ids}

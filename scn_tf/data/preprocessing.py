@@ -3,7 +3,7 @@ and the fixed or percentile normalisation of a network-space image."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import SimpleITK as sitk

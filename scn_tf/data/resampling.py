@@ -20,7 +20,7 @@ does. Either works for any SimpleITK transform (neither looks inside it).
 from __future__ import annotations
 
 import itertools
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -41,7 +41,22 @@ def resample(source: sitk.Image, transform: sitk.Transform, size: Sequence[int],
         raise ValueError(f"resampling method must be one of {METHODS}, got {method!r}")
     if method == "exact":
         return _resample_exact(source, transform, size, spacing, outside_value, threads)
-    field = SourceField(source, transform, size, spacing, step, tolerance, threads)
+    return _resample_through(source, SourceField(source, transform, size, spacing, step, tolerance, threads),
+                             size, spacing, outside_value)
+
+
+def resample_elastic_in_source(source: sitk.Image, affine: sitk.AffineTransform, elastic: sitk.BSplineTransform,
+                               size: Sequence[int], spacing: Sequence[float], outside_value: float = 0.0,
+                               step: int = FIELD_STEP, threads: int = 0) -> sitk.Image:
+    """`resample` through elastic(affine(p)) for a B-spline whose domain contains the source (the spine's
+    source-space elastic part), with no cell evaluated exactly: see `ElasticInSourceField`."""
+    return _resample_through(source, ElasticInSourceField(source, affine, elastic, size, spacing, step, threads),
+                             size, spacing, outside_value)
+
+
+def _resample_through(source: sitk.Image, field, size: Sequence[int], spacing: Sequence[float],
+                      outside_value: float) -> sitk.Image:
+    """The source interpolated at the continuous indices of `field`'s slabs, as a float32 image."""
     array = sitk.GetArrayViewFromImage(source)
     if array.dtype != np.float32:
         array = array.astype(np.float32)
@@ -72,12 +87,12 @@ class SourceField:
         ndim = len(size)
         self.size = [int(n) for n in size]
         self.coarse = coarse_size(size, step)
-        coarse_spacing = [s * max(n - 1, 1) / (c - 1) for n, c, s in zip(size, self.coarse, spacing)]
+        coarse_spacing = [s * max(n - 1, 1) / (c - 1) for n, c, s in zip(size, self.coarse, spacing, strict=True)]
         points = transformed_points(transform, self.coarse, coarse_spacing, [0.0] * ndim, threads)
         centres = transformed_points(transform, [c - 1 for c in self.coarse], coarse_spacing,
                                      [0.5 * s for s in coarse_spacing], threads)
         failed = np.linalg.norm(centres - predicted_centres(points), axis=0) > tolerance * min(spacing)
-        cells = [_cell_of_pixel(n, c) for n, c in zip(self.size[::-1], self.coarse[::-1])]
+        cells = [_cell_of_pixel(n, c) for n, c in zip(self.size[::-1], self.coarse[::-1], strict=True)]
         self.mask = failed[np.ix_(*cells)]
         pixels = np.stack(np.nonzero(self.mask)[::-1], axis=-1) * np.asarray(spacing, np.float64)
         exact = transform_points(transform, pixels, threads)
@@ -96,8 +111,124 @@ class SourceField:
         for first in range(0, depth, planes):
             stop = min(first + planes, depth)
             slab = _lerp_axis(grid, 0, depth, first, stop)
-            slab[:, self.mask[first:stop]] = self.exact[:, self._offsets[first]:self._offsets[stop]]
+            self._fill(slab, first, stop)
             yield slab
+
+    def _fill(self, slab: np.ndarray, first: int, stop: int) -> None:
+        """Puts the exact indices of the refined pixels of output planes first..stop into `slab`."""
+        slab[:, self.mask[first:stop]] = self.exact[:, self._offsets[first]:self._offsets[stop]]
+
+
+class ElasticInSourceField(SourceField):
+    """The source positions of elastic(affine(p)) for a B-spline over exactly the source's extent (the
+    spine's source-space elastic part, `augmentation.source_domain`), without exact cells.
+
+    Outside its domain the B-spline has no displacement, so the composite jumps at the domain's edge. Here
+    the coarse grid interpolates the composite with the B-spline continued smoothly beyond its domain
+    (`continued_bspline`), and a pixel whose affine point lies outside the domain, where the true composite
+    is the affine map alone, is sent outside the source: the domain is the buffer with its half-pixel
+    border, what the interpolator counts as inside, so such a pixel takes `outside_value` either way. The
+    test is exact (an affine map, evaluated per pixel as a sum of one term per axis); the positions inside
+    carry only the smooth error of the coarse grid.
+    """
+
+    def __init__(self, source: sitk.Image, affine: sitk.AffineTransform, elastic: sitk.BSplineTransform,
+                 size: Sequence[int], spacing: Sequence[float], step: int, threads: int = 0):
+        if step < 1:
+            raise ValueError(f"resampling step must be a positive number of pixels, got {step}")
+        _check_domain_is_source(elastic, source)
+        ndim = len(size)
+        self.size = [int(n) for n in size]
+        self.coarse = coarse_size(size, step)
+        coarse_spacing = [s * max(n - 1, 1) / (c - 1) for n, c, s in zip(size, self.coarse, spacing, strict=True)]
+        composite = sitk.CompositeTransform([continued_bspline(elastic), affine])   # the affine map first
+        points = transformed_points(composite, self.coarse, coarse_spacing, [0.0] * ndim, threads)
+        self.grid = _to_index(source, np.moveaxis(points, 0, -1))
+        self._weights, self._offset = _pixel_to_domain_units(affine, elastic, spacing)
+
+    def outside(self, first: int, stop: int) -> np.ndarray:
+        """Whether each pixel of output planes first..stop (array order) has its affine point outside the
+        domain."""
+        ndim = len(self.size)
+        ranges = [np.arange(first, stop)] + [np.arange(n) for n in self.size[-2::-1]]   # array order
+        result = np.zeros([len(r) for r in ranges], bool)
+        for unit in range(ndim):
+            value = np.full(result.shape, self._offset[unit])
+            for axis, pixels in enumerate(ranges):
+                shape = [1] * ndim
+                shape[axis] = -1
+                value = value + (pixels * self._weights[ndim - 1 - axis, unit]).reshape(shape)
+            result |= (value < 0) | (value >= 1)
+        return result
+
+    def _fill(self, slab: np.ndarray, first: int, stop: int) -> None:
+        slab[:, self.outside(first, stop)] = _OUTSIDE
+
+
+_OUTSIDE = -1.0e6   # a continuous index beyond every source's half-pixel border
+
+
+def continued_bspline(elastic: sitk.BSplineTransform, cells: int = 2) -> sitk.BSplineTransform:
+    """The cubic `elastic` with its domain grown by `cells` control cells per side, equal to it inside its
+    domain and, beyond, the cubic polynomial of the nearest cell continued: the coefficients go on as a
+    cubic sequence (constant third differences), which a cubic B-spline turns into that polynomial."""
+    if elastic.GetOrder() != 3:
+        raise ValueError(f"only cubic B-splines can be continued, got order {elastic.GetOrder()}")
+    images = elastic.GetCoefficientImages()
+    ndim = images[0].GetDimension()
+    direction = np.array(images[0].GetDirection()).reshape(ndim, ndim)
+    spacing = np.array(images[0].GetSpacing())
+    continued = []
+    for image in images:
+        array = sitk.GetArrayFromImage(image)
+        for axis in range(ndim):
+            array = _continue_cubic(array, axis, cells)
+        grown = sitk.GetImageFromArray(array)
+        grown.SetSpacing(image.GetSpacing())
+        grown.SetDirection(image.GetDirection())
+        grown.SetOrigin([float(v) for v in np.array(image.GetOrigin()) - direction @ (cells * spacing)])
+        continued.append(grown)
+    return sitk.BSplineTransform(continued, 3)
+
+
+def _continue_cubic(array: np.ndarray, axis: int, count: int) -> np.ndarray:
+    """`array` extended by `count` entries at both ends of `axis`, each the cubic through the 4 before it."""
+    for _ in range(count):
+        n = array.shape[axis]
+        ends = []
+        for picks in ([3, 2, 1, 0], [n - 4, n - 3, n - 2, n - 1]):
+            a, b, c, d = (array.take([i], axis=axis) for i in picks)
+            ends.append(4 * d - 6 * c + 4 * b - a)
+        array = np.concatenate([ends[0], array, ends[1]], axis=axis)
+    return array
+
+
+def _pixel_to_domain_units(affine: sitk.AffineTransform, elastic: sitk.BSplineTransform,
+                           spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(W, b) with output pixel index (x first) @ W + b = the affine point in the domain's unit coordinates
+    (the domain is [0, 1) per axis)."""
+    ndim = len(spacing)
+    matrix = np.array(affine.GetMatrix()).reshape(ndim, ndim)
+    centre = np.array(affine.GetCenter())
+    shift = centre + np.array(affine.GetTranslation()) - matrix @ centre
+    direction = np.array(elastic.GetTransformDomainDirection()).reshape(ndim, ndim)
+    extent = np.array(elastic.GetTransformDomainPhysicalDimensions())
+    origin = np.array(elastic.GetTransformDomainOrigin())
+    weights = (np.diag(np.asarray(spacing, np.float64)) @ matrix.T @ direction) / extent
+    return weights, ((shift - origin) @ direction) / extent
+
+
+def _check_domain_is_source(elastic: sitk.BSplineTransform, source: sitk.Image) -> None:
+    """Refuses a B-spline whose domain is not the source's extent with its half-pixel border."""
+    ndim = source.GetDimension()
+    origin = np.array(source.TransformContinuousIndexToPhysicalPoint([-0.5] * ndim))
+    extent = np.array(source.GetSize()) * np.array(source.GetSpacing())
+    tolerance = 1e-6 * float(np.max(extent))
+    if not (np.allclose(elastic.GetTransformDomainOrigin(), origin, atol=tolerance)
+            and np.allclose(elastic.GetTransformDomainPhysicalDimensions(), extent, atol=tolerance)
+            and np.allclose(elastic.GetTransformDomainDirection(), source.GetDirection(), atol=1e-9)):
+        raise ValueError("resample_elastic_in_source needs a B-spline over the source's extent "
+                         "(augmentation.source_domain); use resample() for other transforms")
 
 
 def limit_threads(process: sitk.ProcessObject, threads: int) -> None:
@@ -129,7 +260,7 @@ def transformed_points(transform: sitk.Transform, size: Sequence[int], spacing: 
     generator.SetOutputDirection([float(v) for v in np.eye(ndim).ravel()])
     limit_threads(generator, threads)
     displacement = sitk.GetArrayFromImage(generator.Execute(transform))  # (*array order, d), mm
-    axes = [o + np.arange(n) * s for n, s, o in zip(size[::-1], spacing[::-1], origin[::-1])]
+    axes = [o + np.arange(n) * s for n, s, o in zip(size[::-1], spacing[::-1], origin[::-1], strict=True)]
     grid = np.stack(np.meshgrid(*axes, indexing="ij")[::-1], axis=-1)     # the points themselves, x first
     return np.moveaxis(grid + displacement, -1, 0)
 
@@ -224,11 +355,19 @@ def interpolate(array: np.ndarray, indices: np.ndarray, outside_value: float) ->
     for start in range(0, coordinates.shape[1], _CHUNK):
         chunk = coordinates[:, start:start + _CHUNK]
         inside = np.ones(chunk.shape[1], bool)
+        for axis in range(ndim):                            # Python numbers keep the arithmetic in float32
+            inside &= (chunk[axis] >= -0.5) & (chunk[axis] < int(shape[axis]) - 0.5)
+        if not inside.any():
+            result[start:start + _CHUNK] = outside_value
+            continue
+        if inside.mean() < 0.5:                             # interpolate the pixels inside only
+            result[start:start + _CHUNK] = outside_value
+            result[start:start + _CHUNK][inside] = interpolate(array, chunk[:, inside], outside_value)
+            continue
         offset = np.zeros(chunk.shape[1], np.int64)
         fractions = []
         for axis in range(ndim):
-            c, n = chunk[axis], int(shape[axis])            # Python numbers keep the arithmetic in float32
-            inside &= (c >= -0.5) & (c < n - 0.5)
+            c, n = chunk[axis], int(shape[axis])
             c = np.clip(c, 0.0, float(n - 1))
             low = np.minimum(np.floor(c), float(max(n - 2, 0)))
             fractions.append(c - low)

@@ -8,7 +8,7 @@ fixed upsampling, pooling and activations are a few per cent on top and are left
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 
@@ -16,23 +16,31 @@ from scn_tf.models.layers import Conv
 
 
 def conv_macs(model: keras.Model, input_shape: Sequence[int]) -> int:
-    """Multiply-accumulates of all convolutions of `model` on one input of `input_shape` (batch first)."""
-    counts = []
-    original = Conv.call
+    """Multiply-accumulates of all convolutions of `model` on one input of `input_shape` (batch first).
 
-    def recording(self, inputs, *args, **kwargs):
-        outputs = original(self, inputs, *args, **kwargs)
-        counts.append(math.prod(outputs.shape[:-1]) * math.prod(self.conv.kernel.shape))
-        return outputs
-
+    The model's own Conv layers record their output sizes on one symbolic pass, through a `call` set on
+    each instance for that pass and removed after it: the Conv class itself is never changed.
+    """
     inputs = keras.KerasTensor(tuple(input_shape))
     if not model.built:
         model(inputs)  # building traces every layer more than once: count on a second pass
+    counts = []
+
+    def recording(layer: Conv):
+        def call(x):
+            outputs = Conv.call(layer, x)
+            counts.append(math.prod(outputs.shape[:-1]) * math.prod(layer.conv.kernel.shape))
+            return outputs
+        return call
+
+    convs = [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, Conv)]
     try:
-        Conv.call = recording
+        for layer in convs:
+            object.__setattr__(layer, "call", recording(layer))
         model(inputs)
     finally:
-        Conv.call = original
+        for layer in convs:
+            object.__delattr__(layer, "call")
     return int(sum(counts))
 
 

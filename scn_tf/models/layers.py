@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -139,7 +139,7 @@ def _convolution_with_matmul_kernel_gradient(padding: str):
         upstream = ops.reshape(upstream, (-1, upstream.shape[-1]))
         taps = []
         for offset in np.ndindex(*([size] * ndim)):
-            window = x[(slice(None),) + tuple(slice(o, o + n) for o, n in zip(offset, positions))]
+            window = x[(slice(None),) + tuple(slice(o, o + n) for o, n in zip(offset, positions, strict=True))]
             taps.append(ops.matmul(ops.transpose(ops.reshape(window, (-1, x.shape[-1]))), upstream))
         return ops.reshape(ops.stack(taps), kernel.shape)
 
