@@ -23,7 +23,6 @@ import SimpleITK as sitk
 HERE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(HERE / "tests"))
 from conftest import write_dataset  # noqa: E402
-
 from scn_tf.configs import AugmentationConfig, ExperimentConfig, NetworkConfig, TrainingConfig  # noqa: E402
 
 

@@ -60,7 +60,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     run, rng, kills, logs = tmp_path / "killed", random.Random(16), 0, []
-    for attempt in range(KILLS * 4):
+    for attempt in range(KILLS * 4):  # noqa: B007 (reported in the assertion below)
         process = subprocess.Popen(train_command(config_path, data, ids, run), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, encoding="utf-8", errors="replace")
         wanted, seen, lines = rng.randint(1, 3), 0, []
