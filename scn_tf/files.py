@@ -115,7 +115,7 @@ class RunLock:
         self.path = Path(folder) / LOCK_NAME
         self._file = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         file = open(self.path, "a+")
         try:
@@ -146,7 +146,7 @@ class RunLock:
             self._file.close()
             self._file = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -19,7 +19,7 @@ from scn_tf.configs import AugmentationConfig, ExperimentConfig, NetworkConfig, 
 pytestmark = pytest.mark.slow
 
 KILLS = 20
-ITERATIONS = 30
+ITERATIONS = 60
 
 
 def train_command(config, data, ids, run):

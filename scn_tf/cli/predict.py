@@ -64,7 +64,7 @@ def main(argv):
         logging.error("--mirror auto is for 2D models; %s is %dD", FLAGS.model_dir, data.ndim)
         return 1
     inputs, bad = {}, []
-    for image_id, path in zip(unique_ids(paths), paths):  # every input checked before anything is written
+    for image_id, path in zip(unique_ids(paths), paths, strict=True):  # every input checked before anything is written
         try:
             read_image(path, data.ndim, data.image_spacing)
             inputs[image_id] = path

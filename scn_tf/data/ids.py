@@ -4,8 +4,8 @@ inside its folder, never a path elsewhere."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from scn_tf.data.io import DataError
 
