@@ -42,6 +42,26 @@ class _Section:
         return cls(**values)
 
 
+MAX_IMAGE_SIDE = 8192  # network input pixels per axis; the memory check (scn_tf.preflight) bounds the product
+
+
+def _require(name: str, value, minimum: float | None = None, above: float | None = None,
+             maximum: float | None = None, integer: bool = False) -> None:
+    """A ValueError naming the key unless `value` is a finite number (an integer if asked) in range."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(number) or (integer and number != int(number)):
+        raise ValueError(f"{name} must be a finite {'integer' if integer else 'number'}, got {value!r}")
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{name} must be at least {minimum:g}, got {value!r}")
+    if above is not None and number <= above:
+        raise ValueError(f"{name} must be greater than {above:g}, got {value!r}")
+    if maximum is not None and number > maximum:
+        raise ValueError(f"{name} must be at most {maximum:g}, got {value!r}")
+
+
 @dataclasses.dataclass
 class TrainingConfig(_Section):
     """Optimiser, loss and bookkeeping settings; defaults are the original cephalogram code's.
@@ -68,6 +88,7 @@ class TrainingConfig(_Section):
     seed: int = 0
     nonfinite_lr_factor: float = 0.5
     max_recoveries: int = 5
+    sigma_min: float = 0.1
     log_every: int = 100
     checkpoint_every: int = 1000
     max_to_keep: int = 3
@@ -77,6 +98,18 @@ class TrainingConfig(_Section):
     def __post_init__(self):
         _check_choice("training.optimizer", self.optimizer, ("sgd", "adam"))
         _check_choice("training.lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        for key in ("iterations", "batch_size", "log_every", "checkpoint_every", "max_to_keep"):
+            _require(f"training.{key}", getattr(self, key), minimum=1, integer=True)
+        for key in ("learning_rate", "sigma_init", "sigma_min", "gamma"):
+            _require(f"training.{key}", getattr(self, key), above=0.0)
+        for key in ("alpha", "weight_decay", "momentum", "lr_warmup", "lr_final_factor", "max_recoveries"):
+            _require(f"training.{key}", getattr(self, key), minimum=0.0)
+        _require("training.nonfinite_lr_factor", self.nonfinite_lr_factor, above=0.0, maximum=1.0)
+        if self.clip_norm is not None:
+            _require("training.clip_norm", self.clip_norm, above=0.0)
+        if self.sigma_min >= self.sigma_init:
+            raise ValueError(f"training.sigma_min ({self.sigma_min}) must be below training.sigma_init "
+                             f"({self.sigma_init})")
 
 
 @dataclasses.dataclass
@@ -133,6 +166,15 @@ class DataConfig(_Section):
             value = getattr(self, key)
             if value is not None and len(value) != self.ndim:
                 raise ValueError(f"data.{key} has {len(value)} values, data.ndim is {self.ndim}")
+        _require("data.num_landmarks", self.num_landmarks, minimum=1, integer=True)
+        for side in self.image_size:
+            _require("data.image_size", side, minimum=1, maximum=MAX_IMAGE_SIDE, integer=True)
+        for key in ("spacing", "image_spacing"):
+            for value in getattr(self, key) or ():
+                _require(f"data.{key}", value, above=0.0)
+        _require("data.smoothing_sigma", self.smoothing_sigma, minimum=0.0)
+        for radius in self.outlier_radii:
+            _require("data.outlier_radii", radius, above=0.0)
         if self.landmark_names is not None and len(self.landmark_names) != self.num_landmarks:
             raise ValueError(f"data.landmark_names has {len(self.landmark_names)} names for "
                              f"{self.num_landmarks} landmarks")

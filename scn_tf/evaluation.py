@@ -11,6 +11,7 @@ landmark to its prediction is the right one and at most 20 mm away, in unnormali
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -70,6 +71,13 @@ def identification_rate(predicted: np.ndarray, truth: np.ndarray, radius: float 
 def evaluate(ids: Sequence[str], predicted: np.ndarray, truth: np.ndarray, radii: Sequence[str] = ("2", "4", "10"),
              normalization: Normalization | None = None) -> dict:
     """metrics.json content for predictions and annotations of shape (images, landmarks, d)."""
+    for radius in radii:
+        try:
+            valid = math.isfinite(float(radius)) and float(radius) > 0
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ValueError(f"outlier radius {radius!r} is not a positive number")
     predicted = np.asarray(predicted, np.float64)
     truth = np.asarray(truth, np.float64)
     annotated = np.all(np.isfinite(truth), axis=-1)

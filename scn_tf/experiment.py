@@ -21,16 +21,17 @@ import SimpleITK as sitk
 from scn_tf.confidence import measure_reference, write_reference
 from scn_tf.configs import NETWORK_NAMES, ExperimentConfig
 from scn_tf.data.io import write_landmarks_csv
-from scn_tf.data.pipeline import LandmarkSource, make_dataset
+from scn_tf.data.pipeline import LandmarkSource, make_dataset, sample_order
 from scn_tf.distribution import distribute_batches, is_chief, make_strategy, worker_dir
 from scn_tf.evaluation import Normalization, error_units, evaluate
-from scn_tf.files import write_json_atomic
+from scn_tf.files import RunLock, check_writable_dir, inside, write_json_atomic
 from scn_tf.inference import Predictor
-from scn_tf.model_dir import write_model_files
+from scn_tf.model_dir import check_resume, write_model_files
 from scn_tf.models import build_model, count_trainable_weights
+from scn_tf.preflight import check_inputs
 from scn_tf.reports import write_reports
 from scn_tf.runtime import dtype_policy, seeded
-from scn_tf.training import Trainer
+from scn_tf.training import Trainer, checkpoint_prefixes
 from scn_tf.visualization import save_overlay
 
 log = logging.getLogger("scn_tf")
@@ -84,8 +85,9 @@ class Experiment:
         self.best_error = math.inf
 
     def run(self) -> dict:
-        """Trains, then evaluates the last weights on the test ids; returns their metrics ({} without test ids
-        or off the chief). Seeds and the dtype policy hold for the run only."""
+        """Checks everything the run needs before it writes anything, then trains under the run folder's lock
+        and evaluates the last weights on the test ids; returns their metrics ({} without test ids or off the
+        chief). Seeds and the dtype policy hold for the run only."""
         strategy = make_strategy(self.strategy_name)  # first: multi-worker collectives are set up before other ops
         training = self.config.training
         with seeded(training.seed), dtype_policy("mixed_float16" if training.mixed_precision else "float32"):
@@ -95,17 +97,35 @@ class Experiment:
         config = self.config
         chief = is_chief()
         run_dir = worker_dir(self.output_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        check_inputs(config, self.data_dir, {name: ids for name, ids in (
+            ("training", self.train_ids + self.validation_ids), ("test", self.test_ids)) if ids})
+        check_resume(self.output_dir, config)
         log.info("loading %d training images", len(self.train_ids))
         train = LandmarkSource(config.data, self.data_dir, self.train_ids, self.workers)
-        if chief:
-            write_model_files(self.output_dir, config, train.reference_quantiles)
+        validation = (LandmarkSource(config.data, self.data_dir, self.validation_ids, self.workers)
+                      if self.validation_ids else None)
+        if self.test_ids:
+            log.info("loading %d test images", len(self.test_ids))
+        test = LandmarkSource(config.data, self.data_dir, self.test_ids, self.workers) if self.test_ids else None
+        check_writable_dir(run_dir)
+        with RunLock(run_dir):
+            return self._train(strategy, chief, run_dir, train, validation, test)
+
+    def _train(self, strategy, chief: bool, run_dir: Path, train: LandmarkSource,
+               validation: LandmarkSource | None, test: LandmarkSource | None) -> dict:
+        config = self.config
+        model_files = {"config.json": config.to_dict()}
+        if train.reference_quantiles is not None:
+            model_files["preprocessing.json"] = {"histogram_quantiles": np.asarray(train.reference_quantiles).tolist()}
+        if chief and not checkpoint_prefixes(run_dir / "checkpoints"):
+            write_model_files(self.output_dir, config, train.reference_quantiles)  # a new run: its configuration
         if strategy.num_replicas_in_sync > 1:
             log.info("%s strategy: %d replicas, global batch %d", self.strategy_name, strategy.num_replicas_in_sync,
                      strategy.num_replicas_in_sync * config.training.batch_size)
         with strategy.scope():
             model = build_model(config.network, config.data)
-        trainer = Trainer(model, config.data.num_landmarks, config.training, run_dir, strategy)
+        trainer = Trainer(model, config.data.num_landmarks, config.training, run_dir, strategy,
+                          model_files=model_files if chief else None)
 
         def make(batch_size: int, start_step: int, shard: tuple[int, int]):
             return make_dataset(train, config.augmentation, seed=config.training.seed, batch_size=batch_size,
@@ -115,12 +135,12 @@ class Experiment:
         def batches(start_step: int):
             return distribute_batches(strategy, make, config.training.batch_size, start_step)
 
-        validation = (LandmarkSource(config.data, self.data_dir, self.validation_ids, self.workers)
-                      if self.validation_ids else None)
-        test = None
+        def batch_ids(step: int) -> list[str]:
+            size = config.training.batch_size
+            return [train.ids[sample_order(len(train.ids), config.training.seed, step * size + k, True)[0]]
+                    for k in range(size)]
 
         def periodic(step: int) -> dict:
-            nonlocal test
             results = {}
             if validation is not None:
                 metrics = self.evaluate(model, trainer, validation, train.reference_quantiles)
@@ -129,24 +149,23 @@ class Experiment:
                     self.best_error = metrics["pe_mean"]
                     trainer.save_weights("best")
                     write_json_atomic(self.output_dir / "best.json", {"step": step, "validation": metrics})
-            if self.test_ids and step < config.training.iterations:
-                test = test or LandmarkSource(config.data, self.data_dir, self.test_ids, self.workers)
+            if test is not None and step < config.training.iterations:
                 metrics = self.evaluate(model, trainer, test, train.reference_quantiles)
                 results.update({f"test_{k}": metrics[k] for k in ("pe_mean", "pe_median", "id_rate")})
             return results
 
         needs_periodic = chief and self.eval_every and (validation is not None or self.test_ids)
-        trainer.fit(batches, evaluate=periodic if needs_periodic else None, eval_every=self.eval_every)
+        trainer.fit(batches, evaluate=periodic if needs_periodic else None, eval_every=self.eval_every,
+                    batch_ids=batch_ids)
         if not chief:
             shutil.rmtree(run_dir, ignore_errors=True)
             return {}
         log.info("heatmap peaks of the %d training images (the scale of scn-predict's confidence)", len(train.ids))
         predictor = Predictor(model, config.data, trainer.sigmas.numpy(), train.reference_quantiles)
         write_reference(self.output_dir, measure_reference(predictor, train.images, train.points))
-        if not self.test_ids:
+        if test is None:
             return {}
         log.info("evaluating the last weights on %d test images", len(self.test_ids))
-        test = test or LandmarkSource(config.data, self.data_dir, self.test_ids, self.workers)
         metrics = self.evaluate(model, trainer, test, train.reference_quantiles, write=True)
         if validation is not None and (self.output_dir / "best.weights.h5").exists():
             best_model = build_model(config.network, config.data)
@@ -180,7 +199,7 @@ class Experiment:
             overlays.mkdir(exist_ok=True)
             for image_id in source.ids[:4]:
                 image = source.images[image_id]
-                save_overlay(overlays / f"{image_id}.png", sitk.GetArrayFromImage(image), image.GetSpacing(),
+                save_overlay(inside(overlays, f"{image_id}.png"), sitk.GetArrayFromImage(image), image.GetSpacing(),
                              landmarks=source.pixel_annotations(image_id), predicted=details[image_id].indices,
                              names=data.landmark_names, title=f"{image_id}: annotation (o) and prediction (x)")
         return metrics

@@ -1,17 +1,33 @@
-"""A training run's folder as a deployable model: config.json, <last|best>.weights.h5, sigmas.json,
-confidence.json (the training images' heatmap peaks, scn_tf.confidence) and,
-where the configuration matches histograms, preprocessing.json with the reference quantiles."""
+"""A training run's folder as a deployable model: config.json, <last|best>.weights.h5, sigmas.json (best:
+best.sigmas.json), confidence.json (the training images' heatmap peaks, scn_tf.confidence) and, where the
+configuration matches histograms, preprocessing.json with the reference quantiles.
+
+A model is written as one unit (`write_model`): the weights and the JSON files under temporary names, renamed,
+and the sigmas file last, holding the SHA-256 of the weights and of those files. `load_model_dir` checks the
+digests, so that weights, sigmas and configuration from different steps (a run killed while writing them)
+are refused instead of used. Folders written before the digests load as they are.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from scn_tf.configs import ExperimentConfig, load_config
-from scn_tf.files import write_json_atomic
+from scn_tf.files import atomic_path, write_json_atomic
+
+ARCHITECTURE_KEYS = {  # what the weights and the meaning of their outputs depend on: fixed by a run's first start
+    "network": ("network", "filters", "levels", "spatial_kernel_size", "spatial_downsampling", "padding",
+                "unet_variant"),
+    "data": ("ndim", "num_landmarks", "image_size", "spacing", "image_spacing", "image_frame", "landmark_units",
+             "smoothing_sigma", "normalization", "intensity_shift", "intensity_scale", "intensity_clamp",
+             "percentiles", "histogram_reference"),
+}
 
 
 class ModelDirError(ValueError):
@@ -26,6 +42,83 @@ def write_model_files(output_dir: str | os.PathLike, config: ExperimentConfig,
     if reference_quantiles is not None:
         write_json_atomic(output_dir / "preprocessing.json",
                           {"histogram_quantiles": np.asarray(reference_quantiles).tolist()})
+
+
+def sigmas_file(name: str) -> str:
+    return "sigmas.json" if name == "last" else f"{name}.sigmas.json"
+
+
+def digest(path: str | os.PathLike) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def write_model(output_dir: str | os.PathLike, name: str, save_weights: Callable[[Path], None], step: int,
+                sigmas: np.ndarray, files: dict[str, dict]) -> Path:
+    """`<name>.weights.h5` (written by `save_weights(path)`), the JSON `files` ({file name: content}) and the
+    sigmas file as one model: all under temporary names first, then renamed, the sigmas file with the digests
+    of the others last. Returns the weights' path."""
+    output_dir = Path(output_dir)
+    weights = output_dir / f"{name}.weights.h5"
+    digests = {}
+    with atomic_path(weights) as temporary:
+        save_weights(temporary)
+        digests[weights.name] = digest(temporary)
+        staged = []
+        for file_name, content in files.items():
+            target = output_dir / file_name
+            text = json.dumps(content, indent=2)
+            digests[file_name] = hashlib.sha256(text.encode()).hexdigest()
+            staged.append((target, text))
+    for target, text in staged:
+        with atomic_path(target) as temporary:
+            temporary.write_text(text)
+    write_json_atomic(output_dir / sigmas_file(name), {"step": step, "sigmas": np.asarray(sigmas).tolist(),
+                                                       "digests": digests})
+    return weights
+
+
+def check_consistent(model_dir: Path, name: str) -> None:
+    """A ModelDirError where the digests in the sigmas file do not match the weights or configuration."""
+    path = model_dir / sigmas_file(name)
+    if not path.exists():
+        return
+    digests = json.loads(path.read_text()).get("digests")
+    if digests is None:
+        return  # written before digests were kept
+    weights = f"{name}.weights.h5"
+    for file_name in [weights] + [f for f in digests if f != weights]:
+        if file_name not in digests or not (model_dir / file_name).exists() \
+                or digest(model_dir / file_name) != digests[file_name]:
+            raise ModelDirError(f"{model_dir}: {file_name} is not the one {path.name} was written with (a run "
+                                "stopped while writing its model, or files copied from different runs); resume "
+                                "the run with --resume to write a consistent model")
+
+
+def architecture_differences(saved: ExperimentConfig, requested: ExperimentConfig) -> list[str]:
+    """'section.key: saved X, requested Y' for each architecture or geometry key that differs."""
+    differences = []
+    for section, keys in ARCHITECTURE_KEYS.items():
+        for key in keys:
+            old, new = getattr(getattr(saved, section), key), getattr(getattr(requested, section), key)
+            if old != new:
+                differences.append(f"{section}.{key}: saved {old!r}, requested {new!r}")
+    return differences
+
+
+def check_resume(output_dir: str | os.PathLike, config: ExperimentConfig) -> None:
+    """Before a resumed run writes anything: its saved configuration must agree with the requested one on every
+    architecture and geometry key (other keys, as the iterations and the learning rate, may change)."""
+    path = Path(output_dir) / "config.json"
+    if not path.exists():
+        return
+    differences = architecture_differences(load_config(path), config)
+    if differences:
+        raise ModelDirError(f"{output_dir}: --resume with another architecture or geometry than the saved run's "
+                            f"({'; '.join(differences)}); use the saved values or another --output_dir")
 
 
 def load_model_dir(model_dir: str | os.PathLike, checkpoint: str = "last"):
@@ -43,12 +136,16 @@ def load_model_dir(model_dir: str | os.PathLike, checkpoint: str = "last"):
     if not weights.exists():
         raise ModelDirError(f"{model_dir}: no {weights.name}; available: "
                             f"{sorted(p.name for p in model_dir.glob('*.weights.h5')) or 'no weights at all'}")
+    check_consistent(model_dir, checkpoint)
     model = build_model(config.network, config.data)
     model(np.zeros((1, *reversed(config.data.image_size), 1), np.float32))
     model.load_weights(weights)
     sigmas = None
-    if (model_dir / "sigmas.json").exists():
-        sigmas = np.array(json.loads((model_dir / "sigmas.json").read_text())["sigmas"])
+    sigmas_path = model_dir / sigmas_file(checkpoint)
+    if not sigmas_path.exists():
+        sigmas_path = model_dir / "sigmas.json"  # best weights of a run written before best.sigmas.json
+    if sigmas_path.exists():
+        sigmas = np.array(json.loads(sigmas_path.read_text())["sigmas"])
     quantiles = None
     if config.data.normalization == "histogram_matching":
         path = model_dir / "preprocessing.json"

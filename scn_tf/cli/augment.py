@@ -16,8 +16,9 @@ from absl import app, flags, logging
 
 from scn_tf.cli.common import command, import_tensorflow_quietly, resolve_config
 from scn_tf.configs import PRESETS
+from scn_tf.data.ids import validate_ids
 from scn_tf.data.io import DataError, format_landmark_row
-from scn_tf.files import atomic_path, write_text_atomic
+from scn_tf.files import OutputError, atomic_path, check_writable_dir, inside, write_text_atomic
 from scn_tf.visualization import save_overlay
 
 
@@ -52,10 +53,11 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
     from scn_tf.data.pipeline import LandmarkSource, make_sample
 
     output_dir = Path(values.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     try:
+        validate_ids(values.ids, "--ids")
         source = LandmarkSource(config.data, values.data_dir, values.ids, verbose=False)
-    except DataError as error:
+        check_writable_dir(output_dir)
+    except (DataError, OutputError) as error:
         logging.error("%s", error)
         return 1
     for id_index, image_id in enumerate(source.ids):
@@ -72,11 +74,11 @@ def write_sample(output_dir: Path, name: str, sample, landmark_names=None) -> No
     geometry = sample.transform.geometry
     image = sitk.GetImageFromArray(sample.image[..., 0])
     image.SetSpacing([float(s) for s in geometry.spacing])
-    with atomic_path(output_dir / f"{name}.nii.gz") as temporary:
+    with atomic_path(inside(output_dir, f"{name}.nii.gz")) as temporary:
         sitk.WriteImage(image, str(temporary))
     physical = sample.coords * geometry.spacing
-    write_text_atomic(output_dir / f"{name}.csv", format_landmark_row(name.rsplit("_", 1)[0], physical) + "\n")
-    save_overlay(output_dir / f"{name}.png", sample.image[..., 0], geometry.spacing, landmarks=sample.coords,
+    write_text_atomic(inside(output_dir, f"{name}.csv"), format_landmark_row(name.rsplit("_", 1)[0], physical) + "\n")
+    save_overlay(inside(output_dir, f"{name}.png"), sample.image[..., 0], geometry.spacing, landmarks=sample.coords,
                  names=landmark_names, title=name)
 
 

@@ -11,8 +11,9 @@ truth (Wang et al. 2015, the paper's) equals senior except landmark 16 on 301-40
 annotations/challenge_mm.csv is therefore senior on ids up to 300 only, or, with `--challenge_csv`, a copy
 of the original experiments' all_challenge.csv (same layout, mm). A data.json beside them sets the image
 suffix, for `--config`.
-hand / spine: images are linked as images/<id>.<ext> for every id of the landmark CSV (a file whose name
-starts with the id), and the CSV is copied (all.csv / points_world_coordinates.csv).
+hand / spine: images are linked as images/<id>.<ext> for every id of the landmark CSV (the file named <id>,
+or <id> followed by `_`, `-`, `.` or a space: `31` never matches `310.mha`), and the CSV is copied (all.csv /
+points_world_coordinates.csv).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import numpy as np
 from absl import app, flags, logging
 
 from scn_tf.cli.common import command
+from scn_tf.data.ids import validate_ids
 from scn_tf.data.io import IMAGE_SUFFIXES, DataError, read_landmarks_csv, strip_image_suffix, write_landmarks_csv
-from scn_tf.files import atomic_path, write_json_atomic
+from scn_tf.files import OutputError, atomic_path, check_writable_dir, inside, write_json_atomic
 
 
 def define_flags(values: flags.FlagValues) -> None:
@@ -55,6 +57,19 @@ def find_images(folder: Path) -> dict[str, Path]:
     if not images:
         raise DataError(f"{folder}: no image files found")
     return images
+
+
+def matching_image(images: dict[str, Path], image_id: str) -> Path | None:
+    """The image named exactly `image_id`, else the one whose name is `image_id` followed by a separator
+    (`_`, `-`, `.`, space): `31` matches `31.mha` and `31_hand.png`, never `310.mha`. Two candidates of the
+    second kind are an error."""
+    if image_id in images:
+        return images[image_id]
+    candidates = [path for name, path in images.items()
+                  if name.startswith(image_id) and name[len(image_id)] in "_-. "]
+    if len(candidates) > 1:
+        raise DataError(f"id {image_id}: several images match ({', '.join(p.name for p in candidates[:5])})")
+    return candidates[0] if candidates else None
 
 
 def link(source: Path, target: Path) -> None:
@@ -98,8 +113,8 @@ def convert_isbi(images: dict[str, Path], annotations: Path, output: Path, chall
     if not ids:
         raise DataError(f"no id has both an image in {images_dir or 'the image folder'} and an annotation in "
                         f"{annotations}")
-    for image_id in ids:
-        link(images[image_id], output / "images" / f"{image_id}{suffix_of(images[image_id])}")
+    for image_id in validate_ids(ids, str(annotations)):
+        link(images[image_id], inside(output, Path("images") / f"{image_id}{suffix_of(images[image_id])}"))
     write_landmarks_csv(output / "annotations" / "senior_mm.csv", {i: tables["senior"][i] for i in ids})
     if challenge is None:
         write_landmarks_csv(output / "annotations" / "challenge_mm.csv",
@@ -121,12 +136,13 @@ def convert_listed(images: dict[str, Path], landmarks: Path, output: Path, csv_n
     """Links the image of every id of the landmark CSV into `output`/images and copies the CSV as `csv_name`."""
     if not landmarks.exists():
         raise DataError(f"{landmarks}: landmark CSV does not exist")
-    ids = [line.split(",", 1)[0].strip() for line in landmarks.read_text().splitlines() if line.strip()]
+    ids = validate_ids([line.split(",", 1)[0].strip() for line in landmarks.read_text().splitlines()
+                        if line.strip()], str(landmarks))
     found = 0
     for image_id in ids:
-        matches = [path for name, path in images.items() if name == image_id or name.startswith(f"{image_id}")]
-        if matches:
-            link(matches[0], output / "images" / f"{image_id}{suffix_of(matches[0])}")
+        match = matching_image(images, image_id)
+        if match is not None:
+            link(match, inside(output, Path("images") / f"{image_id}{suffix_of(match)}"))
             found += 1
     if not found:
         raise DataError(f"no image in {images_dir or 'the image folder'} matches an id of {landmarks}")
@@ -142,6 +158,7 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
         raise app.UsageError(f"unexpected arguments: {' '.join(arguments)}")
     output, images_dir = Path(values.output_dir), Path(values.images)
     try:
+        check_writable_dir(output)
         images = find_images(images_dir)
         if values.dataset == "isbi2015":
             if not values.annotations:
@@ -153,7 +170,7 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
                 raise app.UsageError("--landmarks is required")
             name = "all.csv" if values.dataset == "hand" else "points_world_coordinates.csv"
             convert_listed(images, Path(values.landmarks), output, name, images_dir)
-    except DataError as error:
+    except (DataError, OutputError) as error:
         logging.error("%s", error)
         return 1
     return 0

@@ -22,6 +22,7 @@ from scn_tf.cli.common import command
 from scn_tf.configs import NETWORK_NAMES, load_config
 from scn_tf.data.io import DataError, read_id_list, read_landmarks_csv
 from scn_tf.evaluation import Normalization, error_units, evaluate
+from scn_tf.files import OutputError, check_writable_dir
 from scn_tf.reports import plot_cumulative_ipe, write_reports
 
 
@@ -45,6 +46,11 @@ def define_flags(values: flags.FlagValues) -> None:
                       "mm otherwise or with --normalization).", flag_values=values)
     flags.DEFINE_list("compare", [], "Other metrics.json files to draw in the cumulative IPE plot.",
                       flag_values=values)
+    flags.DEFINE_bool("overwrite", False, "Replace the reports of an earlier evaluation in --output_dir.",
+                      flag_values=values)
+
+
+REPORT_FILES = ("metrics.json", "per_landmark.csv", "summary.txt", "cumulative_ipe.png")
 
 
 @dataclasses.dataclass
@@ -92,6 +98,11 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
         raise app.UsageError(f"unexpected arguments: {' '.join(arguments)}")
     predictions_path, truth_path = Path(values.predictions), Path(values.ground_truth)
     try:
+        check_writable_dir(values.output_dir)
+        existing = [name for name in REPORT_FILES if (Path(values.output_dir) / name).exists()]
+        if existing and not values.overwrite:
+            raise OutputError(f"{values.output_dir}: holds {', '.join(existing)} already; pass --overwrite to "
+                              "replace them")
         for path in (predictions_path, truth_path):
             if not path.exists():
                 raise DataError(f"{path}: file does not exist")
@@ -116,7 +127,7 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
         normalization = Normalization.parse(values.normalization)
         metrics = evaluate(ids, np.stack([predictions[i] for i in ids]), np.stack([truth[i] for i in ids]),
                            values.radii, normalization)
-    except (DataError, ValueError, OSError) as error:
+    except (DataError, OutputError, ValueError, OSError) as error:
         logging.error("%s", error)
         return 1
     method = values.method or labels.method

@@ -4,8 +4,11 @@
       [--mirror auto] [--save_heatmaps heatmaps] images/*.jpg
 
 Writes the annotation CSV format in the model's landmark units, one row per image (id = file name without
-extensions), and beside it a JSON with each landmark's confidence (heatmap peak), its scale against the
-training images' peaks (scn_tf.confidence) and sigma in mm; warns for images far below the model's usual.
+extensions; where names repeat, with as many parent folders as tell them apart: `scans__a`), and beside it a
+JSON with each image's file, each landmark's confidence (heatmap peak), its scale against the training
+images' peaks (scn_tf.confidence) and sigma in mm; warns for images far below the model's usual.
+Every input is read before anything is written: a bad one ends the command with exit 1 and no output, unless
+--skip_bad (the JSON's "skipped" lists the files left out). Existing outputs are replaced only with --overwrite.
 Millimetres are in the model's `data.image_frame`: "header" is the file's physical space, "zero_origin" the
 image with origin 0 and identity direction (mm from the first voxel along the index axes), as its training
 landmarks.
@@ -22,8 +25,9 @@ from absl import app, flags, logging
 from scn_tf import confidence
 from scn_tf.cli.common import command, import_tensorflow_quietly
 from scn_tf.configs import NETWORK_NAMES
-from scn_tf.data.io import DataError, read_image, strip_image_suffix, write_landmarks_csv
-from scn_tf.files import atomic_path, write_json_atomic
+from scn_tf.data.ids import unique_ids
+from scn_tf.data.io import DataError, read_image, write_landmarks_csv
+from scn_tf.files import OutputError, atomic_path, check_output_file, check_writable_dir, inside, write_json_atomic
 from scn_tf.model_dir import ModelDirError, load_model_dir
 from scn_tf.visualization import save_overlay
 
@@ -37,6 +41,9 @@ def define_flags(values: flags.FlagValues) -> None:
                       "and keeps the more confident reading (reported per image).", flag_values=values)
     flags.DEFINE_string("save_heatmaps", None, "Write each image's heatmaps here as <id>.mha on the input image's "
                         "grid, one float32 component per landmark.", flag_values=values)
+    flags.DEFINE_bool("skip_bad", False, "Predict the usable images and list the unusable ones, instead of stopping "
+                      "with nothing written at the first bad input.", flag_values=values)
+    flags.DEFINE_bool("overwrite", False, "Replace existing output files.", flag_values=values)
 
 
 def main(values: flags.FlagValues, arguments: list[str]) -> int:
@@ -44,7 +51,7 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
     if not paths:
         raise app.UsageError("give one or more image files")
     missing = [str(p) for p in paths if not p.exists()]
-    if missing:
+    if missing and not values.skip_bad:
         logging.error("image file(s) do not exist: %s", ", ".join(missing))
         return 1
     import_tensorflow_quietly()
@@ -52,29 +59,47 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
 
     from scn_tf.inference import Predictor, source_frame_heatmaps
 
+    output = Path(values.output)
     try:
+        for target in (output, output.with_suffix(".json")):
+            check_output_file(target, values.overwrite)
+        for folder in (values.overlay_dir, values.save_heatmaps):
+            if folder:
+                check_writable_dir(folder)
         config, model, sigmas, quantiles = load_model_dir(values.model_dir, values.checkpoint)
-    except (ModelDirError, ValueError) as error:
+    except (ModelDirError, OutputError, ValueError) as error:
         logging.error("%s", error)
         return 1
     data = config.data
     if values.mirror == "auto" and data.ndim != 2:
         logging.error("--mirror auto is for 2D models; %s is %dD", values.model_dir, data.ndim)
         return 1
+    inputs, bad = {}, []
+    for image_id, path in zip(unique_ids(paths), paths, strict=True):  # every input checked before anything is written
+        try:
+            read_image(path, data.ndim, data.image_spacing)
+            inputs[image_id] = path
+        except DataError as error:
+            bad.append(str(path))
+            logging.error("%s", error)
+    if bad and not values.skip_bad:
+        logging.error("%d of %d input(s) cannot be used; nothing written (--skip_bad predicts the others)",
+                      len(bad), len(paths))
+        return 1
+    if bad:
+        logging.warning("skipped %d bad input(s): %s", len(bad), ", ".join(bad))
+    if not inputs:
+        logging.error("no usable input image")
+        return 1
     reference = confidence.load_reference(values.model_dir, values.checkpoint)
     predictor = Predictor(model, data, sigmas, quantiles, confidence_reference=reference)
     rows, details = {}, {}
-    progress = keras.utils.Progbar(len(paths), unit_name="image")
-    for path in paths:
-        image_id = strip_image_suffix(path.name)
-        try:
-            image = read_image(path, data.ndim, data.image_spacing)
-        except DataError as error:
-            logging.error("%s", error)
-            return 1
+    progress = keras.utils.Progbar(len(inputs), unit_name="image")
+    for image_id, path in inputs.items():
+        image = read_image(path, data.ndim, data.image_spacing)
         prediction = predictor.predict_image(image, image_id, values.mirror, keep_heatmaps=bool(values.save_heatmaps))
         rows[image_id] = prediction.in_units(data.landmark_units)
-        details[image_id] = {**confidence.describe(prediction.confidence, reference),
+        details[image_id] = {"file": str(path), **confidence.describe(prediction.confidence, reference),
                              "mirrored": prediction.mirrored, "mirror_scores": prediction.mirror_scores,
                              "sigma_mm": None if prediction.sigma_mm is None else prediction.sigma_mm.tolist()}
         if prediction.mirror_scores:
@@ -86,23 +111,26 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
                             100 * details[image_id]["relative_confidence"],
                             "" if data.ndim != 2 or values.mirror == "auto" else ", or try --mirror auto")
         if values.save_heatmaps:
-            with atomic_path(Path(values.save_heatmaps) / f"{image_id}.mha") as temporary:
+            with atomic_path(inside(values.save_heatmaps, f"{image_id}.mha"), values.overwrite) as temporary:
                 sitk.WriteImage(source_frame_heatmaps(prediction, image, data.image_frame), str(temporary))
         if values.overlay_dir:
-            Path(values.overlay_dir).mkdir(parents=True, exist_ok=True)
-            save_overlay(Path(values.overlay_dir) / f"{image_id}.png", sitk.GetArrayFromImage(image),
+            save_overlay(inside(values.overlay_dir, f"{image_id}.png"), sitk.GetArrayFromImage(image),
                          image.GetSpacing(), predicted=prediction.indices, names=data.landmark_names,
                          title=f"{image_id}: predicted landmarks")
         progress.add(1)
-    output = Path(values.output)
-    write_landmarks_csv(output, rows)
-    write_json_atomic(output.with_suffix(".json"), {"landmark_units": data.landmark_units,
-                                                    "image_frame": data.image_frame,
-                                                    "num_landmarks": data.num_landmarks, "ndim": data.ndim,
-                                                    "method": NETWORK_NAMES[config.network.network],
-                                                    "landmark_names": data.landmark_names,
-                                                    "confidence_meaning": confidence.MEANING if reference
-                                                    else confidence.UNAVAILABLE, "images": details})
+    try:
+        write_json_atomic(output.with_suffix(".json"), {"landmark_units": data.landmark_units,
+                                                        "image_frame": data.image_frame,
+                                                        "num_landmarks": data.num_landmarks, "ndim": data.ndim,
+                                                        "method": NETWORK_NAMES[config.network.network],
+                                                        "landmark_names": data.landmark_names,
+                                                        "confidence_meaning": confidence.MEANING if reference
+                                                        else confidence.UNAVAILABLE, "images": details,
+                                                        "skipped": bad}, values.overwrite)
+        write_landmarks_csv(output, rows, values.overwrite)
+    except OutputError as error:
+        logging.error("%s", error)
+        return 1
     logging.info("wrote %s (%d images)", output, len(rows))
     return 0
 

@@ -197,7 +197,7 @@ def run(name: str, base: ExperimentConfig | None, options: RunOptions,
                                 eval_every=options.eval_every, validation_fraction=options.validation_fraction,
                                 workers=options.workers, strategy=options.strategy)
         metrics = experiment.run()
-    except (ValueError, DataError) as error:
+    except (ValueError, DataError, OSError) as error:  # DataError, OutputError, ModelDirError, TrainingError
         logging.error("%s", error)
         return 1
     if metrics:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import math
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +15,8 @@ import SimpleITK as sitk
 from scn_tf.files import write_text_atomic
 
 PLAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+PIL_CHECKED_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+MAX_IMAGE_VOXELS = 2**32  # 16 GiB as float32: more is a broken header, not an image
 # Every image file suffix read here, the longest of overlapping ones first (.nii.gz before .nii).
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".dcm") + PLAIN_IMAGE_SUFFIXES
 
@@ -49,9 +53,11 @@ def read_image(path: str | os.PathLike, ndim: int | None = None, spacing: Sequen
             reader.SetFileNames(files)
             image = reader.Execute()
         else:
+            check_complete(path)
             image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         raise DataError(f"{path}: cannot read image ({str(error).strip().splitlines()[-1]})") from error
+    check_geometry(path, image)
     if image.GetNumberOfComponentsPerPixel() > 1:
         image = _to_grey(image)
     if image.GetDimension() == 3 and image.GetSize()[2] == 1 and ndim != 3:
@@ -65,7 +71,89 @@ def read_image(path: str | os.PathLike, ndim: int | None = None, spacing: Sequen
             raise DataError(f"{path}: configured image_spacing {list(spacing)} does not match the "
                             f"image's {image.GetDimension()} dimensions")
         image.SetSpacing([float(s) for s in spacing])
+    check_finite(path, image)
     return image
+
+
+def check_complete(path: Path) -> None:
+    """A DataError for a file cut short that SimpleITK would read without a word: a JPEG, PNG or BMP whose
+    decoder (PIL) runs out of data, a gzip stream that ends early (.nii.gz), a MetaImage with fewer or more
+    bytes than its header's size. Files PIL does not recognise are left to SimpleITK."""
+    name = path.name.lower()
+    if name.endswith(PIL_CHECKED_SUFFIXES):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except UnidentifiedImageError:
+            return
+        except (OSError, SyntaxError) as error:
+            raise DataError(f"{path}: image file is truncated or corrupt ({error})") from error
+    elif name.endswith((".mha", ".mhd")):
+        check_meta_image(path)
+    elif name.endswith(".gz"):
+        try:
+            with gzip.open(path, "rb") as stream:
+                while stream.read(1 << 24):
+                    pass
+        except (OSError, EOFError, zlib.error) as error:
+            raise DataError(f"{path}: compressed image file is truncated or corrupt ({error})") from error
+
+
+META_ELEMENT_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
+                      "MET_LONG": 8, "MET_ULONG": 8, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4,
+                      "MET_DOUBLE": 8}
+
+
+def check_meta_image(path: Path) -> None:
+    """A MetaImage whose uncompressed pixel data is shorter or longer than its header's DimSize says."""
+    header, offset = {}, 0
+    with open(path, "rb") as file:
+        for raw in file:
+            offset += len(raw)
+            key, _, value = raw.decode("latin-1").partition("=")
+            header[key.strip()] = value.strip()
+            if key.strip() == "ElementDataFile" or offset > 1 << 16:
+                break
+    if header.get("CompressedData", "False").lower() == "true" or "DimSize" not in header:
+        return
+    data_file = header.get("ElementDataFile", "LOCAL")
+    if data_file == "LOCAL":
+        available = path.stat().st_size - offset
+    elif (path.parent / data_file).is_file():
+        available, offset = (path.parent / data_file).stat().st_size, 0
+    else:
+        raise DataError(f"{path}: the header's ElementDataFile {data_file} does not exist")
+    try:
+        voxels = math.prod(int(v) for v in header["DimSize"].split())
+        expected = voxels * int(header.get("ElementNumberOfChannels", "1")) * META_ELEMENT_BYTES[header["ElementType"]]
+    except (KeyError, ValueError):
+        return  # SimpleITK reports a header it cannot parse
+    if available != expected:
+        raise DataError(f"{path}: the header's DimSize {header['DimSize']} ({header['ElementType']}) needs "
+                        f"{expected} bytes of pixel data, the file holds {available}: truncated or a wrong header")
+
+
+def check_geometry(path: Path, image: sitk.Image) -> None:
+    """Sizes of at least one pixel and positive finite spacings, as a header can claim otherwise."""
+    size, spacing = image.GetSize(), image.GetSpacing()
+    if min(size) < 1 or math.prod(size) > MAX_IMAGE_VOXELS:
+        raise DataError(f"{path}: image size {size} is not between 1 and {MAX_IMAGE_VOXELS} voxels")
+    if not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise DataError(f"{path}: image spacing {spacing} is not positive and finite")
+
+
+def check_finite(path: Path, image: sitk.Image) -> None:
+    """A DataError naming the first non-finite pixel: NaN or infinite pixels would silently poison every
+    heatmap (all landmarks land on one pixel)."""
+    array = sitk.GetArrayViewFromImage(image)
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = np.argwhere(~finite)
+        first = tuple(int(v) for v in bad[0][::-1])
+        raise DataError(f"{path}: {len(bad)} non-finite pixel value(s) (NaN or infinite), the first at index "
+                        f"{first}")
 
 
 IMAGE_FRAMES = ("header", "zero_origin")
@@ -127,17 +215,20 @@ def format_landmark_row(image_id: str, coords: np.ndarray) -> str:
     return ",".join([image_id] + ["NaN" if not np.isfinite(v) else f"{v:.6g}" for v in np.ravel(coords)])
 
 
-def write_landmarks_csv(path: str | os.PathLike, landmarks: dict[str, np.ndarray]) -> None:
+def write_landmarks_csv(path: str | os.PathLike, landmarks: dict[str, np.ndarray], overwrite: bool = True) -> None:
     """Writes {id: (N, d)} in the CSV format, through a temporary file so that no half file remains."""
-    write_text_atomic(path, "".join(format_landmark_row(k, v) + "\n" for k, v in landmarks.items()))
+    write_text_atomic(path, "".join(format_landmark_row(k, v) + "\n" for k, v in landmarks.items()), overwrite)
 
 
 def read_id_list(path: str | os.PathLike) -> list[str]:
-    """One id per line; blank lines and lines starting with '#' are ignored."""
+    """One id per line; blank lines and lines starting with '#' are ignored; every id must be a plain file name."""
+    from scn_tf.data.ids import validate_ids  # ids imports this module
+
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: id list does not exist")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return validate_ids([line.strip() for line in path.read_text().splitlines()
+                         if line.strip() and not line.startswith("#")], str(path))
 
 
 def outside_extent(image: sitk.Image, points: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from scn_tf.configs import AugmentationConfig, DataConfig
 from scn_tf.data.augmentation import SpatialTransform, augment_intensity, make_transform
+from scn_tf.data.ids import validate_ids
 from scn_tf.data.io import (
     DataError,
     apply_image_frame,
@@ -43,7 +44,7 @@ class LandmarkSource:
                  verbose: bool = True):
         self.data = data
         self.data_dir = Path(data_dir)
-        self.ids = list(ids)
+        self.ids = validate_ids(ids, "ids")
         if not self.ids:
             raise DataError("no ids given")
         csv = self.data_dir / data.landmarks_csv
