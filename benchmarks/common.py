@@ -19,9 +19,11 @@ DEFAULT_CEPH_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "is
 
 def define_ceph_dir_flag() -> None:
     """--ceph_dir, defaulting to SCN_CEPH_DIR or the shared data folder."""
-    flags.DEFINE_string("ceph_dir", os.environ.get("SCN_CEPH_DIR", str(DEFAULT_CEPH_DIR)),
-                        "The ISBI 2015 cephalograms (images/<id>.jpg); default: $SCN_CEPH_DIR or "
-                        "../shared/data/isbi2015_ceph.")
+    flags.DEFINE_string(
+        "ceph_dir",
+        os.environ.get("SCN_CEPH_DIR", str(DEFAULT_CEPH_DIR)),
+        "The ISBI 2015 cephalograms (images/<id>.jpg); default: $SCN_CEPH_DIR or ../shared/data/isbi2015_ceph.",
+    )
 
 
 def ceph_dir() -> Path:
@@ -29,8 +31,9 @@ def ceph_dir() -> Path:
     return Path(flags.FLAGS.ceph_dir)
 
 
-def median_seconds(run: Callable[[], object], repeats: int, warmup: int = 0,
-                   wait: Callable[[object], object] | None = None) -> float:
+def median_seconds(
+    run: Callable[[], object], repeats: int, warmup: int = 0, wait: Callable[[object], object] | None = None
+) -> float:
     """Median wall time of `run()` over `repeats` calls after `warmup` untimed ones; `wait(result)`, inside the
     timed window, blocks until asynchronous work behind the result (a device array) is done."""
     for _ in range(warmup):

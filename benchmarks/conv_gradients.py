@@ -26,8 +26,11 @@ from scn_tf.models.layers import convolution
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("repeats", 10, "Timed calls per figure (median reported); 3D shapes use a third.")
 
-SHAPES = {"ISBI CPU preset, level 1": (160, 128, 32), "2D SCN 256x256, level 1": (256, 256, 64),
-          "3D SCN 64x64x128, level 1": (128, 64, 64, 32)}
+SHAPES = {
+    "ISBI CPU preset, level 1": (160, 128, 32),
+    "2D SCN 256x256, level 1": (256, 256, 64),
+    "3D SCN 64x64x128, level 1": (128, 64, 64, 32),
+}
 
 
 def candidates(x: tf.Tensor, upstream: tf.Tensor, kernel: tf.Tensor) -> tuple:
@@ -44,13 +47,15 @@ def candidates(x: tf.Tensor, upstream: tf.Tensor, kernel: tf.Tensor) -> tuple:
 
     @tf.function
     def tf_input_gradient():
-        return input_gradient(input_sizes=tf.shape(x), filter=kernel, out_backprop=upstream, strides=strides,
-                              padding="SAME")
+        return input_gradient(
+            input_sizes=tf.shape(x), filter=kernel, out_backprop=upstream, strides=strides, padding="SAME"
+        )
 
     @tf.function
     def tf_kernel_gradient():
-        return kernel_gradient(input=x, filter_sizes=tf.shape(kernel), out_backprop=upstream, strides=strides,
-                               padding="SAME")
+        return kernel_gradient(
+            input=x, filter_sizes=tf.shape(kernel), out_backprop=upstream, strides=strides, padding="SAME"
+        )
 
     @tf.function
     def matmul_kernel_gradient():
@@ -65,8 +70,10 @@ def candidates(x: tf.Tensor, upstream: tf.Tensor, kernel: tf.Tensor) -> tuple:
 def main(argv):
     del argv
     print(f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(unset)')}; {os.cpu_count()} CPU cores")
-    print("| shape | forward | input gradient | kernel gradient (TensorFlow) | kernel gradient (matmul per tap) | "
-          "max relative difference |")
+    print(
+        "| shape | forward | input gradient | kernel gradient (TensorFlow) | kernel gradient (matmul per tap) | "
+        "max relative difference |"
+    )
     print("|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     for name, (*spatial, channels) in SHAPES.items():
@@ -78,10 +85,16 @@ def main(argv):
         repeats = FLAGS.repeats if ndim == 2 else max(3, FLAGS.repeats // 3)
         reference = tf_kernel_gradient().numpy()
         difference = np.abs(matmul_kernel_gradient().numpy() - reference).max() / np.abs(reference).max()
-        figures = [1e3 * median_seconds(f, repeats, warmup=1, wait=lambda result: result.numpy())
-                   for f in (forward, tf_input_gradient, tf_kernel_gradient, matmul_kernel_gradient)]
-        print(f"| {name} ({'x'.join(map(str, spatial))}x{channels}) | "
-              + " | ".join(f"{ms:.1f} ms" for ms in figures) + f" | {difference:.1e} |", flush=True)
+        figures = [
+            1e3 * median_seconds(f, repeats, warmup=1, wait=lambda result: result.numpy())
+            for f in (forward, tf_input_gradient, tf_kernel_gradient, matmul_kernel_gradient)
+        ]
+        print(
+            f"| {name} ({'x'.join(map(str, spatial))}x{channels}) | "
+            + " | ".join(f"{ms:.1f} ms" for ms in figures)
+            + f" | {difference:.1e} |",
+            flush=True,
+        )
     return 0
 
 

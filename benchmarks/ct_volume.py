@@ -12,8 +12,11 @@ import SimpleITK as sitk
 def ct_like_volume(root: Path, size=(512, 512, 160), spacing=(0.34, 0.34, 2.06)) -> None:
     """A body ellipsoid of soft tissue with a column of bright vertebra-like blocks, in air, with noise."""
     rng = np.random.default_rng(0)
-    z, y, x = np.meshgrid(*[np.arange(n, dtype=np.float32) * s for n, s in zip(size[::-1], spacing[::-1], strict=True)],
-                          indexing="ij", sparse=True)
+    z, y, x = np.meshgrid(
+        *[np.arange(n, dtype=np.float32) * s for n, s in zip(size[::-1], spacing[::-1], strict=True)],
+        indexing="ij",
+        sparse=True,
+    )
     cx, cy = size[0] * spacing[0] / 2, size[1] * spacing[1] / 2
     body = ((x - cx) / 80) ** 2 + ((y - cy) / 60) ** 2 < 1
     volume = np.where(body, 40.0, -1000.0).astype(np.float32)

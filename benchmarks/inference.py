@@ -82,11 +82,15 @@ def main(argv):
                 times.append((read - start, prepare - read, end - prepare, end - start))
         read, prepare, predict, total = np.median(np.array(times), axis=0)
         geometry = predictor.transform(prepared).geometry
-        windows = (len(window_starts(int(geometry.size[2]), data.image_size[2], data.window_step))
-                   if data.ndim == 3 else 1)
+        windows = (
+            len(window_starts(int(geometry.size[2]), data.image_size[2], data.window_step)) if data.ndim == 3 else 1
+        )
         peak = peak_rss_mb()
-        print(f"| {case} | {'x'.join(map(str, image.GetSize()))} | {'x'.join(map(str, geometry.size))} | {windows} | "
-              f"{read:.2f} s | {prepare:.2f} s | {predict:.2f} s | {total:.2f} s | {peak:.0f} MB |", flush=True)
+        print(
+            f"| {case} | {'x'.join(map(str, image.GetSize()))} | {'x'.join(map(str, geometry.size))} | {windows} | "
+            f"{read:.2f} s | {prepare:.2f} s | {predict:.2f} s | {total:.2f} s | {peak:.0f} MB |",
+            flush=True,
+        )
     return 0
 
 

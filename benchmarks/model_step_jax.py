@@ -39,9 +39,12 @@ flags.DEFINE_enum("precision", "float32", ["float32", "mixed_float16", "mixed_bf
 flags.DEFINE_integer("batch_size", 1, "Images per step.")
 flags.DEFINE_bool("one", False, "Internal: measure the single configuration given, in this process.")
 
-CONFIGS = {"skull2d_paper": ("skull2d", {}), "skull2d_cpu": ("skull2d_cpu", {}), "spine3d_paper": ("spine3d", {}),
-           "tiny": ("skull2d", {"data": {"image_size": [64, 64]},
-                                "network": {"filters": 8, "spatial_downsampling": 8}})}
+CONFIGS = {
+    "skull2d_paper": ("skull2d", {}),
+    "skull2d_cpu": ("skull2d_cpu", {}),
+    "spine3d_paper": ("spine3d", {}),
+    "tiny": ("skull2d", {"data": {"image_size": [64, 64]}, "network": {"filters": 8, "spatial_downsampling": 8}}),
+}
 
 
 def make_step(model, config):
@@ -65,16 +68,21 @@ def make_step(model, config):
     def step(state, images, coords, valid):
         trainable, non_trainable, optimizer_state = state
         (loss, non_trainable), gradients = jax.value_and_grad(loss_fn, has_aux=True)(
-            trainable, non_trainable, images, coords, valid)
+            trainable, non_trainable, images, coords, valid
+        )
         gradients, _, finite = clipped_gradients(gradients, loss, training.clip_norm)
         new_trainable, new_optimizer_state = optimizer.stateless_apply(optimizer_state, gradients, trainable)
         # as the TensorFlow loop: a non-finite step is skipped, not applied
-        new_trainable, new_optimizer_state = keep_if_finite(finite, (new_trainable, new_optimizer_state),
-                                                            (trainable, optimizer_state))
+        new_trainable, new_optimizer_state = keep_if_finite(
+            finite, (new_trainable, new_optimizer_state), (trainable, optimizer_state)
+        )
         return (new_trainable, non_trainable, new_optimizer_state), loss
 
-    state = ([v.value for v in variables], [v.value for v in model.non_trainable_variables],
-             [v.value for v in optimizer.variables])
+    state = (
+        [v.value for v in variables],
+        [v.value for v in model.non_trainable_variables],
+        [v.value for v in optimizer.variables],
+    )
     return jax.jit(step, donate_argnums=0), state
 
 
@@ -94,8 +102,9 @@ def measure(name: str) -> None:
     step, state = make_step(model, config)
     rng = np.random.default_rng(0)
     images = jax.device_put(rng.normal(size=shape).astype(np.float32))
-    coords = jax.device_put(rng.uniform(8, min(data.image_size) - 8,
-                                        (shape[0], data.num_landmarks, data.ndim)).astype(np.float32))
+    coords = jax.device_put(
+        rng.uniform(8, min(data.image_size) - 8, (shape[0], data.num_landmarks, data.ndim)).astype(np.float32)
+    )
     valid = jax.device_put(np.ones((shape[0], data.num_landmarks), bool))
     run = {"state": state}
 
@@ -110,11 +119,13 @@ def measure(name: str) -> None:
     loss = run["loss"]
     iterations = config.training.iterations
     memory = peak_memory_gb()
-    print(f"| {name} | {'x'.join(map(str, data.image_size))} | {seconds * 1e3:.1f} ms | "
-          f"{shape[0] / seconds:.1f} | {flops / 1e9:.1f} | {flops / seconds / 1e12:.2f} | "
-          f"{'n/a' if memory is None else f'{memory:.1f} GiB'} | "
-          f"{iterations:,} in {iterations * seconds / 60:.0f} min | {first_loss:.4g} -> {float(loss):.4g} |",
-          flush=True)
+    print(
+        f"| {name} | {'x'.join(map(str, data.image_size))} | {seconds * 1e3:.1f} ms | "
+        f"{shape[0] / seconds:.1f} | {flops / 1e9:.1f} | {flops / seconds / 1e12:.2f} | "
+        f"{'n/a' if memory is None else f'{memory:.1f} GiB'} | "
+        f"{iterations:,} in {iterations * seconds / 60:.0f} min | {first_loss:.4g} -> {float(loss):.4g} |",
+        flush=True,
+    )
 
 
 def main(argv):
@@ -124,19 +135,33 @@ def main(argv):
         sys.exit(f"unknown configuration(s) {unknown}; known: {sorted(CONFIGS)}")
     if not FLAGS.one:
         device = jax.devices()[0]
-        print(f"JAX {jax.__version__} on {device.platform}: {device.device_kind}; Keras {keras.__version__}; "
-              f"policy {FLAGS.precision}; batch {FLAGS.batch_size}; median of {FLAGS.steps} steps after "
-              f"{FLAGS.warmup}; one process per configuration", flush=True)
-        print("| configuration | input | step | images/s | GFLOP/step | achieved TFLOP/s | peak memory | "
-              "paper iterations | loss after warm-up -> end |")
+        print(
+            f"JAX {jax.__version__} on {device.platform}: {device.device_kind}; Keras {keras.__version__}; "
+            f"policy {FLAGS.precision}; batch {FLAGS.batch_size}; median of {FLAGS.steps} steps after "
+            f"{FLAGS.warmup}; one process per configuration",
+            flush=True,
+        )
+        print(
+            "| configuration | input | step | images/s | GFLOP/step | achieved TFLOP/s | peak memory | "
+            "paper iterations | loss after warm-up -> end |"
+        )
         print("|---|---|---|---|---|---|---|---|---|", flush=True)
         for name in FLAGS.configs:
-            command = [sys.executable, __file__, "--one", f"--configs={name}", f"--steps={FLAGS.steps}",
-                       f"--warmup={FLAGS.warmup}", f"--precision={FLAGS.precision}", f"--batch_size={FLAGS.batch_size}"]
+            command = [
+                sys.executable,
+                __file__,
+                "--one",
+                f"--configs={name}",
+                f"--steps={FLAGS.steps}",
+                f"--warmup={FLAGS.warmup}",
+                f"--precision={FLAGS.precision}",
+                f"--batch_size={FLAGS.batch_size}",
+            ]
             completed = subprocess.run(command, capture_output=True, text=True)
             rows = [line for line in completed.stdout.splitlines() if line.startswith(f"| {name} |")]
-            print(rows[-1] if rows else f"| {name} | failed: {completed.stderr.strip().splitlines()[-1:]} |",
-                  flush=True)
+            print(
+                rows[-1] if rows else f"| {name} | failed: {completed.stderr.strip().splitlines()[-1:]} |", flush=True
+            )
         return 0
     keras.mixed_precision.set_global_policy(FLAGS.precision)
     for name in FLAGS.configs:

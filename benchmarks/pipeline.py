@@ -42,8 +42,11 @@ flags.DEFINE_integer("windows", 20, "Windows measured per method (the median is 
 flags.DEFINE_integer("window_size", 4, "Consecutive samples per window.")
 flags.DEFINE_integer("warmup", 4, "Samples before measuring, in each window.")
 flags.DEFINE_list("resampling", ["exact", "field"], "Resampling methods (data.resampling), alternating windows.")
-flags.DEFINE_list("step_ms", ["skull2d=5.5", "spine3d=45.7"],
-                  "Training step times to feed, preset=ms (a bare number applies to every preset).")
+flags.DEFINE_list(
+    "step_ms",
+    ["skull2d=5.5", "spine3d=45.7"],
+    "Training step times to feed, preset=ms (a bare number applies to every preset).",
+)
 define_ceph_dir_flag()
 
 
@@ -63,8 +66,9 @@ def window_rate(source: LandmarkSource, config, workers: int, window: int) -> tu
     """Samples per second of one window (a fresh pipeline from this window's first sample, warmed up) and the
     process's CPU seconds per sample in it (what a sample costs, however busy the machine)."""
     start = window * (FLAGS.warmup + FLAGS.window_size)
-    iterator = iter(make_dataset(source, config.augmentation, seed=0, start_step=start, workers=workers,
-                                 sitk_threads=1))
+    iterator = iter(
+        make_dataset(source, config.augmentation, seed=0, start_step=start, workers=workers, sitk_threads=1)
+    )
     for _ in range(FLAGS.warmup):
         next(iterator)
     begin, cpu = time.perf_counter(), time.process_time()
@@ -98,33 +102,43 @@ def measure(name: str, config, source: LandmarkSource, steps: dict[str, float]) 
         for method in methods:
             results[method, workers] = float(np.median(rates[method]))
             cpu[method, workers] = float(np.median(cpus[method]))
-            print(f"{name}: {workers} worker(s): {results[method, workers]:.2f} samples/s "
-                  f"(input {size}, {method} resampling; {cpu[method, workers]:.3f} CPU s per sample)")
+            print(
+                f"{name}: {workers} worker(s): {results[method, workers]:.2f} samples/s "
+                f"(input {size}, {method} resampling; {cpu[method, workers]:.3f} CPU s per sample)"
+            )
         if len(methods) > 1:
             ratio = np.median(np.array(rates[methods[-1]]) / np.array(rates[methods[0]]))
             cpu_ratio = np.median(np.array(cpus[methods[0]]) / np.array(cpus[methods[-1]]))
-            print(f"{name}: {workers} worker(s): {methods[-1]}/{methods[0]} {ratio:.2f}x samples/s, "
-                  f"{cpu_ratio:.2f}x less CPU per sample (medians of {FLAGS.windows} paired windows)")
+            print(
+                f"{name}: {workers} worker(s): {methods[-1]}/{methods[0]} {ratio:.2f}x samples/s, "
+                f"{cpu_ratio:.2f}x less CPU per sample (medians of {FLAGS.windows} paired windows)"
+            )
         sys.stdout.flush()
     counts = sorted({workers for _, workers in results})
     step_ms = steps.get(name, steps.get("*"))
     for method in methods:
         if 1 in counts and len(counts) > 1:
-            print(f"{name}: speed-up {counts[-1]} vs 1 worker: "
-                  f"{results[method, counts[-1]] / results[method, 1]:.2f}x ({method})")
+            print(
+                f"{name}: speed-up {counts[-1]} vs 1 worker: "
+                f"{results[method, counts[-1]] / results[method, 1]:.2f}x ({method})"
+            )
         if step_ms:
             needed = 1000 / step_ms
             per_core = results[method, counts[-1]] / counts[-1]
-            print(f"{name}: a {step_ms:g} ms step needs {needed:.1f} samples/s: {needed / per_core:.1f} cores "
-                  f"at {per_core:.2f} samples/s per worker, {needed * cpu[method, counts[-1]]:.1f} cores by CPU "
-                  f"time per sample ({method}, {counts[-1]} worker(s))")
+            print(
+                f"{name}: a {step_ms:g} ms step needs {needed:.1f} samples/s: {needed / per_core:.1f} cores "
+                f"at {per_core:.2f} samples/s per worker, {needed * cpu[method, counts[-1]]:.1f} cores by CPU "
+                f"time per sample ({method}, {counts[-1]} worker(s))"
+            )
 
 
 def main(argv):
     del argv
     steps = step_times()
-    print(f"machine: {os.cpu_count()} CPU cores; {FLAGS.windows} windows of {FLAGS.window_size} samples "
-          f"after {FLAGS.warmup} warm-up samples")
+    print(
+        f"machine: {os.cpu_count()} CPU cores; {FLAGS.windows} windows of {FLAGS.window_size} samples "
+        f"after {FLAGS.warmup} warm-up samples"
+    )
     with tempfile.TemporaryDirectory() as scratch:
         for name in FLAGS.datasets:
             config = preset(name)

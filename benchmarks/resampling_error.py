@@ -26,14 +26,16 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("datasets", ["skull2d", "spine3d"], "Presets whose augmentation is measured.")
 flags.DEFINE_integer("samples", 20, "Random transforms per preset.")
 flags.DEFINE_list("steps", ["2", str(FIELD_STEP), "8"], "Coarse grid steps (output pixels).")
-flags.DEFINE_float("tolerance", FIELD_TOLERANCE, "What a cell's centre may miss by (output spacings; inf: never "
-                   "refine).")
+flags.DEFINE_float(
+    "tolerance", FIELD_TOLERANCE, "What a cell's centre may miss by (output spacings; inf: never refine)."
+)
 
 SOURCES = {"skull2d": ([1935, 2400], [0.1, 0.1]), "spine3d": ([512, 512, 160], [0.34, 0.34, 2.06])}
 
 
-def position_errors(source: sitk.Image, spatial: SpatialTransform,
-                    steps: list[int]) -> dict[int, tuple[np.ndarray, float, int]]:
+def position_errors(
+    source: sitk.Image, spatial: SpatialTransform, steps: list[int]
+) -> dict[int, tuple[np.ndarray, float, int]]:
     """Per coarse grid step: per network pixel the distance (mm) between the field's and the exact source
     position (pixels the structured field sends outside left out), the share of pixels refined and the
     number sent outside that the exact transform keeps inside (0 when correct)."""
@@ -80,11 +82,13 @@ def main(argv):
                 wrongly_out[step] += wrong
         pixel = float(np.min(config.data.spacing))
         for step in steps:
-            print(f"{name}: step {step} px ({step * pixel:g} mm): position error max {worst[step]:.4f} mm, "
-                  f"mean {np.mean(means[step]):.5f} mm over {FLAGS.samples} random transforms "
-                  f"({worst[step] / pixel:.4f} output px); pixels refined: mean {np.mean(refined[step]):.1%}, "
-                  f"max {np.max(refined[step]):.1%} (tolerance {FLAGS.tolerance:g} output spacings); "
-                  f"sent outside but inside by the exact transform: {wrongly_out[step]} pixels")
+            print(
+                f"{name}: step {step} px ({step * pixel:g} mm): position error max {worst[step]:.4f} mm, "
+                f"mean {np.mean(means[step]):.5f} mm over {FLAGS.samples} random transforms "
+                f"({worst[step] / pixel:.4f} output px); pixels refined: mean {np.mean(refined[step]):.1%}, "
+                f"max {np.max(refined[step]):.1%} (tolerance {FLAGS.tolerance:g} output spacings); "
+                f"sent outside but inside by the exact transform: {wrongly_out[step]} pixels"
+            )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,11 @@ flags.DEFINE_integer("warmup", 3, "Untimed steps first.")
 flags.DEFINE_integer("threads", 0, "torch.set_num_threads (0: PyTorch's default).")
 
 # name: (input x, y), filters, landmarks, spatial downsampling, spatial kernel
-CONFIGS = {"skull2d_cpu": ((128, 160), 32, 19, 8, 11), "skull2d_256": ((256, 256), 64, 19, 16, 11),
-           "skull2d_paper": ((512, 512), 128, 19, 16, 11)}
+CONFIGS = {
+    "skull2d_cpu": ((128, 160), 32, 19, 8, 11),
+    "skull2d_256": ((256, 256), 64, 19, 16, 11),
+    "skull2d_paper": ((512, 512), 128, 19, 16, 11),
+}
 
 
 def build(torch, filters: int, landmarks: int, downsampling: int, kernel: int, levels: int = 4):
@@ -43,17 +46,19 @@ def build(torch, filters: int, landmarks: int, downsampling: int, kernel: int, l
             super().__init__()
             self.conv0 = conv(1, filters)
             self.contracting = nn.ModuleList(
-                nn.ModuleList([conv(filters, filters), nn.Dropout(0.5), conv(filters, filters)])
-                for _ in range(levels))
+                nn.ModuleList([conv(filters, filters), nn.Dropout(0.5), conv(filters, filters)]) for _ in range(levels)
+            )
             self.parallel = nn.ModuleList(conv(filters, filters) for _ in range(levels))
             self.local = conv(filters, landmarks)
-            self.spatial = nn.ModuleList([conv(landmarks, filters, kernel), conv(filters, filters, kernel),
-                                          conv(filters, filters, kernel)])
+            self.spatial = nn.ModuleList(
+                [conv(landmarks, filters, kernel), conv(filters, filters, kernel), conv(filters, filters, kernel)]
+            )
             self.spatial_out = conv(filters, landmarks, kernel)
 
         def forward(self, x):
             def act(t):
                 return functional.leaky_relu(t, 0.1)
+
             node = act(self.conv0(x))
             skips = []
             for level, (first, dropout, second) in enumerate(self.contracting):
@@ -92,8 +97,8 @@ def time_config(torch, name: str, channels_last: bool) -> float:
     def step():
         optimizer.zero_grad(set_to_none=True)
         predicted = model(image)
-        gx = torch.exp(-(xs[None, None, :] - coords[..., 0, None]) ** 2 / (2 * sigmas[None, :, None] ** 2))
-        gy = torch.exp(-(ys[None, None, :] - coords[..., 1, None]) ** 2 / (2 * sigmas[None, :, None] ** 2))
+        gx = torch.exp(-((xs[None, None, :] - coords[..., 0, None]) ** 2) / (2 * sigmas[None, :, None] ** 2))
+        gy = torch.exp(-((ys[None, None, :] - coords[..., 1, None]) ** 2) / (2 * sigmas[None, :, None] ** 2))
         target = 100.0 / (2 * math.pi * sigmas[None, :, None, None] ** 2) * gy[..., :, None] * gx[..., None, :]
         loss = 0.5 * ((predicted - target) ** 2).sum() + 20.0 * 0.5 * (sigmas**2).sum()
         loss = loss + 1e-3 * 0.5 * sum((k**2).sum() for k in kernels)
@@ -113,8 +118,11 @@ def main(argv):
         return 0
     if FLAGS.threads:
         torch.set_num_threads(FLAGS.threads)
-    print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} CPU cores; "
-          f"median of {FLAGS.steps} steps after {FLAGS.warmup}", flush=True)
+    print(
+        f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} CPU cores; "
+        f"median of {FLAGS.steps} steps after {FLAGS.warmup}",
+        flush=True,
+    )
     print("| configuration | input | filters | step (NCHW) | step (channels_last) |")
     print("|---|---|---|---|---|")
     for name in FLAGS.configs:

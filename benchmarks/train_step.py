@@ -29,8 +29,11 @@ from common import ceph_dir, define_ceph_dir_flag, median_seconds
 from ct_volume import ct_like_volume, peak_rss_mb
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("configs", ["skull2d_cpu", "skull2d_256", "skull2d_paper", "spine3d_small", "spine3d_paper"],
-                  "Configurations to measure.")
+flags.DEFINE_list(
+    "configs",
+    ["skull2d_cpu", "skull2d_256", "skull2d_paper", "spine3d_small", "spine3d_paper"],
+    "Configurations to measure.",
+)
 flags.DEFINE_integer("steps", 20, "Timed steps for configurations under a second per step.")
 flags.DEFINE_integer("paper_steps", 5, "Timed steps for slower configurations (at least 5).")
 flags.DEFINE_integer("warmup", 3, "Untimed steps first (tracing, allocation).")
@@ -41,11 +44,17 @@ define_ceph_dir_flag()
 # name: (preset, overrides, description)
 CONFIGS = {
     "skull2d_cpu": ("skull2d_cpu", {}, "ISBI CPU configuration (128x160, 32 filters)"),
-    "skull2d_256": ("skull2d", {"data": {"image_size": [256, 256], "spacing": [0.9375, 0.9375]},
-                                "network": {"filters": 64}}, "2D SCN 256x256, 64 filters"),
+    "skull2d_256": (
+        "skull2d",
+        {"data": {"image_size": [256, 256], "spacing": [0.9375, 0.9375]}, "network": {"filters": 64}},
+        "2D SCN 256x256, 64 filters",
+    ),
     "skull2d_paper": ("skull2d", {}, "cephalogram paper size (512x512, 128 filters)"),
-    "spine3d_small": ("spine3d", {"data": {"image_size": [64, 64, 128], "spacing": [3.0, 3.0, 3.0]},
-                                  "network": {"filters": 32}}, "3D SCN 64x64x128, 32 filters"),
+    "spine3d_small": (
+        "spine3d",
+        {"data": {"image_size": [64, 64, 128], "spacing": [3.0, 3.0, 3.0]}, "network": {"filters": 32}},
+        "3D SCN 64x64x128, 32 filters",
+    ),
     "spine3d_paper": ("spine3d", {}, "spine paper size (96x96x192, 64 filters)"),
 }
 
@@ -57,8 +66,9 @@ def source_for(config, root: Path):
     if config.data.name.startswith("skull2d"):
         if not ceph_dir().exists():
             return None, f"{ceph_dir()} absent"
-        return LandmarkSource(config.data, ceph_dir(), [f"{i:03d}" for i in range(1, 21)], FLAGS.workers,
-                              verbose=False), ""
+        return LandmarkSource(
+            config.data, ceph_dir(), [f"{i:03d}" for i in range(1, 21)], FLAGS.workers, verbose=False
+        ), ""
     ct_like_volume(root)
     return LandmarkSource(config.data, root, ["ct"], FLAGS.workers, verbose=False), ""
 
@@ -85,8 +95,9 @@ def measure(name: str) -> dict:
     flops = training_flops(model, shape)
     rng = np.random.default_rng(0)
     images = tf.constant(rng.normal(size=shape).astype(np.float32))
-    coords = tf.constant(rng.uniform(8, min(data.image_size) - 8,
-                                     size=(shape[0], data.num_landmarks, data.ndim)).astype(np.float32))
+    coords = tf.constant(
+        rng.uniform(8, min(data.image_size) - 8, size=(shape[0], data.num_landmarks, data.ndim)).astype(np.float32)
+    )
     valid = tf.ones((shape[0], data.num_landmarks), tf.bool)
 
     def cached_step():
@@ -95,9 +106,14 @@ def measure(name: str) -> dict:
     for _ in range(FLAGS.warmup):
         cached_step()
     slow = median_seconds(cached_step, 1) > 1.0
-    result = dict(name=name, description=description, input="x".join(map(str, data.image_size)),
-                  filters=model.get_config()["filters"], weights=count_trainable_weights(model, shape),
-                  gflop_per_step=flops / 1e9)
+    result = dict(
+        name=name,
+        description=description,
+        input="x".join(map(str, data.image_size)),
+        filters=model.get_config()["filters"],
+        weights=count_trainable_weights(model, shape),
+        gflop_per_step=flops / 1e9,
+    )
     source, reason = source_for(config, root)
     iterator = None
 
@@ -105,8 +121,9 @@ def measure(name: str) -> dict:
         float(trainer.train_step(*next(iterator))["loss"])
 
     if source is not None:
-        dataset = make_dataset(source, config.augmentation, seed=0, batch_size=shape[0], workers=FLAGS.workers,
-                               sitk_threads=1)
+        dataset = make_dataset(
+            source, config.augmentation, seed=0, batch_size=shape[0], workers=FLAGS.workers, sitk_threads=1
+        )
         iterator = iter(dataset)
         for _ in range(FLAGS.warmup):
             next(iterator)
@@ -124,9 +141,14 @@ def measure(name: str) -> dict:
         result["fed_step_s"] = float(np.median(fed))
         result["fed_vs_cached"] = float(np.median(cached) / np.median(fed))
     step = float(np.median(cached))
-    result.update(step_s=step, images_per_s=shape[0] / step, gflops_per_s=flops / step / 1e9,
-                  peak_rss_mb=peak_rss_mb(), baseline_rss_mb=baseline_mb,
-                  retraces=trainer.train_step.experimental_get_tracing_count())
+    result.update(
+        step_s=step,
+        images_per_s=shape[0] / step,
+        gflops_per_s=flops / step / 1e9,
+        peak_rss_mb=peak_rss_mb(),
+        baseline_rss_mb=baseline_mb,
+        retraces=trainer.train_step.experimental_get_tracing_count(),
+    )
     return result
 
 
@@ -139,25 +161,37 @@ def main(argv):
     if unknown:
         sys.exit(f"unknown configuration(s) {unknown}; known: {sorted(CONFIGS)}")
     print(f"{os.cpu_count()} CPU cores; medians after {FLAGS.warmup} warm-up steps", flush=True)
-    header = ("| configuration | input | filters | weights | step | images/s | GFLOP/step | GFLOP/s | peak RSS | "
-              "pipeline samples/s | pipeline-fed step (vs cached) |")
+    header = (
+        "| configuration | input | filters | weights | step | images/s | GFLOP/step | GFLOP/s | peak RSS | "
+        "pipeline samples/s | pipeline-fed step (vs cached) |"
+    )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for name in FLAGS.configs:
-        command = [sys.executable, __file__, f"--one={name}", f"--steps={FLAGS.steps}",
-                   f"--paper_steps={FLAGS.paper_steps}", f"--warmup={FLAGS.warmup}", f"--workers={FLAGS.workers}",
-                   f"--ceph_dir={FLAGS.ceph_dir}"]
+        command = [
+            sys.executable,
+            __file__,
+            f"--one={name}",
+            f"--steps={FLAGS.steps}",
+            f"--paper_steps={FLAGS.paper_steps}",
+            f"--warmup={FLAGS.warmup}",
+            f"--workers={FLAGS.workers}",
+            f"--ceph_dir={FLAGS.ceph_dir}",
+        ]
         completed = subprocess.run(command, capture_output=True, text=True)
         lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
         if completed.returncode != 0 or not lines:
             print(f"| {name} | failed: {completed.stderr.strip().splitlines()[-1:]} |", flush=True)
             continue
         r = json.loads(lines[-1])
-        pipeline = (f"{r['pipeline_samples_per_s']:.1f}" if "pipeline_samples_per_s" in r else r["pipeline"])
-        fed = (f"{r['fed_step_s'] * 1e3:.0f} ms ({100 * r['fed_vs_cached']:.0f}%)" if "fed_step_s" in r else "-")
-        print(f"| {r['description']} | {r['input']} | {r['filters']} | {r['weights']:,} | {r['step_s'] * 1e3:.0f} ms | "
-              f"{r['images_per_s']:.2f} | {r['gflop_per_step']:.1f} | {r['gflops_per_s']:.1f} | "
-              f"{r['peak_rss_mb']:.0f} MB | {pipeline} | {fed} |", flush=True)
+        pipeline = f"{r['pipeline_samples_per_s']:.1f}" if "pipeline_samples_per_s" in r else r["pipeline"]
+        fed = f"{r['fed_step_s'] * 1e3:.0f} ms ({100 * r['fed_vs_cached']:.0f}%)" if "fed_step_s" in r else "-"
+        print(
+            f"| {r['description']} | {r['input']} | {r['filters']} | {r['weights']:,} | {r['step_s'] * 1e3:.0f} ms | "
+            f"{r['images_per_s']:.2f} | {r['gflop_per_step']:.1f} | {r['gflops_per_s']:.1f} | "
+            f"{r['peak_rss_mb']:.0f} MB | {pipeline} | {fed} |",
+            flush=True,
+        )
     return 0
 
 

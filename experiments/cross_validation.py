@@ -29,17 +29,26 @@ from scn_tf.splits import CV_FOLDS
 
 
 def define_flags(values: flags.FlagValues) -> None:
-    flags.DEFINE_enum("experiment", None, ["hand2d", "skull2d", "hand3d", "spine3d"], "Dataset experiment.",
-                      required=True, flag_values=values)
+    flags.DEFINE_enum(
+        "experiment",
+        None,
+        ["hand2d", "skull2d", "hand3d", "spine3d"],
+        "Dataset experiment.",
+        required=True,
+        flag_values=values,
+    )
     flags.DEFINE_string("data_dir", None, "Dataset folder.", required=True, flag_values=values)
-    flags.DEFINE_string("output_dir", "runs/cv", "Runs go to <output_dir>/<experiment>/<network>/fold_<k>.",
-                        flag_values=values)
+    flags.DEFINE_string(
+        "output_dir", "runs/cv", "Runs go to <output_dir>/<experiment>/<network>/fold_<k>.", flag_values=values
+    )
     flags.DEFINE_list("networks", ["scn"], "Networks to run.", flag_values=values)
-    flags.DEFINE_list("folds", None, "Folds (default: all of the experiment's cross-validation folds).",
-                      flag_values=values)
+    flags.DEFINE_list(
+        "folds", None, "Folds (default: all of the experiment's cross-validation folds).", flag_values=values
+    )
     flags.DEFINE_integer("processes", 1, "Folds run at once, one process each.", flag_values=values)
-    flags.DEFINE_list("devices", [], "GPU ids handed out to the processes in turn (CUDA_VISIBLE_DEVICES).",
-                      flag_values=values)
+    flags.DEFINE_list(
+        "devices", [], "GPU ids handed out to the processes in turn (CUDA_VISIBLE_DEVICES).", flag_values=values
+    )
 
 
 @dataclasses.dataclass
@@ -50,7 +59,6 @@ class CrossValidation:
     data_dir: str
     output_dir: str = "runs/cv"
     devices: list[str] = dataclasses.field(default_factory=list)
-
 
 
 def run_fold(cv: CrossValidation, network: str, fold: str, index: int, extra: list[str]) -> Path:
@@ -70,8 +78,13 @@ def aggregate(folders: list[Path], data_dir: str) -> dict:
     for folder in folders:
         predictions.update(read_landmarks_csv(folder / "predictions.csv", data.num_landmarks, data.ndim))
     ids = sorted(predictions)
-    return evaluate(ids, np.stack([predictions[i] for i in ids]), np.stack([truth_table[i] for i in ids]),
-                    data.outlier_radii, Normalization.parse(data.pe_normalization))
+    return evaluate(
+        ids,
+        np.stack([predictions[i] for i in ids]),
+        np.stack([truth_table[i] for i in ids]),
+        data.outlier_radii,
+        Normalization.parse(data.pe_normalization),
+    )
 
 
 def main(values: flags.FlagValues, extra: list[str]) -> int:
@@ -83,17 +96,29 @@ def main(values: flags.FlagValues, extra: list[str]) -> int:
     root = Path(cv.output_dir) / cv.experiment
     data = load_config(folders[0] / "config.json").data
     units = error_units(data.landmark_units, data.pe_normalization)
-    table, csv_rows, curves = [], ["method,pe_median,pe_mean,pe_std," + ",".join(
-        f"outliers_{r},outliers_{r}_percent" for r in data.outlier_radii) + ",id_rate"], {}
+    table, csv_rows, curves = (
+        [],
+        [
+            "method,pe_median,pe_mean,pe_std,"
+            + ",".join(f"outliers_{r},outliers_{r}_percent" for r in data.outlier_radii)
+            + ",id_rate"
+        ],
+        {},
+    )
     for network in values.networks:
         metrics = aggregate([f for (n, _), f in zip(jobs, folders, strict=True) if n == network], cv.data_dir)
         name = NETWORK_NAMES[network]
         write_json_atomic(root / f"metrics_{network}.json", metrics)
         lines = summary_table(metrics, name, units).splitlines()
         table.extend(lines if not table else lines[2:])
-        csv_rows.append(",".join([name] + [f"{metrics[k]:.4f}" for k in ("pe_median", "pe_mean", "pe_std")]
-                                 + [f"{o['count']},{o['percent']:.4f}" for o in metrics["outliers"].values()]
-                                 + [f"{metrics['id_rate']:.4f}"]))
+        csv_rows.append(
+            ",".join(
+                [name]
+                + [f"{metrics[k]:.4f}" for k in ("pe_median", "pe_mean", "pe_std")]
+                + [f"{o['count']},{o['percent']:.4f}" for o in metrics["outliers"].values()]
+                + [f"{metrics['id_rate']:.4f}"]
+            )
+        )
         curves[name] = list(metrics["ipe"].values())
         plot_cumulative_ipe(root / f"cumulative_ipe_{network}.png", {name: curves[name]}, units)
     header = f"{cv.experiment}: folds {', '.join(folds)} pooled ({len(curves[name])} test images)\n\n"

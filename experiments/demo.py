@@ -43,8 +43,9 @@ def define_flags(values: flags.FlagValues) -> None:
     flags.DEFINE_string("output_dir", "demo_output", "Where data, runs, table and plots go.", flag_values=values)
     flags.DEFINE_enum("ndim", "2", ["2", "3"], "2D or 3D synthetic data.", flag_values=values)
     flags.DEFINE_list("networks", ["scn", "unet", "la"], "Networks to compare.", flag_values=values)
-    flags.DEFINE_integer("iterations", None, "Training iterations per network (default: 2D 2500, 3D 600).",
-                         flag_values=values)
+    flags.DEFINE_integer(
+        "iterations", None, "Training iterations per network (default: 2D 2500, 3D 600).", flag_values=values
+    )
     flags.DEFINE_integer("num_train", 10, "Training images.", flag_values=values)
     flags.DEFINE_integer("num_test", 100, "Test images.", flag_values=values)
     flags.DEFINE_integer("seed", 0, "Seed of the data and the training.", flag_values=values)
@@ -58,19 +59,43 @@ def demo_config(ndim: int, network: str, iterations: int, seed: int) -> Experime
     more of its pixels apart, as the spine's vertebrae do at its 1/8.
     """
     synthetic = synthetic_config(ndim)
-    data = DataConfig(name=f"synthetic{ndim}d", ndim=ndim, num_landmarks=synthetic.num_landmarks,
-                      image_suffix=".mha" if ndim == 2 else ".nii.gz", landmarks_csv="landmarks.csv",
-                      landmark_units="mm", image_size=[64, 64] if ndim == 2 else [32, 32, 48], spacing=None,
-                      intensity_clamp=[-1.0, 2.0], outlier_radii=["2", "4", "10"])
-    augmentation = AugmentationConfig(translation=4.0, rotation=0.15, scale=0.1, scale_axis=0.05,
-                                      intensity_shift=0.1, intensity_scale=0.1)
-    network_config = NetworkConfig(network=network, filters=32 if ndim == 2 else 16,
-                                   levels=4, spatial_kernel_size=5,
-                                   spatial_downsampling=4 if ndim == 2 else 2, dropout_rate=0.3,
-                                   padding="same")
-    training = TrainingConfig(iterations=iterations, optimizer="adam", learning_rate=3e-4, clip_norm=None,
-                              alpha=20.0, weight_decay=5e-4, gamma=100.0 if ndim == 2 else 1000.0, sigma_init=2.0,
-                              seed=seed, log_every=100, checkpoint_every=max(iterations // 2, 1))
+    data = DataConfig(
+        name=f"synthetic{ndim}d",
+        ndim=ndim,
+        num_landmarks=synthetic.num_landmarks,
+        image_suffix=".mha" if ndim == 2 else ".nii.gz",
+        landmarks_csv="landmarks.csv",
+        landmark_units="mm",
+        image_size=[64, 64] if ndim == 2 else [32, 32, 48],
+        spacing=None,
+        intensity_clamp=[-1.0, 2.0],
+        outlier_radii=["2", "4", "10"],
+    )
+    augmentation = AugmentationConfig(
+        translation=4.0, rotation=0.15, scale=0.1, scale_axis=0.05, intensity_shift=0.1, intensity_scale=0.1
+    )
+    network_config = NetworkConfig(
+        network=network,
+        filters=32 if ndim == 2 else 16,
+        levels=4,
+        spatial_kernel_size=5,
+        spatial_downsampling=4 if ndim == 2 else 2,
+        dropout_rate=0.3,
+        padding="same",
+    )
+    training = TrainingConfig(
+        iterations=iterations,
+        optimizer="adam",
+        learning_rate=3e-4,
+        clip_norm=None,
+        alpha=20.0,
+        weight_decay=5e-4,
+        gamma=100.0 if ndim == 2 else 1000.0,
+        sigma_init=2.0,
+        seed=seed,
+        log_every=100,
+        checkpoint_every=max(iterations // 2, 1),
+    )
     return ExperimentConfig(data, augmentation, network_config, training)
 
 
@@ -81,8 +106,10 @@ def component_analysis(run_dir: Path, source, figure_path: Path) -> dict:
 
     config, model, _, _ = load_model_dir(run_dir)
     truth = np.stack([source.annotations[image_id] for image_id in source.ids])
-    return {name: evaluate(source.ids, points, truth, config.data.outlier_radii)
-            for name, points in component_points(model, source, figure_path=figure_path).items()}
+    return {
+        name: evaluate(source.ids, points, truth, config.data.outlier_radii)
+        for name, points in component_points(model, source, figure_path=figure_path).items()
+    }
 
 
 def main(values: flags.FlagValues, arguments: list[str]) -> int:
@@ -98,8 +125,7 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
     output = Path(values.output_dir).resolve()
     data_dir = output / f"data{ndim}d_seed{values.seed}"
     if not (data_dir / "test.txt").exists():
-        logging.info("generating %d + %d synthetic %dD images in %s", values.num_train, values.num_test, ndim,
-                     data_dir)
+        logging.info("generating %d + %d synthetic %dD images in %s", values.num_train, values.num_test, ndim, data_dir)
         write_dataset(data_dir, synthetic_config(ndim), values.num_train, values.num_test, values.seed)
     train_ids, test_ids = read_id_list(data_dir / "train.txt"), read_id_list(data_dir / "test.txt")
     rows, curves, all_metrics = [], {}, {}
@@ -109,27 +135,36 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
         if (run_dir / "metrics.json").exists():
             metrics = json.loads((run_dir / "metrics.json").read_text())
         else:
-            logging.info("training %s on %d images for %d iterations", NETWORK_NAMES[network], len(train_ids),
-                         iterations)
-            metrics = Experiment(config, data_dir, train_ids, test_ids, run_dir, resume=True,
-                                 workers=values.workers).run()
+            logging.info(
+                "training %s on %d images for %d iterations", NETWORK_NAMES[network], len(train_ids), iterations
+            )
+            metrics = Experiment(
+                config, data_dir, train_ids, test_ids, run_dir, resume=True, workers=values.workers
+            ).run()
         all_metrics[NETWORK_NAMES[network]] = metrics
         curves[NETWORK_NAMES[network]] = list(metrics["ipe"].values())
     if "scn" in values.networks:
         run_dir = output / f"{ndim}d_seed{values.seed}" / "scn"
-        source = LandmarkSource(demo_config(ndim, "scn", iterations, values.seed).data, data_dir, test_ids,
-                                values.workers, verbose=False)
+        source = LandmarkSource(
+            demo_config(ndim, "scn", iterations, values.seed).data, data_dir, test_ids, values.workers, verbose=False
+        )
         for name, metrics in component_analysis(run_dir, source, output / "heatmap_components.png").items():
             all_metrics[f"SCN {name} only"] = metrics
     for name, metrics in all_metrics.items():
         lines = summary_table(metrics, name).splitlines()
         rows.extend(lines if not rows else lines[2:])
-    header = (f"Synthetic {ndim}D look-alike chains: {len(train_ids)} training, {len(test_ids)} test images, "
-              f"{iterations} iterations, seed {values.seed}\n\n")
+    header = (
+        f"Synthetic {ndim}D look-alike chains: {len(train_ids)} training, {len(test_ids)} test images, "
+        f"{iterations} iterations, seed {values.seed}\n\n"
+    )
     write_text_atomic(output / "table.md", header + "\n".join(rows) + "\n")
-    write_json_atomic(output / "metrics.json", {name: {k: m[k] for k in ("pe_median", "pe_mean", "pe_std",
-                                                                          "outliers", "id_rate")}
-                                                for name, m in all_metrics.items()})
+    write_json_atomic(
+        output / "metrics.json",
+        {
+            name: {k: m[k] for k in ("pe_median", "pe_mean", "pe_std", "outliers", "id_rate")}
+            for name, m in all_metrics.items()
+        },
+    )
     plot_cumulative_ipe(output / "cumulative_ipe.png", curves)
     print(header + "\n".join(rows))
     print(f"\nplots: {output / 'cumulative_ipe.png'}, {output / 'heatmap_components.png'}; runs in {output}")

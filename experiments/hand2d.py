@@ -24,14 +24,17 @@ from scn_tf.splits import CV_FOLDS, split_ids
 def define_flags(values: flags.FlagValues) -> None:
     runner.define_flags(values, "0, 1 or 2 (cross-validation set)", default_fold="0")
     flags.DEFINE_enum("split", "cv", ["cv", "cv_reduced"], "Split family.", flag_values=values)
-    flags.DEFINE_enum("train_subset", None, ["10", "50", "100"], "Reduced training set size (cv_rand).",
-                      flag_values=values)
-    flags.DEFINE_enum("subset_draw", "1", ["1", "2"], "Which random draw of the reduced training set.",
-                      flag_values=values)
+    flags.DEFINE_enum(
+        "train_subset", None, ["10", "50", "100"], "Reduced training set size (cv_rand).", flag_values=values
+    )
+    flags.DEFINE_enum(
+        "subset_draw", "1", ["1", "2"], "Which random draw of the reduced training set.", flag_values=values
+    )
 
 
-def splits(fold: str, split: str = "cv", train_subset: str | None = None,
-           subset_draw: str = "1") -> tuple[list[str], list[str]]:
+def splits(
+    fold: str, split: str = "cv", train_subset: str | None = None, subset_draw: str = "1"
+) -> tuple[list[str], list[str]]:
     """(training ids, test ids) of cross-validation set `fold`, or of its reduced training set draw."""
     if fold not in CV_FOLDS["hand2d"]:
         raise ValueError(f"--fold must be 0, 1 or 2, got {fold!r}")
@@ -43,9 +46,12 @@ def splits(fold: str, split: str = "cv", train_subset: str | None = None,
 def main(values: flags.FlagValues, arguments: list[str]) -> int:
     if arguments:
         raise app.UsageError(f"unexpected arguments: {' '.join(arguments)}")
-    return runner.run("hand2d", preset("hand2d"), runner.RunOptions.from_flags(values),
-                      functools.partial(splits, split=values.split, train_subset=values.train_subset,
-                                        subset_draw=values.subset_draw))
+    return runner.run(
+        "hand2d",
+        preset("hand2d"),
+        runner.RunOptions.from_flags(values),
+        functools.partial(splits, split=values.split, train_subset=values.train_subset, subset_draw=values.subset_draw),
+    )
 
 
 run = command(main, define_flags, __doc__)

@@ -25,13 +25,15 @@ NETWORK_OVERRIDES = {"unet": {"network": {"levels": 4, "filters": 64}}}
 
 def define_flags(values: flags.FlagValues) -> None:
     runner.define_flags(values, "0..4 (cross-validation fold)", default_fold="0")
-    flags.DEFINE_string("ids_file", None, "Ids to split into folds (default: every id in the landmark CSV).",
-                        flag_values=values)
+    flags.DEFINE_string(
+        "ids_file", None, "Ids to split into folds (default: every id in the landmark CSV).", flag_values=values
+    )
     flags.DEFINE_integer("fold_seed", 0, "Seed of the fold generator.", flag_values=values)
 
 
-def splits(fold: str, landmarks_csv: Path, ids_file: str | None = None,
-           fold_seed: int = 0) -> tuple[list[str], list[str]]:
+def splits(
+    fold: str, landmarks_csv: Path, ids_file: str | None = None, fold_seed: int = 0
+) -> tuple[list[str], list[str]]:
     """Fold `fold` of five over the ids of `ids_file`, or of every row of `landmarks_csv`."""
     if fold not in CV_FOLDS["hand3d"]:
         raise ValueError(f"--fold must be 0..4, got {fold!r}")
@@ -51,9 +53,13 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     csv = Path(options.data_dir or ".") / config.data.landmarks_csv
-    return runner.run("hand3d", preset("hand3d"), options,
-                      functools.partial(splits, landmarks_csv=csv, ids_file=values.ids_file,
-                                        fold_seed=values.fold_seed), network_overrides=NETWORK_OVERRIDES)
+    return runner.run(
+        "hand3d",
+        preset("hand3d"),
+        options,
+        functools.partial(splits, landmarks_csv=csv, ids_file=values.ids_file, fold_seed=values.fold_seed),
+        network_overrides=NETWORK_OVERRIDES,
+    )
 
 
 run = command(main, define_flags, __doc__)

@@ -32,13 +32,13 @@ SIZE = (200, 160)  # x, y
 
 
 def define_flags(values: flags.FlagValues) -> None:
-    flags.DEFINE_string("output_dir", "own_data_example", "Where the data, the run and the reports go.",
-                        flag_values=values)
+    flags.DEFINE_string(
+        "output_dir", "own_data_example", "Where the data, the run and the reports go.", flag_values=values
+    )
     flags.DEFINE_integer("num_train", 30, "Training images.", flag_values=values)
     flags.DEFINE_integer("num_test", 10, "Test images (evaluated by scn-train).", flag_values=values)
     flags.DEFINE_integer("num_new", 10, "New images for scn-predict and scn-evaluate.", flag_values=values)
-    flags.DEFINE_integer("iterations", None, "Training iterations (default: the cpu2d preset's).",
-                         flag_values=values)
+    flags.DEFINE_integer("iterations", None, "Training iterations (default: the cpu2d preset's).", flag_values=values)
     flags.DEFINE_integer("seed", 0, "Seed of the images.", flag_values=values)
 
 
@@ -56,9 +56,9 @@ def draw_image(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         distance = np.hypot(x - start[0] - t * direction[0], y - start[1] - t * direction[1])
         image += 25 * np.exp(-(distance**2) / 8.0)
     radius = [np.hypot(x - px, y - py) for px, py in points]
-    image += 120 * np.exp(-radius[0] ** 2 / (2 * 2.5**2))
+    image += 120 * np.exp(-(radius[0] ** 2) / (2 * 2.5**2))
     image += 100 * (radius[1] < 7)
-    image -= 80 * np.exp(-radius[2] ** 2 / (2 * 2.5**2))
+    image -= 80 * np.exp(-(radius[2] ** 2) / (2 * 2.5**2))
     image += 110 * (np.abs(radius[3] - 6) < 1.5)
     return np.clip(image, 0, 255).astype(np.uint8), points
 
@@ -75,8 +75,9 @@ def write_images(folder: Path, ids: list[str], rng: np.random.Generator) -> dict
 def step(name: str, arguments: list[str], cwd: Path, timings: dict, stdout=None) -> str:
     """Runs one console command (as `python -m scn_tf.cli.<name>`) in `cwd`, timed; returns its stdout."""
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", f"scn_tf.cli.{name}", *arguments], cwd=cwd, stdout=subprocess.PIPE,
-                            encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", f"scn_tf.cli.{name}", *arguments], cwd=cwd, stdout=subprocess.PIPE, encoding="utf-8"
+    )
     timings[f"scn-{name}" + (f" {arguments[0]}" if name == "augment" else "")] = round(time.perf_counter() - start, 1)
     if result.returncode != 0:
         raise app.UsageError(f"scn-{name} {' '.join(arguments)} failed (exit {result.returncode})")
@@ -103,19 +104,76 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
     if values.iterations:
         config["training"]["iterations"] = values.iterations
     (output / "my.json").write_text(json.dumps(config, indent=2) + "\n")
-    step("augment", ["--config", "my.json", "--data_dir", "data", "--ids", f"{train[0]},{train[1]}", "--samples",
-                     "4", "--output_dir", "look"], output, timings)
-    step("train", ["--config", "my.json", "--data_dir", "data", "--train_ids", "train.txt", "--test_ids",
-                   "test.txt", "--output_dir", "runs/my"], output, timings)
-    step("predict", ["--model_dir", "runs/my", "--output", "new.csv", "--overlay_dir", "new_overlays",
-                     *sorted(str(p.relative_to(output)) for p in (output / "new_images").glob("*.png"))],
-         output, timings)
-    report = step("evaluate", ["--predictions", "new.csv", "--ground_truth", "new_landmarks.csv", "--output_dir",
-                               "report", "--radii", "2,4,8"], output, timings)
+    step(
+        "augment",
+        [
+            "--config",
+            "my.json",
+            "--data_dir",
+            "data",
+            "--ids",
+            f"{train[0]},{train[1]}",
+            "--samples",
+            "4",
+            "--output_dir",
+            "look",
+        ],
+        output,
+        timings,
+    )
+    step(
+        "train",
+        [
+            "--config",
+            "my.json",
+            "--data_dir",
+            "data",
+            "--train_ids",
+            "train.txt",
+            "--test_ids",
+            "test.txt",
+            "--output_dir",
+            "runs/my",
+        ],
+        output,
+        timings,
+    )
+    step(
+        "predict",
+        [
+            "--model_dir",
+            "runs/my",
+            "--output",
+            "new.csv",
+            "--overlay_dir",
+            "new_overlays",
+            *sorted(str(p.relative_to(output)) for p in (output / "new_images").glob("*.png")),
+        ],
+        output,
+        timings,
+    )
+    report = step(
+        "evaluate",
+        [
+            "--predictions",
+            "new.csv",
+            "--ground_truth",
+            "new_landmarks.csv",
+            "--output_dir",
+            "report",
+            "--radii",
+            "2,4,8",
+        ],
+        output,
+        timings,
+    )
     (output / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     print(report)
-    print("wall time (s):", ", ".join(f"{name} {seconds}" for name, seconds in timings.items()),
-          f"; train + predict {timings['scn-train'] + timings['scn-predict']:.1f}")
+    print(
+        "wall time (s):",
+        ", ".join(f"{name} {seconds}" for name, seconds in timings.items()),
+        f"; train + predict {timings['scn-train'] + timings['scn-predict']:.1f}",
+    )
     return 0
 
 

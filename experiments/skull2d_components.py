@@ -29,16 +29,17 @@ from scn_tf.splits import SPLITS_DIR
 
 
 def define_flags(values: flags.FlagValues) -> None:
-    flags.DEFINE_string("run_dir", None, "An SCN run folder (model, predictions.csv).", required=True,
-                        flag_values=values)
-    flags.DEFINE_string("data_dir", None, "The data folder the run was trained on.", required=True,
-                        flag_values=values)
-    flags.DEFINE_string("test_ids", str(SPLITS_DIR / "isbi2015_ceph" / "test1.txt"), "Test ids.",
-                        flag_values=values)
-    flags.DEFINE_string("output_dir", None, "Where the table and plots go (default: the run folder).",
-                        flag_values=values)
-    flags.DEFINE_float("around_mm", 10.0, "Radius of the local appearance around the annotation (mm).",
-                       flag_values=values)
+    flags.DEFINE_string(
+        "run_dir", None, "An SCN run folder (model, predictions.csv).", required=True, flag_values=values
+    )
+    flags.DEFINE_string("data_dir", None, "The data folder the run was trained on.", required=True, flag_values=values)
+    flags.DEFINE_string("test_ids", str(SPLITS_DIR / "isbi2015_ceph" / "test1.txt"), "Test ids.", flag_values=values)
+    flags.DEFINE_string(
+        "output_dir", None, "Where the table and plots go (default: the run folder).", flag_values=values
+    )
+    flags.DEFINE_float(
+        "around_mm", 10.0, "Radius of the local appearance around the annotation (mm).", flag_values=values
+    )
     flags.DEFINE_integer("workers", 2, "Image-loading workers.", flag_values=values)
 
 
@@ -70,11 +71,18 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
         curves[name] = list(metrics[name]["ipe"].values())
         lines = summary_table(metrics[name], name).splitlines()
         rows.extend(lines if not rows else lines[2:])
-    header = (f"{run_dir}: {len(test_ids)} test images, local appearance around GT within {values.around_mm} mm\n\n")
+    header = f"{run_dir}: {len(test_ids)} test images, local appearance around GT within {values.around_mm} mm\n\n"
     write_text_atomic(output / "components.md", header + "\n".join(rows) + "\n")
-    write_text_atomic(output / "components.json", json.dumps(
-        {name: {k: m[k] for k in ("pe_median", "pe_mean", "pe_std", "outliers", "id_rate")}
-         for name, m in metrics.items()}, indent=1))
+    write_text_atomic(
+        output / "components.json",
+        json.dumps(
+            {
+                name: {k: m[k] for k in ("pe_median", "pe_mean", "pe_std", "outliers", "id_rate")}
+                for name, m in metrics.items()
+            },
+            indent=1,
+        ),
+    )
     plot_cumulative_ipe(output / "components_ipe.png", curves)
     print(header + "\n".join(rows))
     return 0

@@ -31,18 +31,23 @@ SPLITS = SPLITS_DIR / "isbi2015_ceph"
 
 
 def define_flags(values: flags.FlagValues) -> None:
-    flags.DEFINE_string("run_dir", None, "A skull2d run folder (its predictions.csv).", required=True,
-                        flag_values=values)
-    flags.DEFINE_string("data_dir", None, "ISBI 2015 folder with annotations/<doctor>_mm.csv.", required=True,
-                        flag_values=values)
-    flags.DEFINE_string("reference", "senior", "The annotations the run was trained and evaluated on.",
-                        flag_values=values)
-    flags.DEFINE_string("other", "junior", "The annotator against whom the reference's drift is measured.",
-                        flag_values=values)
+    flags.DEFINE_string(
+        "run_dir", None, "A skull2d run folder (its predictions.csv).", required=True, flag_values=values
+    )
+    flags.DEFINE_string(
+        "data_dir", None, "ISBI 2015 folder with annotations/<doctor>_mm.csv.", required=True, flag_values=values
+    )
+    flags.DEFINE_string(
+        "reference", "senior", "The annotations the run was trained and evaluated on.", flag_values=values
+    )
+    flags.DEFINE_string(
+        "other", "junior", "The annotator against whom the reference's drift is measured.", flag_values=values
+    )
     flags.DEFINE_string("train_ids", str(SPLITS / "train.txt"), "Training ids.", flag_values=values)
     flags.DEFINE_string("test_ids", str(SPLITS / "test1.txt"), "Test ids.", flag_values=values)
-    flags.DEFINE_list("correct", ["10"], "1-based landmarks whose drift is removed in the what-if count.",
-                      flag_values=values)
+    flags.DEFINE_list(
+        "correct", ["10"], "1-based landmarks whose drift is removed in the what-if count.", flag_values=values
+    )
     flags.DEFINE_list("radii", ["2", "4"], "Radii (mm) of the success detection rates.", flag_values=values)
 
 
@@ -69,31 +74,46 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
         raise app.UsageError(f"unexpected arguments: {' '.join(arguments)}")
     names = preset("skull2d").data.landmark_names
     annotations = Path(values.data_dir) / "annotations"
-    paths = {"reference": annotations / f"{values.reference}_mm.csv", "other": annotations / f"{values.other}_mm.csv",
-             "predictions": Path(values.run_dir) / "predictions.csv"}
+    paths = {
+        "reference": annotations / f"{values.reference}_mm.csv",
+        "other": annotations / f"{values.other}_mm.csv",
+        "predictions": Path(values.run_dir) / "predictions.csv",
+    }
     try:
         tables = {key: read_landmarks_csv(path, len(names), 2) for key, path in paths.items()}
-        splits = {"train": (read_id_list(values.train_ids), values.train_ids),
-                  "test": (read_id_list(values.test_ids), values.test_ids)}
-        rows = {(key, split): stack(tables[key], paths[key], *splits[split])
-                for key, split in [("reference", "train"), ("other", "train"), ("reference", "test"),
-                                   ("other", "test"), ("predictions", "test")]}
+        splits = {
+            "train": (read_id_list(values.train_ids), values.train_ids),
+            "test": (read_id_list(values.test_ids), values.test_ids),
+        }
+        rows = {
+            (key, split): stack(tables[key], paths[key], *splits[split])
+            for key, split in [
+                ("reference", "train"),
+                ("other", "train"),
+                ("reference", "test"),
+                ("other", "test"),
+                ("predictions", "test"),
+            ]
+        }
     except DataError as error:
         logging.error("%s", error)
         return 1
     test_ids, truth, predicted = splits["test"][0], rows["reference", "test"], rows["predictions", "test"]
-    drift = (mean_offset(rows["reference", "train"], rows["other", "train"])
-             - mean_offset(truth, rows["other", "test"]))
+    drift = mean_offset(rows["reference", "train"], rows["other", "train"]) - mean_offset(truth, rows["other", "test"])
     bias = mean_offset(predicted, truth)
     errors = point_errors(predicted, truth)
 
-    print(f"| # | landmark | network offset on test (mm) | {values.reference} drift train -> test (mm) | "
-          f"outliers >= 4 mm |")
+    print(
+        f"| # | landmark | network offset on test (mm) | {values.reference} drift train -> test (mm) | "
+        f"outliers >= 4 mm |"
+    )
     print("|---|---|---|---|---|")
     for index, name in enumerate(names):
-        print(f"| {index + 1} | {name} | ({bias[index, 0]:+.2f}, {bias[index, 1]:+.2f}) = "
-              f"{np.linalg.norm(bias[index]):.2f} | ({drift[index, 0]:+.2f}, {drift[index, 1]:+.2f}) = "
-              f"{np.linalg.norm(drift[index]):.2f} | {int(np.sum(errors[:, index] >= 4))} |")
+        print(
+            f"| {index + 1} | {name} | ({bias[index, 0]:+.2f}, {bias[index, 1]:+.2f}) = "
+            f"{np.linalg.norm(bias[index]):.2f} | ({drift[index, 0]:+.2f}, {drift[index, 1]:+.2f}) = "
+            f"{np.linalg.norm(drift[index]):.2f} | {int(np.sum(errors[:, index] >= 4))} |"
+        )
     print(f"\nas run: {summary(test_ids, predicted, truth, values.radii)}")
     chosen = [int(k) - 1 for k in values.correct]
     moved = predicted.copy()

@@ -20,8 +20,12 @@ from scn_tf.configs import preset
 from scn_tf.splits import CV_FOLDS, split_ids
 
 # The spine U-Net of the original trains longer with a smaller learning rate.
-NETWORK_OVERRIDES = {"unet": {"training": {"learning_rate": 5e-9, "iterations": 80_000},
-                              "network": {"unet_variant": "released", "filters": 64}}}
+NETWORK_OVERRIDES = {
+    "unet": {
+        "training": {"learning_rate": 5e-9, "iterations": 80_000},
+        "network": {"unet_variant": "released", "filters": 64},
+    }
+}
 
 
 def define_flags(values: flags.FlagValues) -> None:
@@ -40,8 +44,9 @@ def splits(fold: str) -> tuple[list[str], list[str]]:
 def main(values: flags.FlagValues, arguments: list[str]) -> int:
     if arguments:
         raise app.UsageError(f"unexpected arguments: {' '.join(arguments)}")
-    return runner.run("spine3d", preset("spine3d"), runner.RunOptions.from_flags(values), splits,
-                      network_overrides=NETWORK_OVERRIDES)
+    return runner.run(
+        "spine3d", preset("spine3d"), runner.RunOptions.from_flags(values), splits, network_overrides=NETWORK_OVERRIDES
+    )
 
 
 run = command(main, define_flags, __doc__)

@@ -30,8 +30,9 @@ def orient_components(local: np.ndarray, spatial: np.ndarray) -> tuple[np.ndarra
     flat_local = local.reshape(batch, -1, landmarks)
     flat_spatial = spatial.reshape(batch, -1, landmarks)
     peak = np.argmax(flat_local * flat_spatial, axis=1)[:, None, :]
-    flipped = ((np.take_along_axis(flat_local, peak, axis=1) < 0)
-               & (np.take_along_axis(flat_spatial, peak, axis=1) < 0))[:, 0, :]
+    flipped = (
+        (np.take_along_axis(flat_local, peak, axis=1) < 0) & (np.take_along_axis(flat_spatial, peak, axis=1) < 0)
+    )[:, 0, :]
     sign = np.where(flipped, -1.0, 1.0).astype(local.dtype).reshape(batch, *([1] * (local.ndim - 2)), landmarks)
     return local * sign, spatial * sign, flipped
 
@@ -58,17 +59,26 @@ def restrict_to_radius(heatmaps: np.ndarray, centres: np.ndarray, radius: Sequen
     return np.where(inside, heatmaps, low - 1.0 - (high - low)).astype(heatmaps.dtype)
 
 
-def plot_components(path: str | os.PathLike, image: np.ndarray, local: np.ndarray, spatial: np.ndarray,
-                    coords: np.ndarray, flipped: np.ndarray | None = None) -> None:
+def plot_components(
+    path: str | os.PathLike,
+    image: np.ndarray,
+    local: np.ndarray,
+    spatial: np.ndarray,
+    coords: np.ndarray,
+    flipped: np.ndarray | None = None,
+) -> None:
     """Input and the maxima over landmarks of local appearance, spatial configuration and their product.
 
     2D only: image (y, x), heatmaps (y, x, N), coords (N, 2) in pixels (drawn as circles). Each heatmap panel
     has its own colour bar; the title says how many landmarks' factors were flipped.
     """
     note = f" ({int(np.sum(flipped))} flipped)" if flipped is not None and np.any(flipped) else ""
-    panels = [("input", image, "gray"), (f"local appearance{note}", local.max(axis=-1), "magma"),
-              (f"spatial configuration{note}", spatial.max(axis=-1), "magma"),
-              ("SCN = local x spatial", (local * spatial).max(axis=-1), "magma")]
+    panels = [
+        ("input", image, "gray"),
+        (f"local appearance{note}", local.max(axis=-1), "magma"),
+        (f"spatial configuration{note}", spatial.max(axis=-1), "magma"),
+        ("SCN = local x spatial", (local * spatial).max(axis=-1), "magma"),
+    ]
     figure = Figure(figsize=(18, 4.4))
     axes = figure.subplots(1, len(panels))
     valid = np.all(np.isfinite(coords), axis=1)
@@ -82,8 +92,9 @@ def plot_components(path: str | os.PathLike, image: np.ndarray, local: np.ndarra
     save_figure(figure, path, dpi=90)
 
 
-def component_points(model, source: LandmarkSource, around_mm: float | None = None,
-                     figure_path: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+def component_points(
+    model, source: LandmarkSource, around_mm: float | None = None, figure_path: str | os.PathLike | None = None
+) -> dict[str, np.ndarray]:
     """Each test image's landmarks decoded from the SCN's factors alone, in source mm: (images, N, d) each.
 
     Keys: "local appearance", "spatial configuration" and, with `around_mm`, "local appearance around GT"
@@ -108,6 +119,9 @@ def component_points(model, source: LandmarkSource, around_mm: float | None = No
         if figure_path is not None and sample.image.ndim == 3:
             plot_components(figure_path, sample.image[..., 0], local[0], spatial[0], sample.coords, flipped[0])
             figure_path = None
-    logging.info("component analysis: both factors flipped for %d of %d landmark heatmaps", flipped_total,
-                 len(source.ids) * local.shape[-1])
+    logging.info(
+        "component analysis: both factors flipped for %d of %d landmark heatmaps",
+        flipped_total,
+        len(source.ids) * local.shape[-1],
+    )
     return {name: np.stack(points) for name, points in results.items()}

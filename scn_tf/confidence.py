@@ -20,11 +20,15 @@ from scn_tf.files import write_json_atomic
 
 REFERENCE_FILE = "confidence.json"
 LOW_RELATIVE_CONFIDENCE = 0.5  # an image whose median landmark peaks at under half the training images' median
-MEANING = ("confidence: the landmark's heatmap peak; confidence_fraction: the fraction of the training images' "
-           "own peaks (of the same landmark, same weights) below it; relative_confidence: the median over "
-           "landmarks of the peak divided by the training images' median peak")
-UNAVAILABLE = ("confidence: the landmark's heatmap peak; its scale is unavailable: the model folder has no "
-               f"{REFERENCE_FILE} for these weights")
+MEANING = (
+    "confidence: the landmark's heatmap peak; confidence_fraction: the fraction of the training images' "
+    "own peaks (of the same landmark, same weights) below it; relative_confidence: the median over "
+    "landmarks of the peak divided by the training images' median peak"
+)
+UNAVAILABLE = (
+    "confidence: the landmark's heatmap peak; its scale is unavailable: the model folder has no "
+    f"{REFERENCE_FILE} for these weights"
+)
 
 
 @dataclasses.dataclass
@@ -58,8 +62,11 @@ class ConfidenceReference:
         return float(np.median(np.asarray(confidence)[valid] / medians[valid])) if valid.any() else float("nan")
 
     def to_dict(self) -> dict:
-        return {"checkpoint": self.checkpoint, "image_ids": list(self.image_ids),
-                "peaks": [[None if not np.isfinite(v) else float(v) for v in row] for row in self.peaks]}
+        return {
+            "checkpoint": self.checkpoint,
+            "image_ids": list(self.image_ids),
+            "peaks": [[None if not np.isfinite(v) else float(v) for v in row] for row in self.peaks],
+        }
 
     @classmethod
     def from_dict(cls, values: dict) -> ConfidenceReference:
@@ -90,14 +97,20 @@ def load_reference(model_dir: str | os.PathLike, checkpoint: str = "last") -> Co
 def describe(confidence: np.ndarray, reference: ConfidenceReference | None) -> dict:
     """The per-image confidence entries of scn-predict's JSON."""
     if reference is None:
-        return {"confidence": np.asarray(confidence).tolist(), "confidence_fraction": None,
-                "relative_confidence": None, "low_confidence": None}
+        return {
+            "confidence": np.asarray(confidence).tolist(),
+            "confidence_fraction": None,
+            "relative_confidence": None,
+            "low_confidence": None,
+        }
     relative = reference.relative(confidence)
     known = bool(np.isfinite(relative))
-    return {"confidence": np.asarray(confidence).tolist(),
-            "confidence_fraction": [float(v) if np.isfinite(v) else None for v in reference.fraction_below(confidence)],
-            "relative_confidence": relative if known else None,
-            "low_confidence": bool(relative < LOW_RELATIVE_CONFIDENCE) if known else None}
+    return {
+        "confidence": np.asarray(confidence).tolist(),
+        "confidence_fraction": [float(v) if np.isfinite(v) else None for v in reference.fraction_below(confidence)],
+        "relative_confidence": relative if known else None,
+        "low_confidence": bool(relative < LOW_RELATIVE_CONFIDENCE) if known else None,
+    }
 
 
 def measure_reference(predictor, images: dict, points: dict, checkpoint: str = "last") -> ConfidenceReference:

@@ -45,8 +45,14 @@ class _Section:
 MAX_IMAGE_SIDE = 8192  # network input pixels per axis; the memory check (scn_tf.preflight) bounds the product
 
 
-def _require(name: str, value, minimum: float | None = None, above: float | None = None,
-             maximum: float | None = None, integer: bool = False) -> None:
+def _require(
+    name: str,
+    value,
+    minimum: float | None = None,
+    above: float | None = None,
+    maximum: float | None = None,
+    integer: bool = False,
+) -> None:
     """A ValueError naming the key unless `value` is a finite number (an integer if asked) in range."""
     try:
         number = float(value)
@@ -108,8 +114,9 @@ class TrainingConfig(_Section):
         if self.clip_norm is not None:
             _require("training.clip_norm", self.clip_norm, above=0.0)
         if self.sigma_min >= self.sigma_init:
-            raise ValueError(f"training.sigma_min ({self.sigma_min}) must be below training.sigma_init "
-                             f"({self.sigma_init})")
+            raise ValueError(
+                f"training.sigma_min ({self.sigma_min}) must be below training.sigma_init ({self.sigma_init})"
+            )
 
 
 @dataclasses.dataclass
@@ -176,8 +183,9 @@ class DataConfig(_Section):
         for radius in self.outlier_radii:
             _require("data.outlier_radii", radius, above=0.0)
         if self.landmark_names is not None and len(self.landmark_names) != self.num_landmarks:
-            raise ValueError(f"data.landmark_names has {len(self.landmark_names)} names for "
-                             f"{self.num_landmarks} landmarks")
+            raise ValueError(
+                f"data.landmark_names has {len(self.landmark_names)} names for {self.num_landmarks} landmarks"
+            )
 
 
 @dataclasses.dataclass
@@ -233,8 +241,12 @@ class NetworkConfig(_Section):
         _check_choice("network.network", self.network, NETWORK_NAMES)
 
 
-SECTIONS = {"data": DataConfig, "augmentation": AugmentationConfig, "network": NetworkConfig,
-            "training": TrainingConfig}
+SECTIONS = {
+    "data": DataConfig,
+    "augmentation": AugmentationConfig,
+    "network": NetworkConfig,
+    "training": TrainingConfig,
+}
 
 
 @dataclasses.dataclass
@@ -284,26 +296,73 @@ def load_config(path: str | os.PathLike, base: ExperimentConfig | None = None) -
 
 
 ISBI_LANDMARK_NAMES = [
-    "sella", "nasion", "orbitale", "porion", "subspinale", "supramentale", "pogonion", "menton", "gnathion",
-    "gonion", "lower incisal incision", "upper incisal incision", "upper lip", "lower lip", "subnasale",
-    "soft tissue pogonion", "posterior nasal spine", "anterior nasal spine", "articulare"]
+    "sella",
+    "nasion",
+    "orbitale",
+    "porion",
+    "subspinale",
+    "supramentale",
+    "pogonion",
+    "menton",
+    "gnathion",
+    "gonion",
+    "lower incisal incision",
+    "upper incisal incision",
+    "upper lip",
+    "lower lip",
+    "subnasale",
+    "soft tissue pogonion",
+    "posterior nasal spine",
+    "anterior nasal spine",
+    "articulare",
+]
 
 
 def _skull2d() -> ExperimentConfig:
     return ExperimentConfig(
-        data=DataConfig(name="skull2d", ndim=2, num_landmarks=19, image_dir="images", image_suffix=".jpg",
-                        landmarks_csv="annotations/challenge_mm.csv", landmark_units="mm",
-                        image_spacing=[0.1, 0.1], landmark_names=list(ISBI_LANDMARK_NAMES),
-                        image_size=[512, 512], spacing=[0.46875, 0.46875], smoothing_sigma=0.15,
-                        normalization="fixed", intensity_shift=-128.0, intensity_scale=1 / 128,
-                        intensity_clamp=[-1.0, 1.0], outside_value=0.0,
-                        outlier_radii=["2", "2.5", "3", "4"]),
-        augmentation=AugmentationConfig(translation=10.0, rotation=0.25, scale=0.2, scale_axis=0.2,
-                                        elastic_grid=5, elastic_magnitude=10.0, intensity_shift=0.25,
-                                        intensity_scale=0.25, max_min_distance=30.0),
+        data=DataConfig(
+            name="skull2d",
+            ndim=2,
+            num_landmarks=19,
+            image_dir="images",
+            image_suffix=".jpg",
+            landmarks_csv="annotations/challenge_mm.csv",
+            landmark_units="mm",
+            image_spacing=[0.1, 0.1],
+            landmark_names=list(ISBI_LANDMARK_NAMES),
+            image_size=[512, 512],
+            spacing=[0.46875, 0.46875],
+            smoothing_sigma=0.15,
+            normalization="fixed",
+            intensity_shift=-128.0,
+            intensity_scale=1 / 128,
+            intensity_clamp=[-1.0, 1.0],
+            outside_value=0.0,
+            outlier_radii=["2", "2.5", "3", "4"],
+        ),
+        augmentation=AugmentationConfig(
+            translation=10.0,
+            rotation=0.25,
+            scale=0.2,
+            scale_axis=0.2,
+            elastic_grid=5,
+            elastic_magnitude=10.0,
+            intensity_shift=0.25,
+            intensity_scale=0.25,
+            max_min_distance=30.0,
+        ),
         network=NetworkConfig(network="scn", filters=128, spatial_kernel_size=11, spatial_downsampling=16),
-        training=TrainingConfig(iterations=30_000, learning_rate=1e-6, clip_norm=1e4, alpha=20.0,
-                                weight_decay=0.001, gamma=100.0, sigma_init=2.5, checkpoint_every=5000))
+        training=TrainingConfig(
+            iterations=30_000,
+            learning_rate=1e-6,
+            clip_norm=1e4,
+            alpha=20.0,
+            weight_decay=0.001,
+            gamma=100.0,
+            sigma_init=2.5,
+            checkpoint_every=5000,
+        ),
+    )
 
 
 def _skull2d_cpu() -> ExperimentConfig:
@@ -320,69 +379,184 @@ def _skull2d_cpu() -> ExperimentConfig:
     before them).
     """
     config = _skull2d()
-    return config.updated({
-        "data": {"image_size": [128, 160], "spacing": [1.5, 1.5], "smoothing_sigma": 0.6},
-        "network": {"filters": 32, "spatial_downsampling": 8},
-        "training": {"iterations": 21_500, "optimizer": "adam", "learning_rate": 2e-4, "lr_schedule": "cosine",
-                     "lr_warmup": 500, "lr_final_factor": 0.0, "clip_norm": None, "sigma_init": 2.0,
-                     "weight_decay": 5e-4, "checkpoint_every": 1000}})
+    return config.updated(
+        {
+            "data": {"image_size": [128, 160], "spacing": [1.5, 1.5], "smoothing_sigma": 0.6},
+            "network": {"filters": 32, "spatial_downsampling": 8},
+            "training": {
+                "iterations": 21_500,
+                "optimizer": "adam",
+                "learning_rate": 2e-4,
+                "lr_schedule": "cosine",
+                "lr_warmup": 500,
+                "lr_final_factor": 0.0,
+                "clip_norm": None,
+                "sigma_init": 2.0,
+                "weight_decay": 5e-4,
+                "checkpoint_every": 1000,
+            },
+        }
+    )
 
 
 def _hand2d() -> ExperimentConfig:
     return ExperimentConfig(
-        data=DataConfig(name="hand2d", ndim=2, num_landmarks=37, image_dir="images", image_suffix=".mha",
-                        landmarks_csv="all.csv", landmark_units="pixel", image_spacing=[1.0, 1.0],
-                        image_size=[512, 512], spacing=None, smoothing_sigma=0.0,
-                        normalization="histogram_matching", histogram_reference="3147",
-                        intensity_shift=-128.0, intensity_scale=1 / 128, intensity_clamp=[-1.0, 1.0],
-                        pe_normalization="wrist:1,5,50"),
-        augmentation=AugmentationConfig(translation=20.0, rotation=math.radians(15), scale=0.4, scale_axis=0.0,
-                                        elastic_grid=12, elastic_magnitude=5.0, intensity_shift=0.25,
-                                        intensity_scale=0.25, spatial_units="network_pixels"),
+        data=DataConfig(
+            name="hand2d",
+            ndim=2,
+            num_landmarks=37,
+            image_dir="images",
+            image_suffix=".mha",
+            landmarks_csv="all.csv",
+            landmark_units="pixel",
+            image_spacing=[1.0, 1.0],
+            image_size=[512, 512],
+            spacing=None,
+            smoothing_sigma=0.0,
+            normalization="histogram_matching",
+            histogram_reference="3147",
+            intensity_shift=-128.0,
+            intensity_scale=1 / 128,
+            intensity_clamp=[-1.0, 1.0],
+            pe_normalization="wrist:1,5,50",
+        ),
+        augmentation=AugmentationConfig(
+            translation=20.0,
+            rotation=math.radians(15),
+            scale=0.4,
+            scale_axis=0.0,
+            elastic_grid=12,
+            elastic_magnitude=5.0,
+            intensity_shift=0.25,
+            intensity_scale=0.25,
+            spatial_units="network_pixels",
+        ),
         network=NetworkConfig(network="scn", filters=128, spatial_kernel_size=11, spatial_downsampling=16),
-        training=TrainingConfig(iterations=30_000, learning_rate=1e-6, clip_norm=1e4, alpha=20.0,
-                                weight_decay=0.0005, gamma=100.0, sigma_init=2.5, checkpoint_every=5000))
+        training=TrainingConfig(
+            iterations=30_000,
+            learning_rate=1e-6,
+            clip_norm=1e4,
+            alpha=20.0,
+            weight_decay=0.0005,
+            gamma=100.0,
+            sigma_init=2.5,
+            checkpoint_every=5000,
+        ),
+    )
 
 
 def _spine3d() -> ExperimentConfig:
     return ExperimentConfig(
-        data=DataConfig(name="spine3d", ndim=3, num_landmarks=26, image_dir="images", image_suffix=".nii.gz",
-                        landmarks_csv="points_world_coordinates.csv", landmark_units="mm", image_spacing=None,
-                        image_frame="zero_origin", image_size=[96, 96, 192], spacing=[2.0, 2.0, 2.0],
-                        smoothing_sigma=0.5, normalization="fixed", intensity_shift=0.0, intensity_scale=1 / 2048,
-                        intensity_clamp=[-1.0, 1.0], outside_value=-3024.0, window_step=64,
-                        outlier_radii=["10", "20"]),
-        augmentation=AugmentationConfig(translation=20.0, rotation=0.2, scale=0.0, scale_axis=0.1,
-                                        elastic_grid=5, elastic_magnitude=15.0, intensity_shift=0.15,
-                                        intensity_scale=0.15, crop_z=True, max_min_distance=4.0,
-                                        elastic_space="source"),
-        network=NetworkConfig(network="scn", filters=64, spatial_kernel_size=7, spatial_downsampling=8,
-                              padding="reflect"),
-        training=TrainingConfig(iterations=40_000, learning_rate=5e-8, clip_norm=None, alpha=100.0,
-                                weight_decay=0.0005, gamma=1000.0, sigma_init=4.0, checkpoint_every=2500))
+        data=DataConfig(
+            name="spine3d",
+            ndim=3,
+            num_landmarks=26,
+            image_dir="images",
+            image_suffix=".nii.gz",
+            landmarks_csv="points_world_coordinates.csv",
+            landmark_units="mm",
+            image_spacing=None,
+            image_frame="zero_origin",
+            image_size=[96, 96, 192],
+            spacing=[2.0, 2.0, 2.0],
+            smoothing_sigma=0.5,
+            normalization="fixed",
+            intensity_shift=0.0,
+            intensity_scale=1 / 2048,
+            intensity_clamp=[-1.0, 1.0],
+            outside_value=-3024.0,
+            window_step=64,
+            outlier_radii=["10", "20"],
+        ),
+        augmentation=AugmentationConfig(
+            translation=20.0,
+            rotation=0.2,
+            scale=0.0,
+            scale_axis=0.1,
+            elastic_grid=5,
+            elastic_magnitude=15.0,
+            intensity_shift=0.15,
+            intensity_scale=0.15,
+            crop_z=True,
+            max_min_distance=4.0,
+            elastic_space="source",
+        ),
+        network=NetworkConfig(
+            network="scn", filters=64, spatial_kernel_size=7, spatial_downsampling=8, padding="reflect"
+        ),
+        training=TrainingConfig(
+            iterations=40_000,
+            learning_rate=5e-8,
+            clip_norm=None,
+            alpha=100.0,
+            weight_decay=0.0005,
+            gamma=1000.0,
+            sigma_init=4.0,
+            checkpoint_every=2500,
+        ),
+    )
 
 
 def _hand3d() -> ExperimentConfig:
     return ExperimentConfig(
-        data=DataConfig(name="hand3d", ndim=3, num_landmarks=28, image_dir="images", image_suffix=".nii.gz",
-                        landmarks_csv="landmarks.csv", landmark_units="mm", image_spacing=None,
-                        image_frame="zero_origin", image_size=[96, 128, 32], spacing=None, smoothing_sigma=0.0,
-                        normalization="percentile",
-                        percentiles=[1.0, 99.0], intensity_clamp=[-1.0, 1.0]),
-        augmentation=AugmentationConfig(translation=10.0, rotation=0.2, scale=0.0, scale_axis=0.1,
-                                        elastic_grid=5, elastic_magnitude=5.0, intensity_shift=0.15,
-                                        intensity_scale=0.15),
-        network=NetworkConfig(network="scn", filters=64, spatial_kernel_size=7, spatial_downsampling=4,
-                              padding="reflect"),
-        training=TrainingConfig(iterations=20_000, learning_rate=5e-8, clip_norm=None, alpha=1000.0,
-                                weight_decay=0.0005, gamma=1000.0, sigma_init=4.0, checkpoint_every=2500))
+        data=DataConfig(
+            name="hand3d",
+            ndim=3,
+            num_landmarks=28,
+            image_dir="images",
+            image_suffix=".nii.gz",
+            landmarks_csv="landmarks.csv",
+            landmark_units="mm",
+            image_spacing=None,
+            image_frame="zero_origin",
+            image_size=[96, 128, 32],
+            spacing=None,
+            smoothing_sigma=0.0,
+            normalization="percentile",
+            percentiles=[1.0, 99.0],
+            intensity_clamp=[-1.0, 1.0],
+        ),
+        augmentation=AugmentationConfig(
+            translation=10.0,
+            rotation=0.2,
+            scale=0.0,
+            scale_axis=0.1,
+            elastic_grid=5,
+            elastic_magnitude=5.0,
+            intensity_shift=0.15,
+            intensity_scale=0.15,
+        ),
+        network=NetworkConfig(
+            network="scn", filters=64, spatial_kernel_size=7, spatial_downsampling=4, padding="reflect"
+        ),
+        training=TrainingConfig(
+            iterations=20_000,
+            learning_rate=5e-8,
+            clip_norm=None,
+            alpha=1000.0,
+            weight_decay=0.0005,
+            gamma=1000.0,
+            sigma_init=4.0,
+            checkpoint_every=2500,
+        ),
+    )
 
 
 def _cpu_training(iterations: int) -> TrainingConfig:
     """Adam with a cosine-decayed rate: at these sizes constant-rate SGD stalls or diverges (as skull2d_cpu)."""
-    return TrainingConfig(iterations=iterations, optimizer="adam", learning_rate=3e-4, lr_schedule="cosine",
-                          lr_warmup=100, clip_norm=None, alpha=20.0, weight_decay=5e-4, gamma=100.0,
-                          sigma_init=2.0, checkpoint_every=500)
+    return TrainingConfig(
+        iterations=iterations,
+        optimizer="adam",
+        learning_rate=3e-4,
+        lr_schedule="cosine",
+        lr_warmup=100,
+        clip_norm=None,
+        alpha=20.0,
+        weight_decay=5e-4,
+        gamma=100.0,
+        sigma_init=2.0,
+        checkpoint_every=500,
+    )
 
 
 def _cpu2d() -> ExperimentConfig:
@@ -393,14 +567,35 @@ def _cpu2d() -> ExperimentConfig:
     skull2d_cpu network (32 filters, spatial configuration at 1/8 with 11x11 kernels).
     """
     return ExperimentConfig(
-        data=DataConfig(name="cpu2d", ndim=2, num_landmarks=2, image_dir="images", image_suffix=".png",
-                        landmarks_csv="landmarks.csv", landmark_units="pixel", image_spacing=None,
-                        image_frame="header", image_size=[128, 128], spacing=None, normalization="fixed",
-                        intensity_shift=-128.0, intensity_scale=1 / 128, intensity_clamp=[-1.0, 1.0]),
-        augmentation=AugmentationConfig(translation=8.0, rotation=0.2, scale=0.15, scale_axis=0.05,
-                                        intensity_shift=0.2, intensity_scale=0.2, spatial_units="network_pixels"),
+        data=DataConfig(
+            name="cpu2d",
+            ndim=2,
+            num_landmarks=2,
+            image_dir="images",
+            image_suffix=".png",
+            landmarks_csv="landmarks.csv",
+            landmark_units="pixel",
+            image_spacing=None,
+            image_frame="header",
+            image_size=[128, 128],
+            spacing=None,
+            normalization="fixed",
+            intensity_shift=-128.0,
+            intensity_scale=1 / 128,
+            intensity_clamp=[-1.0, 1.0],
+        ),
+        augmentation=AugmentationConfig(
+            translation=8.0,
+            rotation=0.2,
+            scale=0.15,
+            scale_axis=0.05,
+            intensity_shift=0.2,
+            intensity_scale=0.2,
+            spatial_units="network_pixels",
+        ),
         network=NetworkConfig(network="scn", filters=32, levels=4, spatial_kernel_size=11, spatial_downsampling=8),
-        training=_cpu_training(2000))
+        training=_cpu_training(2000),
+    )
 
 
 def _cpu3d() -> ExperimentConfig:
@@ -408,19 +603,47 @@ def _cpu3d() -> ExperimentConfig:
     intensities by percentiles (no per-modality constants), 16 filters, spatial configuration at 1/4.
     A training step took 0.29 s on 2 loaded CPU cores (48x48x48: 1.25 s), docs/own_data.md."""
     return ExperimentConfig(
-        data=DataConfig(name="cpu3d", ndim=3, num_landmarks=2, image_dir="images", image_suffix=".nii.gz",
-                        landmarks_csv="landmarks.csv", landmark_units="mm", image_spacing=None,
-                        image_frame="header", image_size=[32, 32, 32], spacing=None,
-                        normalization="percentile", percentiles=[1.0, 99.0], intensity_clamp=[-1.0, 1.0]),
-        augmentation=AugmentationConfig(translation=3.0, rotation=0.15, scale=0.1, scale_axis=0.05,
-                                        intensity_shift=0.15, intensity_scale=0.15, spatial_units="network_pixels"),
-        network=NetworkConfig(network="scn", filters=16, levels=4, spatial_kernel_size=7, spatial_downsampling=4,
-                              padding="same"),
-        training=_cpu_training(1000))
+        data=DataConfig(
+            name="cpu3d",
+            ndim=3,
+            num_landmarks=2,
+            image_dir="images",
+            image_suffix=".nii.gz",
+            landmarks_csv="landmarks.csv",
+            landmark_units="mm",
+            image_spacing=None,
+            image_frame="header",
+            image_size=[32, 32, 32],
+            spacing=None,
+            normalization="percentile",
+            percentiles=[1.0, 99.0],
+            intensity_clamp=[-1.0, 1.0],
+        ),
+        augmentation=AugmentationConfig(
+            translation=3.0,
+            rotation=0.15,
+            scale=0.1,
+            scale_axis=0.05,
+            intensity_shift=0.15,
+            intensity_scale=0.15,
+            spatial_units="network_pixels",
+        ),
+        network=NetworkConfig(
+            network="scn", filters=16, levels=4, spatial_kernel_size=7, spatial_downsampling=4, padding="same"
+        ),
+        training=_cpu_training(1000),
+    )
 
 
-PRESETS = {"skull2d": _skull2d, "skull2d_cpu": _skull2d_cpu, "hand2d": _hand2d, "hand3d": _hand3d, "spine3d": _spine3d,
-           "cpu2d": _cpu2d, "cpu3d": _cpu3d}
+PRESETS = {
+    "skull2d": _skull2d,
+    "skull2d_cpu": _skull2d_cpu,
+    "hand2d": _hand2d,
+    "hand3d": _hand3d,
+    "spine3d": _spine3d,
+    "cpu2d": _cpu2d,
+    "cpu3d": _cpu3d,
+}
 
 
 def preset(name: str) -> ExperimentConfig:
@@ -429,4 +652,3 @@ def preset(name: str) -> ExperimentConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]()
-

@@ -57,8 +57,9 @@ def worker_dir(output_dir: Path) -> Path:
     return output_dir / f".{kind}{index}"
 
 
-def distribute_batches(strategy: tf.distribute.Strategy, make: Callable[..., tf.data.Dataset], batch_size: int,
-                       start_step: int):
+def distribute_batches(
+    strategy: tf.distribute.Strategy, make: Callable[..., tf.data.Dataset], batch_size: int, start_step: int
+):
     """Per-replica batches of `batch_size` for every replica of `strategy`, from step `start_step` on.
 
     `make(batch_size=, start_step=, shard=)` builds one input pipeline's dataset; `shard` is (index, count)
@@ -69,7 +70,10 @@ def distribute_batches(strategy: tf.distribute.Strategy, make: Callable[..., tf.
 
     def pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
         local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
-        return make(batch_size=batch_size, start_step=start_step * local_replicas,
-                    shard=(context.input_pipeline_id, context.num_input_pipelines))
+        return make(
+            batch_size=batch_size,
+            start_step=start_step * local_replicas,
+            shard=(context.input_pipeline_id, context.num_input_pipelines),
+        )
 
     return strategy.distribute_datasets_from_function(pipeline)

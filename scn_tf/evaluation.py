@@ -68,8 +68,13 @@ def identification_rate(predicted: np.ndarray, truth: np.ndarray, radius: float 
     return 100.0 * correct / total if total else float("nan")
 
 
-def evaluate(ids: Sequence[str], predicted: np.ndarray, truth: np.ndarray, radii: Sequence[str] = ("2", "4", "10"),
-             normalization: Normalization | None = None) -> dict:
+def evaluate(
+    ids: Sequence[str],
+    predicted: np.ndarray,
+    truth: np.ndarray,
+    radii: Sequence[str] = ("2", "4", "10"),
+    normalization: Normalization | None = None,
+) -> dict:
     """metrics.json content for predictions and annotations of shape (images, landmarks, d)."""
     for radius in radii:
         try:
@@ -84,8 +89,9 @@ def evaluate(ids: Sequence[str], predicted: np.ndarray, truth: np.ndarray, radii
     missing = annotated & ~np.all(np.isfinite(predicted), axis=-1)
     if missing.any():
         image, landmark = np.argwhere(missing)[0]
-        raise ValueError(f"id {ids[image]}: landmark {landmark} is annotated but has no prediction "
-                         f"({int(missing.sum())} such pairs)")
+        raise ValueError(
+            f"id {ids[image]}: landmark {landmark} is annotated but has no prediction ({int(missing.sum())} such pairs)"
+        )
     errors = point_errors(predicted, truth, normalization)
     measured = np.isfinite(errors)  # annotated, and normalisable where a normalisation is asked for
     values = errors[measured]
@@ -98,9 +104,15 @@ def evaluate(ids: Sequence[str], predicted: np.ndarray, truth: np.ndarray, radii
     per_landmark = []
     for landmark in range(truth.shape[1]):
         column = errors[measured[:, landmark], landmark]
-        per_landmark.append({"landmark": landmark, "count": int(column.size),
-                             "mean": _stat(np.mean, column), "median": _stat(np.median, column),
-                             "std": _stat(np.std, column)})
+        per_landmark.append(
+            {
+                "landmark": landmark,
+                "count": int(column.size),
+                "mean": _stat(np.mean, column),
+                "median": _stat(np.median, column),
+                "std": _stat(np.std, column),
+            }
+        )
     return {
         "num_images": int(len(ids)),
         "num_landmarks": int(truth.shape[1]),

@@ -36,6 +36,7 @@ from scn_tf.visualization import save_overlay
 
 log = logging.getLogger("scn_tf")
 
+
 def probe_input_shape(model: keras.Model) -> tuple[int, ...]:
     """A small input on which `model` can be built (its weights do not depend on the input size)."""
     hyperparameters = model.get_config()
@@ -43,7 +44,7 @@ def probe_input_shape(model: keras.Model) -> tuple[int, ...]:
     downsampling = hyperparameters.get("spatial_downsampling", 1)
     kernel = hyperparameters.get("spatial_kernel_size", 1)
     multiple = math.lcm(2 ** (levels - 1), downsampling)
-    side = multiple * math.ceil(max(downsampling * (kernel // 2 + 1), 2 ** levels) / multiple)
+    side = multiple * math.ceil(max(downsampling * (kernel // 2 + 1), 2**levels) / multiple)
     return (1,) + (side,) * hyperparameters["ndim"] + (1,)
 
 
@@ -67,10 +68,19 @@ def split_validation(ids: Sequence[str], fraction: float, seed: int) -> tuple[li
 class Experiment:
     """Trains the configured network on `train_ids` and evaluates the last weights on `test_ids`."""
 
-    def __init__(self, config: ExperimentConfig, data_dir: str | os.PathLike, train_ids: Sequence[str],
-                 test_ids: Sequence[str], output_dir: str | os.PathLike, resume: bool = False,
-                 eval_every: int = 0, validation_fraction: float = 0.0, workers: int = 2,
-                 strategy: str = "none"):
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        data_dir: str | os.PathLike,
+        train_ids: Sequence[str],
+        test_ids: Sequence[str],
+        output_dir: str | os.PathLike,
+        resume: bool = False,
+        eval_every: int = 0,
+        validation_fraction: float = 0.0,
+        workers: int = 2,
+        strategy: str = "none",
+    ):
         self.config = config
         self.strategy_name = strategy
         self.data_dir = Path(data_dir)
@@ -78,8 +88,9 @@ class Experiment:
         self.eval_every = eval_every
         self.workers = workers
         if (self.output_dir / "checkpoints").exists() and not resume:
-            raise ValueError(f"{self.output_dir} already holds a run: pass --resume to continue it, or choose "
-                             "another --output_dir")
+            raise ValueError(
+                f"{self.output_dir} already holds a run: pass --resume to continue it, or choose another --output_dir"
+            )
         self.train_ids, self.validation_ids = split_validation(train_ids, validation_fraction, config.training.seed)
         self.test_ids = list(test_ids)
         self.best_error = math.inf
@@ -97,13 +108,23 @@ class Experiment:
         config = self.config
         chief = is_chief()
         run_dir = worker_dir(self.output_dir)
-        check_inputs(config, self.data_dir, {name: ids for name, ids in (
-            ("training", self.train_ids + self.validation_ids), ("test", self.test_ids)) if ids})
+        check_inputs(
+            config,
+            self.data_dir,
+            {
+                name: ids
+                for name, ids in (("training", self.train_ids + self.validation_ids), ("test", self.test_ids))
+                if ids
+            },
+        )
         check_resume(self.output_dir, config)
         log.info("loading %d training images", len(self.train_ids))
         train = LandmarkSource(config.data, self.data_dir, self.train_ids, self.workers)
-        validation = (LandmarkSource(config.data, self.data_dir, self.validation_ids, self.workers)
-                      if self.validation_ids else None)
+        validation = (
+            LandmarkSource(config.data, self.data_dir, self.validation_ids, self.workers)
+            if self.validation_ids
+            else None
+        )
         if self.test_ids:
             log.info("loading %d test images", len(self.test_ids))
         test = LandmarkSource(config.data, self.data_dir, self.test_ids, self.workers) if self.test_ids else None
@@ -111,8 +132,15 @@ class Experiment:
         with RunLock(run_dir):
             return self._train(strategy, chief, run_dir, train, validation, test)
 
-    def _train(self, strategy, chief: bool, run_dir: Path, train: LandmarkSource,
-               validation: LandmarkSource | None, test: LandmarkSource | None) -> dict:
+    def _train(
+        self,
+        strategy,
+        chief: bool,
+        run_dir: Path,
+        train: LandmarkSource,
+        validation: LandmarkSource | None,
+        test: LandmarkSource | None,
+    ) -> dict:
         config = self.config
         model_files = {"config.json": config.to_dict()}
         if train.reference_quantiles is not None:
@@ -120,25 +148,44 @@ class Experiment:
         if chief and not checkpoint_prefixes(run_dir / "checkpoints"):
             write_model_files(self.output_dir, config, train.reference_quantiles)  # a new run: its configuration
         if strategy.num_replicas_in_sync > 1:
-            log.info("%s strategy: %d replicas, global batch %d", self.strategy_name, strategy.num_replicas_in_sync,
-                     strategy.num_replicas_in_sync * config.training.batch_size)
+            log.info(
+                "%s strategy: %d replicas, global batch %d",
+                self.strategy_name,
+                strategy.num_replicas_in_sync,
+                strategy.num_replicas_in_sync * config.training.batch_size,
+            )
         with strategy.scope():
             model = build_model(config.network, config.data)
-        trainer = Trainer(model, config.data.num_landmarks, config.training, run_dir, strategy,
-                          model_files=model_files if chief else None)
+        trainer = Trainer(
+            model,
+            config.data.num_landmarks,
+            config.training,
+            run_dir,
+            strategy,
+            model_files=model_files if chief else None,
+        )
 
         def make(batch_size: int, start_step: int, shard: tuple[int, int]):
-            return make_dataset(train, config.augmentation, seed=config.training.seed, batch_size=batch_size,
-                                start_step=start_step, workers=self.workers, shard=shard,
-                                sitk_threads=1)  # the workers are the parallelism: no oversubscription
+            return make_dataset(
+                train,
+                config.augmentation,
+                seed=config.training.seed,
+                batch_size=batch_size,
+                start_step=start_step,
+                workers=self.workers,
+                shard=shard,
+                sitk_threads=1,
+            )  # the workers are the parallelism: no oversubscription
 
         def batches(start_step: int):
             return distribute_batches(strategy, make, config.training.batch_size, start_step)
 
         def batch_ids(step: int) -> list[str]:
             size = config.training.batch_size
-            return [train.ids[sample_order(len(train.ids), config.training.seed, step * size + k, True)[0]]
-                    for k in range(size)]
+            return [
+                train.ids[sample_order(len(train.ids), config.training.seed, step * size + k, True)[0]]
+                for k in range(size)
+            ]
 
         def periodic(step: int) -> dict:
             results = {}
@@ -155,8 +202,9 @@ class Experiment:
             return results
 
         needs_periodic = chief and self.eval_every and (validation is not None or self.test_ids)
-        trainer.fit(batches, evaluate=periodic if needs_periodic else None, eval_every=self.eval_every,
-                    batch_ids=batch_ids)
+        trainer.fit(
+            batches, evaluate=periodic if needs_periodic else None, eval_every=self.eval_every, batch_ids=batch_ids
+        )
         if not chief:
             shutil.rmtree(run_dir, ignore_errors=True)
             return {}
@@ -187,19 +235,35 @@ class Experiment:
             details[image_id] = prediction
             progress.add(1)
         truth = np.stack([source.annotations[i] for i in source.ids])
-        metrics = evaluate(source.ids, np.stack([predictions[i] for i in source.ids]), truth,
-                           data.outlier_radii, Normalization.parse(data.pe_normalization))
+        metrics = evaluate(
+            source.ids,
+            np.stack([predictions[i] for i in source.ids]),
+            truth,
+            data.outlier_radii,
+            Normalization.parse(data.pe_normalization),
+        )
         if write:
             write_landmarks_csv(self.output_dir / "predictions.csv", predictions)
             sigmas_mm = details[source.ids[0]].sigma_mm
-            write_reports(self.output_dir, metrics, NETWORK_NAMES[self.config.network.network], data.landmark_names,
-                          None if sigmas_mm is None else sigmas_mm.tolist(),
-                          error_units(data.landmark_units, data.pe_normalization))
+            write_reports(
+                self.output_dir,
+                metrics,
+                NETWORK_NAMES[self.config.network.network],
+                data.landmark_names,
+                None if sigmas_mm is None else sigmas_mm.tolist(),
+                error_units(data.landmark_units, data.pe_normalization),
+            )
             overlays = self.output_dir / "overlays"
             overlays.mkdir(exist_ok=True)
             for image_id in source.ids[:4]:
                 image = source.images[image_id]
-                save_overlay(inside(overlays, f"{image_id}.png"), sitk.GetArrayFromImage(image), image.GetSpacing(),
-                             landmarks=source.pixel_annotations(image_id), predicted=details[image_id].indices,
-                             names=data.landmark_names, title=f"{image_id}: annotation (o) and prediction (x)")
+                save_overlay(
+                    inside(overlays, f"{image_id}.png"),
+                    sitk.GetArrayFromImage(image),
+                    image.GetSpacing(),
+                    landmarks=source.pixel_annotations(image_id),
+                    predicted=details[image_id].indices,
+                    names=data.landmark_names,
+                    title=f"{image_id}: annotation (o) and prediction (x)",
+                )
         return metrics

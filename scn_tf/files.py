@@ -77,8 +77,9 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
             try:
                 os.link(temporary, path)
             except FileExistsError:
-                raise OutputError(f"{path}: exists (written by another process meanwhile?); pass --overwrite "
-                                  "to replace it") from None
+                raise OutputError(
+                    f"{path}: exists (written by another process meanwhile?); pass --overwrite to replace it"
+                ) from None
     finally:
         if temporary.exists():
             temporary.unlink()
@@ -124,13 +125,19 @@ class RunLock:
             file.seek(0)
             owner = file.read().strip() or "unknown"
             file.close()
-            raise OutputError(f"{self.path.parent}: another process (pid {owner}) is training into this run "
-                              "folder; wait for it to end or choose another --output_dir") from None
+            raise OutputError(
+                f"{self.path.parent}: another process (pid {owner}) is training into this run "
+                "folder; wait for it to end or choose another --output_dir"
+            ) from None
         file.seek(0)
         previous = file.read().strip()
         if previous.isdigit() and int(previous) != os.getpid():
-            log.warning("%s: taking over the lock of process %s, which %s", self.path, previous,
-                        "is no longer running" if not _alive(int(previous)) else "no longer holds it")
+            log.warning(
+                "%s: taking over the lock of process %s, which %s",
+                self.path,
+                previous,
+                "is no longer running" if not _alive(int(previous)) else "no longer holds it",
+            )
         file.seek(0)
         file.truncate()
         file.write(str(os.getpid()))

@@ -52,7 +52,7 @@ def decode_heatmaps(heatmaps):
     flat = ops.reshape(heatmaps, (-1, math.prod(spatial), num_landmarks))
     index = ops.argmax(flat, axis=1)
     values = ops.squeeze(ops.take_along_axis(flat, index[:, None, :], axis=1), axis=1)
-    strides = [math.prod(spatial[axis + 1:]) for axis in range(ndim)]
+    strides = [math.prod(spatial[axis + 1 :]) for axis in range(ndim)]
     coords = []
     for axis in range(ndim):
         position = (index // strides[axis]) % spatial[axis]

@@ -24,11 +24,11 @@ from scn_tf.heatmaps import decode_heatmaps
 @dataclasses.dataclass
 class Prediction:
     image_id: str
-    points: np.ndarray        # (N, d) physical coordinates (mm) in the configured image frame
-    indices: np.ndarray       # (N, d) continuous pixel indices of the source image (x, y[, z])
-    confidence: np.ndarray    # (N,) heatmap value at the maximum
+    points: np.ndarray  # (N, d) physical coordinates (mm) in the configured image frame
+    indices: np.ndarray  # (N, d) continuous pixel indices of the source image (x, y[, z])
+    confidence: np.ndarray  # (N,) heatmap value at the maximum
     sigma_mm: np.ndarray | None  # (N,) the learned target width per landmark, in mm
-    mirrored: bool = False       # read from the left-right mirrored image (mirrored back)
+    mirrored: bool = False  # read from the left-right mirrored image (mirrored back)
     mirror_scores: dict | None = None  # {"original": s, "mirrored": s} where both were run
     heatmaps: np.ndarray | None = None  # (*spatial, N) network-space heatmaps, where asked for
     transform: SpatialTransform | None = None  # network space -> source space of those heatmaps
@@ -57,9 +57,15 @@ class Predictor:
     apart, merged by voxel-wise maximum; `batch_size` windows run at a time, so memory stays bounded.
     """
 
-    def __init__(self, model: keras.Model | Callable, data: DataConfig, sigmas: np.ndarray | None = None,
-                 reference_quantiles: np.ndarray | None = None, batch_size: int = 2,
-                 confidence_reference: ConfidenceReference | None = None):
+    def __init__(
+        self,
+        model: keras.Model | Callable,
+        data: DataConfig,
+        sigmas: np.ndarray | None = None,
+        reference_quantiles: np.ndarray | None = None,
+        batch_size: int = 2,
+        confidence_reference: ConfidenceReference | None = None,
+    ):
         self.data = data
         self.confidence_reference = confidence_reference
         self.sigmas = None if sigmas is None else np.asarray(sigmas, np.float64)
@@ -87,18 +93,19 @@ class Predictor:
         starts = window_starts(array.shape[0], window, self.data.window_step)
         merged = None
         for first in range(0, len(starts), self.batch_size):
-            group = starts[first:first + self.batch_size]
-            batch = np.stack([array[start:start + window] for start in group])[..., None].astype(np.float32)
+            group = starts[first : first + self.batch_size]
+            batch = np.stack([array[start : start + window] for start in group])[..., None].astype(np.float32)
             outputs = np.asarray(self._run(batch), np.float32)
             if merged is None:
                 merged = np.full(array.shape + (outputs.shape[-1],), -np.inf, np.float32)
             for start, output in zip(group, outputs, strict=True):
-                region = merged[start:start + window]
+                region = merged[start : start + window]
                 np.maximum(region, output, out=region)
         return merged
 
-    def predict_image(self, image: sitk.Image, image_id: str = "", mirror: str = "off",
-                      keep_heatmaps: bool = False) -> Prediction:
+    def predict_image(
+        self, image: sitk.Image, image_id: str = "", mirror: str = "off", keep_heatmaps: bool = False
+    ) -> Prediction:
         """Landmarks of a source image as read from disk, in the configured image frame.
 
         mirror "auto" (2D only) also reads the image mirrored left-right (its x axis reversed on the same
@@ -114,30 +121,45 @@ class Predictor:
         if mirror == "off":
             return prediction
         mirrored = self.predict_prepared(mirror_x(source), image_id, keep_heatmaps)
-        scores = {"original": image_score(prediction.confidence, self.confidence_reference),
-                  "mirrored": image_score(mirrored.confidence, self.confidence_reference)}
+        scores = {
+            "original": image_score(prediction.confidence, self.confidence_reference),
+            "mirrored": image_score(mirrored.confidence, self.confidence_reference),
+        }
         if scores["mirrored"] <= scores["original"]:
             return dataclasses.replace(prediction, mirror_scores=scores)
         indices = mirrored.indices.copy()
         indices[:, 0] = source.GetSize()[0] - 1 - indices[:, 0]
-        return dataclasses.replace(mirrored, points=pixel_to_physical(source, indices), indices=indices,
-                                   mirrored=True, mirror_scores=scores)
+        return dataclasses.replace(
+            mirrored, points=pixel_to_physical(source, indices), indices=indices, mirrored=True, mirror_scores=scores
+        )
 
     def predict_prepared(self, source: sitk.Image, image_id: str = "", keep_heatmaps: bool = False) -> Prediction:
         """Landmarks of a source image already framed, smoothed and matched (as cached for training)."""
         data = self.data
         transform = self.transform(source)
         network_image = transform.resample(source, data.outside_value, data.resampling)
-        array = normalize_intensity(sitk.GetArrayFromImage(network_image), data.normalization,
-                                    data.intensity_shift, data.intensity_scale, data.intensity_clamp,
-                                    data.percentiles)
+        array = normalize_intensity(
+            sitk.GetArrayFromImage(network_image),
+            data.normalization,
+            data.intensity_shift,
+            data.intensity_scale,
+            data.intensity_clamp,
+            data.percentiles,
+        )
         heatmaps = self.heatmaps(array)
         coords, values = decode_heatmaps(heatmaps[None])
         network_points = np.asarray(coords)[0].astype(np.float64) * transform.geometry.spacing
         points = transform.to_source(network_points)
         sigma_mm = None if self.sigmas is None else self.sigmas * float(np.mean(transform.geometry.spacing))
-        return Prediction(image_id, points, physical_to_pixel(source, points), np.asarray(values)[0], sigma_mm,
-                          heatmaps=heatmaps if keep_heatmaps else None, transform=transform if keep_heatmaps else None)
+        return Prediction(
+            image_id,
+            points,
+            physical_to_pixel(source, points),
+            np.asarray(values)[0],
+            sigma_mm,
+            heatmaps=heatmaps if keep_heatmaps else None,
+            transform=transform if keep_heatmaps else None,
+        )
 
     def predict_file(self, path, image_id: str) -> Prediction:
         return self.predict_image(read_image(path, self.data.ndim, self.data.image_spacing), image_id)
@@ -170,7 +192,8 @@ def source_frame_heatmaps(prediction: Prediction, source: sitk.Image, image_fram
     resampler.SetDefaultPixelValue(0.0)
     result = resampler.Execute(network)
     if prediction.mirrored:
-        result = sitk.GetImageFromArray(np.ascontiguousarray(sitk.GetArrayFromImage(result)[..., ::-1, :]),
-                                        isVector=True)
+        result = sitk.GetImageFromArray(
+            np.ascontiguousarray(sitk.GetArrayFromImage(result)[..., ::-1, :]), isVector=True
+        )
     result.CopyInformation(source)
     return result

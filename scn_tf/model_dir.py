@@ -22,11 +22,31 @@ from scn_tf.configs import ExperimentConfig, load_config
 from scn_tf.files import atomic_path, write_json_atomic
 
 ARCHITECTURE_KEYS = {  # what the weights and the meaning of their outputs depend on: fixed by a run's first start
-    "network": ("network", "filters", "levels", "spatial_kernel_size", "spatial_downsampling", "padding",
-                "unet_variant"),
-    "data": ("ndim", "num_landmarks", "image_size", "spacing", "image_spacing", "image_frame", "landmark_units",
-             "smoothing_sigma", "normalization", "intensity_shift", "intensity_scale", "intensity_clamp",
-             "percentiles", "histogram_reference"),
+    "network": (
+        "network",
+        "filters",
+        "levels",
+        "spatial_kernel_size",
+        "spatial_downsampling",
+        "padding",
+        "unet_variant",
+    ),
+    "data": (
+        "ndim",
+        "num_landmarks",
+        "image_size",
+        "spacing",
+        "image_spacing",
+        "image_frame",
+        "landmark_units",
+        "smoothing_sigma",
+        "normalization",
+        "intensity_shift",
+        "intensity_scale",
+        "intensity_clamp",
+        "percentiles",
+        "histogram_reference",
+    ),
 }
 
 
@@ -34,14 +54,16 @@ class ModelDirError(ValueError):
     """A model directory that cannot be used; the message names the directory and what is missing."""
 
 
-def write_model_files(output_dir: str | os.PathLike, config: ExperimentConfig,
-                      reference_quantiles: np.ndarray | None = None) -> None:
+def write_model_files(
+    output_dir: str | os.PathLike, config: ExperimentConfig, reference_quantiles: np.ndarray | None = None
+) -> None:
     """The parts of a model directory that are not weights (the trainer writes those and sigmas.json)."""
     output_dir = Path(output_dir)
     write_json_atomic(output_dir / "config.json", config.to_dict())
     if reference_quantiles is not None:
-        write_json_atomic(output_dir / "preprocessing.json",
-                          {"histogram_quantiles": np.asarray(reference_quantiles).tolist()})
+        write_json_atomic(
+            output_dir / "preprocessing.json", {"histogram_quantiles": np.asarray(reference_quantiles).tolist()}
+        )
 
 
 def sigmas_file(name: str) -> str:
@@ -56,8 +78,14 @@ def digest(path: str | os.PathLike) -> str:
     return hasher.hexdigest()
 
 
-def write_model(output_dir: str | os.PathLike, name: str, save_weights: Callable[[Path], None], step: int,
-                sigmas: np.ndarray, files: dict[str, dict]) -> Path:
+def write_model(
+    output_dir: str | os.PathLike,
+    name: str,
+    save_weights: Callable[[Path], None],
+    step: int,
+    sigmas: np.ndarray,
+    files: dict[str, dict],
+) -> Path:
     """`<name>.weights.h5` (written by `save_weights(path)`), the JSON `files` ({file name: content}) and the
     sigmas file as one model: all under temporary names first, then renamed, the sigmas file with the digests
     of the others last. Returns the weights' path."""
@@ -76,8 +104,9 @@ def write_model(output_dir: str | os.PathLike, name: str, save_weights: Callable
     for target, text in staged:
         with atomic_path(target) as temporary:
             temporary.write_text(text)
-    write_json_atomic(output_dir / sigmas_file(name), {"step": step, "sigmas": np.asarray(sigmas).tolist(),
-                                                       "digests": digests})
+    write_json_atomic(
+        output_dir / sigmas_file(name), {"step": step, "sigmas": np.asarray(sigmas).tolist(), "digests": digests}
+    )
     return weights
 
 
@@ -91,11 +120,16 @@ def check_consistent(model_dir: Path, name: str) -> None:
         return  # written before digests were kept
     weights = f"{name}.weights.h5"
     for file_name in [weights] + [f for f in digests if f != weights]:
-        if file_name not in digests or not (model_dir / file_name).exists() \
-                or digest(model_dir / file_name) != digests[file_name]:
-            raise ModelDirError(f"{model_dir}: {file_name} is not the one {path.name} was written with (a run "
-                                "stopped while writing its model, or files copied from different runs); resume "
-                                "the run with --resume to write a consistent model")
+        if (
+            file_name not in digests
+            or not (model_dir / file_name).exists()
+            or digest(model_dir / file_name) != digests[file_name]
+        ):
+            raise ModelDirError(
+                f"{model_dir}: {file_name} is not the one {path.name} was written with (a run "
+                "stopped while writing its model, or files copied from different runs); resume "
+                "the run with --resume to write a consistent model"
+            )
 
 
 def architecture_differences(saved: ExperimentConfig, requested: ExperimentConfig) -> list[str]:
@@ -117,8 +151,10 @@ def check_resume(output_dir: str | os.PathLike, config: ExperimentConfig) -> Non
         return
     differences = architecture_differences(load_config(path), config)
     if differences:
-        raise ModelDirError(f"{output_dir}: --resume with another architecture or geometry than the saved run's "
-                            f"({'; '.join(differences)}); use the saved values or another --output_dir")
+        raise ModelDirError(
+            f"{output_dir}: --resume with another architecture or geometry than the saved run's "
+            f"({'; '.join(differences)}); use the saved values or another --output_dir"
+        )
 
 
 def load_model_dir(model_dir: str | os.PathLike, checkpoint: str = "last"):
@@ -134,8 +170,10 @@ def load_model_dir(model_dir: str | os.PathLike, checkpoint: str = "last"):
     config = load_config(config_path)
     weights = model_dir / f"{checkpoint}.weights.h5"
     if not weights.exists():
-        raise ModelDirError(f"{model_dir}: no {weights.name}; available: "
-                            f"{sorted(p.name for p in model_dir.glob('*.weights.h5')) or 'no weights at all'}")
+        raise ModelDirError(
+            f"{model_dir}: no {weights.name}; available: "
+            f"{sorted(p.name for p in model_dir.glob('*.weights.h5')) or 'no weights at all'}"
+        )
     check_consistent(model_dir, checkpoint)
     model = build_model(config.network, config.data)
     model(np.zeros((1, *reversed(config.data.image_size), 1), np.float32))
@@ -150,7 +188,9 @@ def load_model_dir(model_dir: str | os.PathLike, checkpoint: str = "last"):
     if config.data.normalization == "histogram_matching":
         path = model_dir / "preprocessing.json"
         if not path.exists():
-            raise ModelDirError(f"{model_dir}: the configuration matches histograms but preprocessing.json "
-                                "with the reference quantiles is missing")
+            raise ModelDirError(
+                f"{model_dir}: the configuration matches histograms but preprocessing.json "
+                "with the reference quantiles is missing"
+            )
         quantiles = np.array(json.loads(path.read_text())["histogram_quantiles"])
     return config, model, sigmas, quantiles

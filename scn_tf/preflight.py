@@ -20,9 +20,9 @@ from scn_tf.configs import ExperimentConfig
 from scn_tf.data.ids import validate_ids
 from scn_tf.data.io import MAX_IMAGE_VOXELS, DataError, read_landmarks_csv
 
-ACTIVATION_COPIES = 8   # per conv block: two convolutions, activations, dropout mask, their gradients
-HEATMAP_COPIES = 8      # predictions, targets, local and spatial components, their gradients
-SOURCE_COPIES = 2       # the decoded image and its prepared (smoothed, float32) copy
+ACTIVATION_COPIES = 8  # per conv block: two convolutions, activations, dropout mask, their gradients
+HEATMAP_COPIES = 8  # predictions, targets, local and spatial components, their gradients
+SOURCE_COPIES = 2  # the decoded image and its prepared (smoothed, float32) copy
 DEFAULT_FILTERS = 128
 
 
@@ -62,7 +62,8 @@ def check_memory(config: ExperimentConfig, source_voxels: int = 0, available: in
             f"this configuration needs about {gib(needed)} of memory, the machine has {gib(available)}: batch "
             f"{config.training.batch_size} x input {'x'.join(map(str, data.image_size))} x "
             f"{config.network.filters or DEFAULT_FILTERS} filters, and {source_voxels:,} source voxels; "
-            "lower data.image_size, network.filters or training.batch_size")
+            "lower data.image_size, network.filters or training.batch_size"
+        )
     return needed
 
 

@@ -18,43 +18,63 @@ from scn_tf.files import write_json_atomic, write_text_atomic
 def summary_table(metrics: Mapping, name: str = "SCN", units: str = "mm") -> str:
     """One row in the layout of the paper's tables: PE median, mean +- SD, outliers per radius, ID rate."""
     radii = list(metrics["outliers"])
-    header = (["method", f"PE median ({units})", f"PE mean +- SD ({units})"]
-              + [f"#O >= {r} {units}" for r in radii] + ["ID rate"])
-    row = ([name, f"{metrics['pe_median']:.2f}", f"{metrics['pe_mean']:.2f} +- {metrics['pe_std']:.2f}"]
-           + [f"{o['count']} ({o['percent']:.2f}%)" for o in metrics["outliers"].values()]
-           + [f"{metrics['id_rate']:.1f}%"])
+    header = (
+        ["method", f"PE median ({units})", f"PE mean +- SD ({units})"]
+        + [f"#O >= {r} {units}" for r in radii]
+        + ["ID rate"]
+    )
+    row = (
+        [name, f"{metrics['pe_median']:.2f}", f"{metrics['pe_mean']:.2f} +- {metrics['pe_std']:.2f}"]
+        + [f"{o['count']} ({o['percent']:.2f}%)" for o in metrics["outliers"].values()]
+        + [f"{metrics['id_rate']:.1f}%"]
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), "| " + " | ".join(row) + " |"]
     return "\n".join(lines) + "\n"
 
 
-def write_reports(output_dir: str | os.PathLike, metrics: Mapping, name: str = "SCN",
-                  landmark_names: Sequence[str] | None = None, sigmas_mm: Sequence[float] | None = None,
-                  units: str = "mm") -> None:
+def write_reports(
+    output_dir: str | os.PathLike,
+    metrics: Mapping,
+    name: str = "SCN",
+    landmark_names: Sequence[str] | None = None,
+    sigmas_mm: Sequence[float] | None = None,
+    units: str = "mm",
+) -> None:
     """metrics.json, per_landmark.csv, summary.txt and cumulative_ipe.png in `output_dir`, errors labelled in
     `units` ("mm" or "px", scn_tf.evaluation.error_units); with the learned sigmas (always mm) also sigmas.png
     and their rank correlation with the per-landmark mean error in the summary."""
     output_dir = Path(output_dir)
     write_json_atomic(output_dir / "metrics.json", {**metrics, "units": units, "method": name})
-    rows = [f"landmark,name,count,mean_{units},median_{units},std_{units}"
-            + (",sigma_mm" if sigmas_mm is not None else "")]
+    rows = [
+        f"landmark,name,count,mean_{units},median_{units},std_{units}" + (",sigma_mm" if sigmas_mm is not None else "")
+    ]
     for entry in metrics["per_landmark"]:
         index = entry["landmark"]
         label = landmark_names[index] if landmark_names else ""
         sigma = f",{sigmas_mm[index]:.4f}" if sigmas_mm is not None else ""
-        rows.append(f"{index},{label},{entry['count']},{entry['mean']:.4f},{entry['median']:.4f},"
-                    f"{entry['std']:.4f}{sigma}")
+        rows.append(
+            f"{index},{label},{entry['count']},{entry['mean']:.4f},{entry['median']:.4f},{entry['std']:.4f}{sigma}"
+        )
     write_text_atomic(output_dir / "per_landmark.csv", "\n".join(rows) + "\n")
     detected = ", ".join(f"{100 - o['percent']:.2f}% within {r} {units}" for r, o in metrics["outliers"].items())
-    text = (f"{metrics['num_images']} images, {metrics['num_landmarks']} landmarks, "
-            f"{metrics['num_annotated']} annotated pairs"
-            + (f" ({metrics['num_measured']} measured: images without the normalisation's landmarks left out)"
-               if metrics.get("num_measured", metrics["num_annotated"]) != metrics["num_annotated"] else "")
-            + "\n\n" + summary_table(metrics, name, units)
-            + f"\nSuccess detection rate: {detected}\n")
+    text = (
+        f"{metrics['num_images']} images, {metrics['num_landmarks']} landmarks, "
+        f"{metrics['num_annotated']} annotated pairs"
+        + (
+            f" ({metrics['num_measured']} measured: images without the normalisation's landmarks left out)"
+            if metrics.get("num_measured", metrics["num_annotated"]) != metrics["num_annotated"]
+            else ""
+        )
+        + "\n\n"
+        + summary_table(metrics, name, units)
+        + f"\nSuccess detection rate: {detected}\n"
+    )
     if sigmas_mm is not None:
         means = [entry["mean"] for entry in metrics["per_landmark"]]
-        text += (f"Learned sigma per landmark: {min(sigmas_mm):.2f} to {max(sigmas_mm):.2f} mm; Spearman rank "
-                 f"correlation with the landmark's mean PE: {rank_correlation(sigmas_mm, means):.2f}\n")
+        text += (
+            f"Learned sigma per landmark: {min(sigmas_mm):.2f} to {max(sigmas_mm):.2f} mm; Spearman rank "
+            f"correlation with the landmark's mean PE: {rank_correlation(sigmas_mm, means):.2f}\n"
+        )
         plot_sigmas(output_dir / "sigmas.png", sigmas_mm, means, landmark_names, units)
     write_text_atomic(output_dir / "summary.txt", text)
     plot_cumulative_ipe(output_dir / "cumulative_ipe.png", {name: metrics["ipe"].values()}, units)
@@ -68,8 +88,13 @@ def rank_correlation(a: Sequence[float], b: Sequence[float]) -> float:
     return float(np.corrcoef(*ranks)[0, 1]) if keep.sum() > 1 else float("nan")
 
 
-def plot_sigmas(path: str | os.PathLike, sigmas: Sequence[float], mean_errors: Sequence[float],
-                names: Sequence[str] | None = None, units: str = "mm") -> None:
+def plot_sigmas(
+    path: str | os.PathLike,
+    sigmas: Sequence[float],
+    mean_errors: Sequence[float],
+    names: Sequence[str] | None = None,
+    units: str = "mm",
+) -> None:
     """Learned target width per landmark in mm (bars) next to its mean point error in `units` (dots)."""
     count = len(sigmas)
     labels = [f"{i + 1} {names[i]}" if names else str(i + 1) for i in range(count)]
@@ -86,8 +111,7 @@ def plot_sigmas(path: str | os.PathLike, sigmas: Sequence[float], mean_errors: S
     save_figure(figure, path, dpi=100)
 
 
-def plot_cumulative_ipe(path: str | os.PathLike, results: Mapping[str, Sequence[float]],
-                        units: str = "mm") -> None:
+def plot_cumulative_ipe(path: str | os.PathLike, results: Mapping[str, Sequence[float]], units: str = "mm") -> None:
     """Cumulative IPE curves, one per result set, on one plot."""
     figure = Figure(figsize=(6, 4.5))
     axis = figure.subplots()

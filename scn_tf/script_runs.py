@@ -18,8 +18,9 @@ from pathlib import Path
 from scn_tf.files import write_json_atomic
 
 
-def run_script(script: Path, arguments: Sequence[str], folder: Path, label: str,
-               environment: Mapping[str, str] | None = None) -> Path:
+def run_script(
+    script: Path, arguments: Sequence[str], folder: Path, label: str, environment: Mapping[str, str] | None = None
+) -> Path:
     """The Python script `script` with `arguments` and --output_dir `folder`, unless `folder` holds metrics.json.
 
     Adds --resume where checkpoints exist; appends the output to `folder`/run.log and writes `run.json` (the
@@ -35,12 +36,18 @@ def run_script(script: Path, arguments: Sequence[str], folder: Path, label: str,
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(folder / "run.log", "a") as log_file:
-        result = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT,
-                                env=dict(environment) if environment is not None else None)
+        result = subprocess.run(
+            command,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=dict(environment) if environment is not None else None,
+        )
     if result.returncode != 0:
         raise RuntimeError(f"{label} failed (exit {result.returncode}); see {folder / 'run.log'}")
-    write_json_atomic(folder / "run.json", {"command": command, "wall_seconds": time.perf_counter() - start,
-                                            "resumed": "--resume" in command})
+    write_json_atomic(
+        folder / "run.json",
+        {"command": command, "wall_seconds": time.perf_counter() - start, "resumed": "--resume" in command},
+    )
     return folder
 
 

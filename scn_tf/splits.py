@@ -19,8 +19,12 @@ def _splits_dir() -> Path:
 SPLITS_DIR = _splits_dir()
 
 # The cross-validation folds of each experiment script (experiments/<name>.py --fold).
-CV_FOLDS = {"hand2d": ["0", "1", "2"], "skull2d": ["cv0", "cv1", "cv2", "cv3"], "hand3d": ["0", "1", "2", "3", "4"],
-            "spine3d": ["0", "1"]}
+CV_FOLDS = {
+    "hand2d": ["0", "1", "2"],
+    "skull2d": ["cv0", "cv1", "cv2", "cv3"],
+    "hand3d": ["0", "1", "2", "3", "4"],
+    "spine3d": ["0", "1"],
+}
 
 
 def split_ids(dataset: str, name: str) -> list[str]:

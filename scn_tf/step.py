@@ -18,8 +18,9 @@ from scn_tf.heatmaps import gaussian_heatmaps
 from scn_tf.losses import heatmap_loss, weight_decay
 
 
-def loss_terms(predicted, coords, valid, sigmas, kernels: Sequence, config: TrainingConfig,
-               replicas: float = 1.0) -> dict:
+def loss_terms(
+    predicted, coords, valid, sigmas, kernels: Sequence, config: TrainingConfig, replicas: float = 1.0
+) -> dict:
     """`heatmap`, `sigma` and `weight_decay` terms and their sum `loss`, each divided by `replicas` (so that
     the sum over replicas is the mean over the global batch). The targets are built from `sigmas`, so the
     loss's gradient reaches them."""

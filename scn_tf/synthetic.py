@@ -24,10 +24,10 @@ from scn_tf.files import atomic_path, write_text_atomic
 class SyntheticConfig:
     ndim: int = 2
     num_landmarks: int = 6
-    size: tuple[int, ...] = (96, 96)          # x, y[, z] pixels
-    spacing: tuple[float, ...] = (1.0, 1.0)   # mm
-    blob_radius: float = 4.0                  # mm, mean half-length of a blob across the chain
-    gap: float = 13.0                         # mm, mean distance between neighbouring landmarks
+    size: tuple[int, ...] = (96, 96)  # x, y[, z] pixels
+    spacing: tuple[float, ...] = (1.0, 1.0)  # mm
+    blob_radius: float = 4.0  # mm, mean half-length of a blob across the chain
+    gap: float = 13.0  # mm, mean distance between neighbouring landmarks
     distractors: int = 3
     noise: float = 0.08
     inhomogeneity: float = 0.3
@@ -88,8 +88,10 @@ def generate_sample(config: SyntheticConfig, rng: np.random.Generator) -> tuple[
                 break
         direction = rng.normal(size=ndim)
         image += 0.9 * _blob(grid, centre, direction / np.linalg.norm(direction), radius * rng.uniform(0.8, 1.1))
-    low = [rng.uniform(-1, 1) * np.cos(rng.uniform(0.5, 2) * np.pi * a / e + rng.uniform(0, 6))
-           for a, e in zip(np.moveaxis(grid, -1, 0), extent, strict=True)]
+    low = [
+        rng.uniform(-1, 1) * np.cos(rng.uniform(0.5, 2) * np.pi * a / e + rng.uniform(0, 6))
+        for a, e in zip(np.moveaxis(grid, -1, 0), extent, strict=True)
+    ]
     field = 1.0 + config.inhomogeneity * np.mean(low, axis=0)
     image = image * field + rng.normal(0, config.noise, config.size)
     inside = np.all((points >= 0) & (points <= (np.array(config.size) - 1) * spacing), axis=1)
@@ -97,8 +99,9 @@ def generate_sample(config: SyntheticConfig, rng: np.random.Generator) -> tuple[
     return np.transpose(image, tuple(reversed(range(ndim)))).astype(np.float32), points
 
 
-def write_dataset(output_dir: str | os.PathLike, config: SyntheticConfig, num_train: int = 10,
-                  num_test: int = 100, seed: int = 0) -> Path:
+def write_dataset(
+    output_dir: str | os.PathLike, config: SyntheticConfig, num_train: int = 10, num_test: int = 100, seed: int = 0
+) -> Path:
     """images/<id>.mha (or .nii.gz in 3D), landmarks.csv (mm), train.txt and test.txt; returns the folder."""
     output_dir = Path(output_dir)
     suffix = ".mha" if config.ndim == 2 else ".nii.gz"
@@ -122,5 +125,4 @@ def synthetic_config(ndim: int) -> SyntheticConfig:
     """The demo's data: 2D 96x96 at 1 mm, or 3D 48x48x64 at 2 mm."""
     if ndim == 2:
         return SyntheticConfig()
-    return SyntheticConfig(ndim=3, size=(48, 48, 64), spacing=(2.0, 2.0, 2.0), blob_radius=6.0, gap=17.0,
-                           distractors=2)
+    return SyntheticConfig(ndim=3, size=(48, 48, 64), spacing=(2.0, 2.0, 2.0), blob_radius=6.0, gap=17.0, distractors=2)

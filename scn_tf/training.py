@@ -60,8 +60,15 @@ class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
 class Trainer:
     """Trains `model` and its per-landmark sigmas; owns the optimizer, checkpoints and logs in `output_dir`."""
 
-    def __init__(self, model: keras.Model, num_landmarks: int, config: TrainingConfig, output_dir: str | os.PathLike,
-                 strategy: tf.distribute.Strategy | None = None, model_files: dict[str, dict] | None = None):
+    def __init__(
+        self,
+        model: keras.Model,
+        num_landmarks: int,
+        config: TrainingConfig,
+        output_dir: str | os.PathLike,
+        strategy: tf.distribute.Strategy | None = None,
+        model_files: dict[str, dict] | None = None,
+    ):
         self.model = model
         self.model_files = model_files or {}  # JSON files written with the last weights (config.json, ...)
         self.config = config
@@ -80,17 +87,24 @@ class Trainer:
             self.loss_scale = tf.Variable(2.0**15 if config.mixed_precision else 1.0, name="loss_scale")
             self.clean_steps = tf.Variable(0, dtype=tf.int64, name="clean_steps")
         # the dropout layers' random state, so that a resumed run draws the masks an uninterrupted one would
-        self.random_states = [variable for variable in model.non_trainable_variables
-                              if "seed_generator" in variable.path]
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=self.optimizer, sigmas=self.sigmas,
-                                              step=self.step, loss_scale=self.loss_scale,
-                                              learning_rate_scale=self.schedule.scale,
-                                              clean_steps=self.clean_steps, nonfinite_steps=self.nonfinite_steps,
-                                              random_states={f"{index:03d}": variable for index, variable
-                                                             in enumerate(self.random_states)})
+        self.random_states = [
+            variable for variable in model.non_trainable_variables if "seed_generator" in variable.path
+        ]
+        self.checkpoint = tf.train.Checkpoint(
+            model=model,
+            optimizer=self.optimizer,
+            sigmas=self.sigmas,
+            step=self.step,
+            loss_scale=self.loss_scale,
+            learning_rate_scale=self.schedule.scale,
+            clean_steps=self.clean_steps,
+            nonfinite_steps=self.nonfinite_steps,
+            random_states={f"{index:03d}": variable for index, variable in enumerate(self.random_states)},
+        )
         self.checkpoint_dir = self.output_dir / "checkpoints"
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.checkpoint_dir),
-                                                  max_to_keep=config.max_to_keep)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, str(self.checkpoint_dir), max_to_keep=config.max_to_keep
+        )
         self.train_step = tf.function(self._train_step, jit_compile=config.xla)
         self._writer = None
 
@@ -143,8 +157,9 @@ class Trainer:
         numbers = [number for number in checkpoint_numbers(self.checkpoint_dir) if number <= checkpoint_number(prefix)]
         paths = [str(self.checkpoint_dir / f"ckpt-{number}") for number in numbers]
         tf.compat.v1.train.update_checkpoint_state(str(self.checkpoint_dir), prefix, paths)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.checkpoint_dir),
-                                                  max_to_keep=self.config.max_to_keep)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, str(self.checkpoint_dir), max_to_keep=self.config.max_to_keep
+        )
 
     def _train_step(self, images, coords, valid):
         """One step on every replica: gradients summed across replicas, then clipped, then applied if finite.
@@ -182,8 +197,15 @@ class Trainer:
         context = tf.distribute.get_replica_context()
         with tf.GradientTape() as tape:
             predicted = self.model(images, training=True)
-            terms = loss_terms(predicted, coords, valid, self.sigmas, conv_kernels(self.model), config,
-                               replicas=float(context.num_replicas_in_sync))  # means over the global batch
+            terms = loss_terms(
+                predicted,
+                coords,
+                valid,
+                self.sigmas,
+                conv_kernels(self.model),
+                config,
+                replicas=float(context.num_replicas_in_sync),
+            )  # means over the global batch
             scaled_loss = terms["loss"] * self.loss_scale if config.mixed_precision else terms["loss"]
         gradients = tape.gradient(scaled_loss, self.variables)
         if config.mixed_precision:
@@ -213,9 +235,13 @@ class Trainer:
             self.loss_scale.assign(self.loss_scale * 2.0)
             self.clean_steps.assign(0)
 
-    def fit(self, batches: Callable[[int], Iterable[Batch]] | Iterable[Batch],
-            evaluate: Callable[[int], dict] | None = None, eval_every: int = 0,
-            batch_ids: Callable[[int], Sequence[str]] | None = None) -> dict:
+    def fit(
+        self,
+        batches: Callable[[int], Iterable[Batch]] | Iterable[Batch],
+        evaluate: Callable[[int], dict] | None = None,
+        eval_every: int = 0,
+        batch_ids: Callable[[int], Sequence[str]] | None = None,
+    ) -> dict:
         """Trains until `config.iterations` steps, resuming from the newest intact checkpoint in `output_dir`.
 
         `batches` is an iterable of (images, coords, valid), or a function of the step to resume from that
@@ -233,8 +259,9 @@ class Trainer:
         if not self.manager.latest_checkpoint:
             self.manager.save(checkpoint_number=step)
         self._writer = self._writer or tf.summary.create_file_writer(str(self.output_dir / "logs"))
-        progress = keras.utils.Progbar(config.iterations, stateful_metrics=["loss", "heatmap", "sigma",
-                                                                             "weight_decay", "sigma_mean"])
+        progress = keras.utils.Progbar(
+            config.iterations, stateful_metrics=["loss", "heatmap", "sigma", "weight_decay", "sigma_mean"]
+        )
         progress.update(step)
         seen_nonfinite, failures = int(self.nonfinite_steps.numpy()), 0
         values, metrics, batch = {}, {}, first
@@ -253,9 +280,11 @@ class Trainer:
                     continue
                 failures = 0  # the limit counts consecutive failures: a clean stretch starts it over
                 self._log(step, values)
-                progress.update(step, [(name, values[name]) for name in ("loss", "heatmap", "sigma",
-                                                                          "weight_decay")]
-                                + [("sigma_mean", float(np.mean(self.sigmas.numpy())))])
+                progress.update(
+                    step,
+                    [(name, values[name]) for name in ("loss", "heatmap", "sigma", "weight_decay")]
+                    + [("sigma_mean", float(np.mean(self.sigmas.numpy())))],
+                )
             if step % config.checkpoint_every == 0 or step == config.iterations:
                 self.save_checkpoint()
             if evaluate is not None and eval_every and step % eval_every == 0 and step < config.iterations:
@@ -272,9 +301,11 @@ class Trainer:
         if failures > self.config.max_recoveries:
             failed = int(self.last_nonfinite_step.numpy())
             ids = f", batch samples {', '.join(batch_ids(failed))}" if batch_ids is not None else ""
-            raise TrainingError(f"training stayed non-finite after {self.config.max_recoveries} consecutive "
-                                f"restarts with a lower learning rate: last at step {failed + 1}, learning rate "
-                                f"{self.learning_rate:g}{ids}")
+            raise TrainingError(
+                f"training stayed non-finite after {self.config.max_recoveries} consecutive "
+                f"restarts with a lower learning rate: last at step {failed + 1}, learning rate "
+                f"{self.learning_rate:g}{ids}"
+            )
         old_rate = self.learning_rate
         scale = float(self.schedule.scale.numpy()) * self.config.nonfinite_lr_factor
         nonfinite = int(self.nonfinite_steps.numpy())
@@ -283,8 +314,14 @@ class Trainer:
         self.schedule.scale.assign(scale)
         new_rate = self.learning_rate
         step = int(self.step.numpy())
-        log.warning("%d step(s) had a non-finite loss or gradient and were not applied; restored the checkpoint "
-                    "of step %d and lowered the learning rate from %g to %g", count, step, old_rate, new_rate)
+        log.warning(
+            "%d step(s) had a non-finite loss or gradient and were not applied; restored the checkpoint "
+            "of step %d and lowered the learning rate from %g to %g",
+            count,
+            step,
+            old_rate,
+            new_rate,
+        )
         return step
 
     def _log(self, step: int, values: dict) -> None:
@@ -309,16 +346,26 @@ class Trainer:
         """Writes a checkpoint: model, optimizer slots, sigmas, step, loss scale, dropout random state."""
         step = int(self.step.numpy())
         self.manager.save(checkpoint_number=step)
-        log.info("step %d: checkpoint saved; sigmas %s", step,
-                 np.array2string(self.sigmas.numpy(), precision=3, max_line_width=200))
+        log.info(
+            "step %d: checkpoint saved; sigmas %s",
+            step,
+            np.array2string(self.sigmas.numpy(), precision=3, max_line_width=200),
+        )
 
     def save_weights(self, name: str = "last") -> Path:
         """Writes `<output_dir>/<name>.weights.h5` and the sigmas beside them as one model (scn_tf.model_dir),
         with `model_files` for the last weights: temporary names first, the sigmas file with digests last."""
         from scn_tf.model_dir import write_model
 
-        return write_model(self.output_dir, name, self.model.save_weights, int(self.step.numpy()),
-                           self.sigmas.numpy(), self.model_files if name == "last" else {})
+        return write_model(
+            self.output_dir,
+            name,
+            self.model.save_weights,
+            int(self.step.numpy()),
+            self.sigmas.numpy(),
+            self.model_files if name == "last" else {},
+        )
+
 
 class TrainingError(ValueError):
     """Training that cannot go on; the message is one line naming the step and what went wrong."""
@@ -332,7 +379,7 @@ def checkpoint_numbers(folder: Path) -> list[int]:
     """The numbers N of the complete-looking checkpoints `folder/ckpt-N` (an index file and data), ascending."""
     numbers = []
     for index in folder.glob("ckpt-*.index"):
-        suffix = index.name[len("ckpt-"):-len(".index")]
+        suffix = index.name[len("ckpt-") : -len(".index")]
         if suffix.isdigit() and list(folder.glob(f"ckpt-{suffix}.data-*")):
             numbers.append(int(suffix))
     return sorted(numbers)

@@ -11,9 +11,15 @@ from matplotlib.figure import Figure
 from scn_tf.figures import save_figure
 
 
-def save_overlay(path: str | os.PathLike, image: np.ndarray, spacing: Sequence[float],
-                 landmarks: np.ndarray | None = None, predicted: np.ndarray | None = None,
-                 names: Sequence[str] | None = None, title: str | None = None) -> None:
+def save_overlay(
+    path: str | os.PathLike,
+    image: np.ndarray,
+    spacing: Sequence[float],
+    landmarks: np.ndarray | None = None,
+    predicted: np.ndarray | None = None,
+    names: Sequence[str] | None = None,
+    title: str | None = None,
+) -> None:
     """Draws landmarks (N, d) given in pixel units (x, y[, z]) over `image` (array order, no channel axis).
 
     `landmarks` are drawn as green circles, `predicted` as red crosses joined to their landmark; each point
@@ -23,17 +29,24 @@ def save_overlay(path: str | os.PathLike, image: np.ndarray, spacing: Sequence[f
     ndim = image.ndim
     views = [(0, 1, 0)] if ndim == 2 else [(0, 1, 0), (0, 2, 1), (1, 2, 2)]  # (x coord, y coord, MIP axis)
     pictures = [image if ndim == 2 else image.max(axis=projection) for _, _, projection in views]
-    widths = [p.shape[1] * spacing[cx] / (p.shape[0] * spacing[cy])
-              for p, (cx, cy, _) in zip(pictures, views, strict=True)]
+    widths = [
+        p.shape[1] * spacing[cx] / (p.shape[0] * spacing[cy]) for p, (cx, cy, _) in zip(pictures, views, strict=True)
+    ]
     height = 8.0 if ndim == 2 else 6.0
     key = 2.6 if names else 0.0
     figure = Figure(figsize=(height * sum(widths) + key, height))
-    axes = figure.subplots(1, len(views) + (1 if names else 0), squeeze=False,
-                           gridspec_kw={"width_ratios": [height * w for w in widths] + ([key] if names else [])})
+    axes = figure.subplots(
+        1,
+        len(views) + (1 if names else 0),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [height * w for w in widths] + ([key] if names else [])},
+    )
     for axis, picture, (cx, cy, _) in zip(axes[0][: len(views)], pictures, views, strict=True):
         axis.imshow(picture, cmap="gray", aspect=spacing[cy] / spacing[cx], interpolation="bilinear")
-        for points, style in ((landmarks, dict(marker="o", facecolors="none", edgecolors="lime")),
-                              (predicted, dict(marker="x", c="red"))):
+        for points, style in (
+            (landmarks, dict(marker="o", facecolors="none", edgecolors="lime")),
+            (predicted, dict(marker="x", c="red")),
+        ):
             if points is None:
                 continue
             axis.scatter(points[:, cx], points[:, cy], s=60, linewidths=1.5, **style)
@@ -45,15 +58,30 @@ def save_overlay(path: str | os.PathLike, image: np.ndarray, spacing: Sequence[f
         if labelled is not None:
             for index, point in enumerate(labelled):
                 if np.all(np.isfinite(point)):
-                    axis.annotate(str(index + 1), (point[cx], point[cy]), xytext=(5, 5), textcoords="offset points",
-                                  color="yellow", fontsize=9, fontweight="bold",
-                                  bbox=dict(boxstyle="round,pad=0.15", facecolor="black", alpha=0.6, edgecolor="none"))
+                    axis.annotate(
+                        str(index + 1),
+                        (point[cx], point[cy]),
+                        xytext=(5, 5),
+                        textcoords="offset points",
+                        color="yellow",
+                        fontsize=9,
+                        fontweight="bold",
+                        bbox=dict(boxstyle="round,pad=0.15", facecolor="black", alpha=0.6, edgecolor="none"),
+                    )
         axis.set_axis_off()
     if names:
         legend = axes[0][-1]
         legend.set_axis_off()
-        legend.text(0.0, 1.0, "\n".join(f"{i + 1:>2}  {name}" for i, name in enumerate(names)), va="top",
-                    ha="left", family="monospace", fontsize=9, transform=legend.transAxes)
+        legend.text(
+            0.0,
+            1.0,
+            "\n".join(f"{i + 1:>2}  {name}" for i, name in enumerate(names)),
+            va="top",
+            ha="left",
+            family="monospace",
+            fontsize=9,
+            transform=legend.transAxes,
+        )
     if title:
         figure.suptitle(title)
     save_figure(figure, path, dpi=110)

@@ -15,8 +15,9 @@ import SimpleITK as sitk
 from scn_tf.configs import DataConfig
 
 
-def blob_sample(rng: np.random.Generator, size: int = 32, num_landmarks: int = 2, ndim: int = 2,
-                blob_sigma: float = 1.5):
+def blob_sample(
+    rng: np.random.Generator, size: int = 32, num_landmarks: int = 2, ndim: int = 2, blob_sigma: float = 1.5
+):
     """One image (1, *spatial, 1) with a distinct Gaussian blob per landmark, coords (1, N, d), valid (1, N).
 
     Landmark 0 is a bright blob and landmark 1 a dark one, so both local appearance and arrangement
@@ -50,8 +51,16 @@ def write_dataset(root: Path, ids=("a", "b", "c"), size=(60, 50), spacing=(0.8, 
             values[2:4] = np.nan
         rows.append(",".join([image_id] + [str(v) for v in values]))
     (root / "landmarks.csv").write_text("\n".join(rows) + "\n")
-    return DataConfig(name="tiny", ndim=2, num_landmarks=3, image_suffix=".mha", landmarks_csv="landmarks.csv",
-                      image_size=[32, 32], spacing=None, intensity_scale=1 / 100)
+    return DataConfig(
+        name="tiny",
+        ndim=2,
+        num_landmarks=3,
+        image_suffix=".mha",
+        landmarks_csv="landmarks.csv",
+        image_size=[32, 32],
+        spacing=None,
+        intensity_scale=1 / 100,
+    )
 
 
 _FILE_SECONDS: collections.Counter = collections.Counter()

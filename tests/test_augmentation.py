@@ -47,10 +47,26 @@ def local_peak(array, centre_xyz, radius=4):
 
 
 CASES = {
-    2: dict(size=(600, 480), spacing=(0.3, 0.5), origin=(12.0, -30.0), angle=[0.5],
-            image_size=[96, 96], net_spacing=None, blob=5.0, preset="skull2d"),
-    3: dict(size=(80, 72, 60), spacing=(2.5, 2.8, 4.0), origin=(-40.0, 25.0, 100.0), angle=[0.3, -0.2, 0.4],
-            image_size=[48, 48, 48], net_spacing=[4.0, 4.0, 4.0], blob=8.0, preset="spine3d"),
+    2: dict(
+        size=(600, 480),
+        spacing=(0.3, 0.5),
+        origin=(12.0, -30.0),
+        angle=[0.5],
+        image_size=[96, 96],
+        net_spacing=None,
+        blob=5.0,
+        preset="skull2d",
+    ),
+    3: dict(
+        size=(80, 72, 60),
+        spacing=(2.5, 2.8, 4.0),
+        origin=(-40.0, 25.0, 100.0),
+        angle=[0.3, -0.2, 0.4],
+        image_size=[48, 48, 48],
+        net_spacing=[4.0, 4.0, 4.0],
+        blob=8.0,
+        preset="spine3d",
+    ),
 }
 
 
@@ -122,8 +138,10 @@ def test_seeds_reproduce_and_differ():
     b = make_transform(image, data, augmentation, np.random.default_rng(5))
     c = make_transform(image, data, augmentation, np.random.default_rng(6))
     np.testing.assert_array_equal(a.to_network(points), b.to_network(points))
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(a.resample(image, method="field")),
-                                  sitk.GetArrayFromImage(b.resample(image, method="field")))
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(a.resample(image, method="field")),
+        sitk.GetArrayFromImage(b.resample(image, method="field")),
+    )
     assert not np.allclose(a.to_network(points), c.to_network(points))
 
 
@@ -132,8 +150,10 @@ def test_crop_z_draws_window_inside_long_volume():
     image.SetSpacing([2.0, 2.0, 2.0])
     data = DataConfig(ndim=3, num_landmarks=1, image_size=[8, 8, 40], spacing=[2.0, 2.0, 2.0])
     augmentation = AugmentationConfig(crop_z=True)
-    centres = [make_transform(image, data, augmentation, np.random.default_rng(s)).affine.TransformPoint(
-        [7.0, 7.0, 39.0])[2] for s in range(50)]
+    centres = [
+        make_transform(image, data, augmentation, np.random.default_rng(s)).affine.TransformPoint([7.0, 7.0, 39.0])[2]
+        for s in range(50)
+    ]
     assert min(centres) >= 39.0 - 1.0 - 1e-9 and max(centres) <= 398.0 + 1.0 + 1e-9
     assert max(centres) - min(centres) > 200  # the window moves along the whole volume
 
@@ -144,8 +164,9 @@ def test_scale_multiplies_the_point_map():
     image = sitk.Image([64, 64], sitk.sitkFloat32)
     data = DataConfig(ndim=2, num_landmarks=1, image_size=[32, 32], spacing=[1.0, 1.0])
     augmentation = AugmentationConfig(scale=0.4)
-    factors = [make_transform(image, data, augmentation, np.random.default_rng(s)).affine.GetMatrix()[0]
-               for s in range(200)]
+    factors = [
+        make_transform(image, data, augmentation, np.random.default_rng(s)).affine.GetMatrix()[0] for s in range(200)
+    ]
     assert min(factors) >= 0.6 - 1e-9 and max(factors) <= 1.4 + 1e-9
     assert min(factors) < 0.65 and max(factors) > 1.35
 
@@ -154,8 +175,9 @@ def border_case(max_min_distance, elastic=True):
     """A 100x100 source (1 mm pixels) seen through a centred 50x50 window: network x = source x - 25."""
     image = sitk.Image([100, 100], sitk.sitkFloat32)
     data = DataConfig(ndim=2, num_landmarks=3, image_size=[50, 50], spacing=[1.0, 1.0])
-    augmentation = AugmentationConfig(elastic_grid=5 if elastic else 0, elastic_magnitude=1e-3,
-                                      max_min_distance=max_min_distance)
+    augmentation = AugmentationConfig(
+        elastic_grid=5 if elastic else 0, elastic_magnitude=1e-3, max_min_distance=max_min_distance
+    )
     transform = make_transform(image, data, augmentation, np.random.default_rng(0))
     # 5 mm left of the view; just inside the last pixel's cell (c = 49.3 < 50); 40 mm below the view
     points = np.array([[20.0, 50.0], [74.3, 50.0], [50.0, 114.0]])
@@ -194,8 +216,7 @@ def test_spine_elastic_grid_spans_the_input_ct_in_input_space():
     point = [10.0, 12.0, 20.0]  # the affine map first, then the deformation of the CT
     expected = transform.elastic.TransformPoint(transform.affine.TransformPoint(point))
     np.testing.assert_allclose(transform.transform.TransformPoint(point), expected, atol=1e-9)
-    np.testing.assert_allclose(transform.to_source(transform.to_network(np.array([expected]))), [expected],
-                               atol=1e-4)
+    np.testing.assert_allclose(transform.to_source(transform.to_network(np.array([expected]))), [expected], atol=1e-4)
 
 
 def test_crop_z_offsets_short_volumes_too():
@@ -204,8 +225,13 @@ def test_crop_z_offsets_short_volumes_too():
     image.SetSpacing([2.0, 2.0, 2.0])
     data = DataConfig(ndim=3, num_landmarks=1, image_size=[8, 8, 192], spacing=[2.0, 2.0, 2.0])
     centre = [7.0, 7.0, 191.0]
-    offsets = [make_transform(image, data, AugmentationConfig(crop_z=True), np.random.default_rng(s)).affine
-               .TransformPoint(centre)[2] - 19.0 for s in range(100)]
+    offsets = [
+        make_transform(image, data, AugmentationConfig(crop_z=True), np.random.default_rng(s)).affine.TransformPoint(
+            centre
+        )[2]
+        - 19.0
+        for s in range(100)
+    ]
     assert max(np.abs(offsets)) <= 172.0 + 1e-9 and max(offsets) - min(offsets) > 250
 
 
@@ -215,8 +241,9 @@ def test_hand_displacements_in_network_pixels():
     config = preset("hand2d")
     assert config.augmentation.spatial_units == "network_pixels" and config.training.weight_decay == 0.0005
     data = DataConfig(ndim=2, num_landmarks=1, image_size=[512, 512], spacing=None)
-    augmentation = AugmentationConfig(translation=20.0, elastic_grid=12, elastic_magnitude=5.0,
-                                      spatial_units="network_pixels")
+    augmentation = AugmentationConfig(
+        translation=20.0, elastic_grid=12, elastic_magnitude=5.0, spatial_units="network_pixels"
+    )
     shifts, coefficients = [], []
     for seed in range(50):
         transform = make_transform(image, data, augmentation, np.random.default_rng(seed))

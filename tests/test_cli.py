@@ -57,8 +57,13 @@ def test_help_lists_every_flag_and_exits_0(name, capsys):
 
 def test_help_and_print_config_in_fresh_processes_print_no_tensorflow_lines():
     for arguments in (["scn_tf.cli.train", "--help"], ["scn_tf.cli.augment", "--preset", "cpu2d", "--print_config"]):
-        result = subprocess.run([sys.executable, "-m", *arguments], capture_output=True, encoding="utf-8",
-                                errors="replace", env=WITHOUT_LEVEL)
+        result = subprocess.run(
+            [sys.executable, "-m", *arguments],
+            capture_output=True,
+            encoding="utf-8",
+            errors="replace",
+            env=WITHOUT_LEVEL,
+        )
         assert result.returncode == 0 and result.stderr == "", result.stderr
     assert json.loads(result.stdout)["data"]["image_frame"] == "header"
 
@@ -70,15 +75,32 @@ def test_prediction_prints_no_tensorflow_lines(tmp_path):
     from scn_tf.models import build_model
 
     data = write_dataset(tmp_path / "data")
-    config = ExperimentConfig(data, AugmentationConfig(), NetworkConfig(filters=4, levels=2, spatial_kernel_size=3,
-                                                                        spatial_downsampling=4), TrainingConfig())
+    config = ExperimentConfig(
+        data,
+        AugmentationConfig(),
+        NetworkConfig(filters=4, levels=2, spatial_kernel_size=3, spatial_downsampling=4),
+        TrainingConfig(),
+    )
     model = build_model(config.network, config.data)
     model(np.zeros((1, 32, 32, 1), np.float32))
     write_model_files(tmp_path / "run", config)
     model.save_weights(tmp_path / "run" / "last.weights.h5")
-    result = subprocess.run([sys.executable, "-m", "scn_tf.cli.predict", "--model_dir", tmp_path / "run", "--output",
-                             tmp_path / "p.csv", tmp_path / "data" / "images" / "a.mha"], capture_output=True,
-                            encoding="utf-8", errors="replace", env=WITHOUT_LEVEL)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scn_tf.cli.predict",
+            "--model_dir",
+            tmp_path / "run",
+            "--output",
+            tmp_path / "p.csv",
+            tmp_path / "data" / "images" / "a.mha",
+        ],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        env=WITHOUT_LEVEL,
+    )
     assert result.returncode == 0, result.stderr
     assert cpp_log_lines(result.stderr) == [], result.stderr
     assert json.loads((tmp_path / "p.json").read_text())["method"] == "SCN"
@@ -114,15 +136,44 @@ def test_scn_train_preset_cpu2d_trains_with_id_lists_from_data_dir(tmp_path, mon
     write_dataset(tmp_path / "data", ids=("a", "b", "c", "d"))
     (tmp_path / "data" / "train.txt").write_text("a\nb\nc\n")
     (tmp_path / "data" / "test.txt").write_text("d\n")
-    overrides = {"data": {"num_landmarks": 3, "image_suffix": ".mha", "landmark_units": "mm",
-                          "intensity_shift": 0.0, "intensity_scale": 0.01},
-                 "network": {"levels": 2, "spatial_kernel_size": 3, "spatial_downsampling": 4}}
+    overrides = {
+        "data": {
+            "num_landmarks": 3,
+            "image_suffix": ".mha",
+            "landmark_units": "mm",
+            "intensity_shift": 0.0,
+            "intensity_scale": 0.01,
+        },
+        "network": {"levels": 2, "spatial_kernel_size": 3, "spatial_downsampling": 4},
+    }
     (tmp_path / "data.json").write_text(json.dumps(overrides))
     monkeypatch.chdir(tmp_path)
     keras.utils.set_random_seed(0)
-    status = train.run(["scn-train", "--preset", "cpu2d", "--config", "data.json", "--data_dir", "data",
-                        "--train_ids", "train.txt", "--test_ids", "test.txt", "--iterations", "3", "--filters", "4",
-                        "--image_size", "32,32", "--workers", "1", "--output_dir", "run"])
+    status = train.run(
+        [
+            "scn-train",
+            "--preset",
+            "cpu2d",
+            "--config",
+            "data.json",
+            "--data_dir",
+            "data",
+            "--train_ids",
+            "train.txt",
+            "--test_ids",
+            "test.txt",
+            "--iterations",
+            "3",
+            "--filters",
+            "4",
+            "--image_size",
+            "32,32",
+            "--workers",
+            "1",
+            "--output_dir",
+            "run",
+        ]
+    )
     assert status == 0
     config = load_config(tmp_path / "run" / "config.json")
     assert (config.data.name, config.data.image_frame, config.training.optimizer) == ("cpu2d", "header", "adam")
@@ -166,8 +217,22 @@ def test_evaluate_reports_pixels_with_method_and_landmark_names(tmp_path, capsys
     from scn_tf.cli import evaluate
 
     predictions, truth = write_pixel_predictions(tmp_path)
-    assert evaluate.run(["scn-evaluate", "--predictions", str(predictions), "--ground_truth", str(truth),
-                         "--output_dir", str(tmp_path / "report"), "--radii", "4,6"]) == 0
+    assert (
+        evaluate.run(
+            [
+                "scn-evaluate",
+                "--predictions",
+                str(predictions),
+                "--ground_truth",
+                str(truth),
+                "--output_dir",
+                str(tmp_path / "report"),
+                "--radii",
+                "4,6",
+            ]
+        )
+        == 0
+    )
     summary = (tmp_path / "report" / "summary.txt").read_text()
     assert "| U-Net | 2.50 | 2.50 +- 2.50 | 2 (50.00%) | 0 (0.00%) |" in summary
     assert "PE median (px)" in summary and "#O >= 4 px" in summary and "within 6 px" in summary
@@ -175,8 +240,23 @@ def test_evaluate_reports_pixels_with_method_and_landmark_names(tmp_path, capsys
     assert rows[0].startswith("landmark,name,count,mean_px") and rows[1].startswith("0,tip,2,2.5000")
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert (metrics["units"], metrics["method"]) == ("px", "U-Net")
-    assert evaluate.run(["scn-evaluate", "--predictions", str(predictions), "--ground_truth", str(truth),
-                         "--output_dir", str(tmp_path / "named"), "--method", "mine", "--normalization",
-                         "wrist:0,1,50"]) == 0
+    assert (
+        evaluate.run(
+            [
+                "scn-evaluate",
+                "--predictions",
+                str(predictions),
+                "--ground_truth",
+                str(truth),
+                "--output_dir",
+                str(tmp_path / "named"),
+                "--method",
+                "mine",
+                "--normalization",
+                "wrist:0,1,50",
+            ]
+        )
+        == 0
+    )
     assert "| mine |" in capsys.readouterr().out
     assert "PE median (mm)" in (tmp_path / "named" / "summary.txt").read_text()

@@ -21,16 +21,24 @@ pytestmark = pytest.mark.slow
 
 
 def command(module, *args):
-    return subprocess.run([sys.executable, "-m", f"scn_tf.cli.{module}", *map(str, args)], capture_output=True,
-                          encoding="utf-8", errors="replace")
+    return subprocess.run(
+        [sys.executable, "-m", f"scn_tf.cli.{module}", *map(str, args)],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+    )
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("cmd")
     data = write_dataset(root / "data")
-    config = ExperimentConfig(data, AugmentationConfig(), NetworkConfig(filters=4, levels=2, spatial_kernel_size=3,
-                                                                        spatial_downsampling=4), TrainingConfig())
+    config = ExperimentConfig(
+        data,
+        AugmentationConfig(),
+        NetworkConfig(filters=4, levels=2, spatial_kernel_size=3, spatial_downsampling=4),
+        TrainingConfig(),
+    )
     keras.utils.set_random_seed(0)
     model = build_model(config.network, config.data)
     model(np.zeros((1, 32, 32, 1), np.float32))
@@ -44,8 +52,17 @@ def model_dir(tmp_path_factory):
 def test_predict_then_evaluate(model_dir):
     images = model_dir / "data" / "images"
     out = model_dir / "pred"
-    result = command("predict", "--model_dir", model_dir / "run", "--output", out / "predictions.csv",
-                     "--overlay_dir", out / "overlays", images / "a.mha", images / "b.mha")
+    result = command(
+        "predict",
+        "--model_dir",
+        model_dir / "run",
+        "--output",
+        out / "predictions.csv",
+        "--overlay_dir",
+        out / "overlays",
+        images / "a.mha",
+        images / "b.mha",
+    )
     assert result.returncode == 0, result.stderr
     rows = (out / "predictions.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows] == ["a", "b"] and all(len(r.split(",")) == 7 for r in rows)
@@ -57,12 +74,32 @@ def test_predict_then_evaluate(model_dir):
     ids = model_dir / "ids.txt"
     ids.write_text("a\nb\n")
     report = model_dir / "report"
-    result = command("evaluate", "--predictions", out / "predictions.csv", "--ground_truth",
-                     model_dir / "data" / "landmarks.csv", "--output_dir", report, "--ids", ids, "--radii", "2,2.5")
+    result = command(
+        "evaluate",
+        "--predictions",
+        out / "predictions.csv",
+        "--ground_truth",
+        model_dir / "data" / "landmarks.csv",
+        "--output_dir",
+        report,
+        "--ids",
+        ids,
+        "--radii",
+        "2,2.5",
+    )
     assert result.returncode == 0, result.stderr
     metrics = json.loads((report / "metrics.json").read_text())
-    for key in ("num_images", "num_landmarks", "pe_median", "pe_mean", "pe_std", "outliers", "id_rate", "ipe",
-                "per_landmark"):
+    for key in (
+        "num_images",
+        "num_landmarks",
+        "pe_median",
+        "pe_mean",
+        "pe_std",
+        "outliers",
+        "id_rate",
+        "ipe",
+        "per_landmark",
+    ):
         assert key in metrics
     assert set(metrics["outliers"]) == {"2", "2.5"} and metrics["num_images"] == 2
     assert metrics["num_annotated"] == 5  # b's second landmark is missing
@@ -71,8 +108,15 @@ def test_predict_then_evaluate(model_dir):
 
     # ids differ without --ids: clear error, non-zero exit, nothing written
     bad = model_dir / "report_bad"
-    result = command("evaluate", "--predictions", out / "predictions.csv", "--ground_truth",
-                     model_dir / "data" / "landmarks.csv", "--output_dir", bad)
+    result = command(
+        "evaluate",
+        "--predictions",
+        out / "predictions.csv",
+        "--ground_truth",
+        model_dir / "data" / "landmarks.csv",
+        "--output_dir",
+        bad,
+    )
     assert result.returncode != 0 and "only in" in result.stderr and "'c'" in result.stderr
     assert not bad.exists()
 
@@ -85,15 +129,17 @@ def test_bad_inputs(model_dir, tmp_path):
     result = command("predict", "--model_dir", empty, "--output", tmp_path / "p.csv", images / "a.mha")
     assert result.returncode != 0 and "no last.weights.h5" in result.stderr
     assert not (tmp_path / "p.csv").exists()
-    result = command("predict", "--model_dir", model_dir / "run", "--output", tmp_path / "p.csv",
-                     images / "missing.mha")
+    result = command(
+        "predict", "--model_dir", model_dir / "run", "--output", tmp_path / "p.csv", images / "missing.mha"
+    )
     assert result.returncode != 0 and "missing.mha" in result.stderr
     truth = tmp_path / "truth.csv"
     truth.write_text("a,1,2,3,4,5,6\nb,1,2,3\n")
     predictions = tmp_path / "pred.csv"
     predictions.write_text("a,1,2,3,4,5,6\nb,1,2,3,4,5,6\n")
-    result = command("evaluate", "--predictions", predictions, "--ground_truth", truth, "--output_dir",
-                     tmp_path / "r", "--ndim", "2")
+    result = command(
+        "evaluate", "--predictions", predictions, "--ground_truth", truth, "--output_dir", tmp_path / "r", "--ndim", "2"
+    )
     assert result.returncode != 0 and "row 2" in result.stderr and "4 columns, expected 7" in result.stderr
     assert not (tmp_path / "r").exists()
 
@@ -110,11 +156,23 @@ def test_predict_confidence_scale_mirror_and_heatmaps(model_dir, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(model_dir / "run", run)
-    write_json_atomic(run / "confidence.json", {"checkpoint": "last", "image_ids": ["t1", "t2"],
-                                                "peaks": [[1e3, 1e3, None], [2e3, 2e3, None]]})
+    write_json_atomic(
+        run / "confidence.json",
+        {"checkpoint": "last", "image_ids": ["t1", "t2"], "peaks": [[1e3, 1e3, None], [2e3, 2e3, None]]},
+    )
     out = tmp_path / "out" / "p.csv"
-    result = command("predict", "--model_dir", run, "--output", out, "--mirror", "auto", "--save_heatmaps",
-                     tmp_path / "heatmaps", image)
+    result = command(
+        "predict",
+        "--model_dir",
+        run,
+        "--output",
+        out,
+        "--mirror",
+        "auto",
+        "--save_heatmaps",
+        tmp_path / "heatmaps",
+        image,
+    )
     assert result.returncode == 0, result.stderr
     entry = json.loads(out.with_suffix(".json").read_text())["images"]["a"]
     assert entry["confidence_fraction"][:2] == [0.0, 0.0] and entry["confidence_fraction"][2] is None

@@ -48,6 +48,12 @@ def test_anisotropic_radius_is_per_axis():
 def test_component_plot_is_written(tmp_path):
     shape = (12, 16)
     local = np.stack([blob(shape, (5, 3), 1.0)], -1)
-    plot_components(tmp_path / "components.png", blob(shape, (5, 3), 3.0), local, local, np.array([[5.0, 3.0]]),
-                    flipped=np.array([True]))
+    plot_components(
+        tmp_path / "components.png",
+        blob(shape, (5, 3), 3.0),
+        local,
+        local,
+        np.array([[5.0, 3.0]]),
+        flipped=np.array([True]),
+    )
     assert (tmp_path / "components.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

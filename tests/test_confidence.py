@@ -101,20 +101,26 @@ def test_mirror_auto_detects_and_undoes_a_mirrored_image():
     kept = predictor.predict_image(flipped, "flipped", mirror="auto")
     assert kept.mirrored and kept.mirror_scores["mirrored"] > 1.5 * kept.mirror_scores["original"]
     np.testing.assert_allclose(kept.indices, flipped_truth, atol=0.2)
-    np.testing.assert_allclose(kept.points, [flipped.TransformContinuousIndexToPhysicalPoint(p.tolist())
-                                             for p in flipped_truth], atol=0.1)
+    np.testing.assert_allclose(
+        kept.points, [flipped.TransformContinuousIndexToPhysicalPoint(p.tolist()) for p in flipped_truth], atol=0.1
+    )
     assert kept.confidence == pytest.approx(upright.confidence)
     with pytest.raises(ValueError, match="2D"):
         Predictor(matched_filter, DataConfig(ndim=3, num_landmarks=2, image_size=[8, 8, 8])).predict_image(
-            sitk.Image([8, 8, 8], sitk.sitkFloat32), mirror="auto")
+            sitk.Image([8, 8, 8], sitk.sitkFloat32), mirror="auto"
+        )
 
 
 def peak_points(heatmaps: sitk.Image) -> np.ndarray:
     """Each component's maximum as a physical point of the heatmap image's grid."""
     array = sitk.GetArrayFromImage(heatmaps)  # (*spatial, N)
     flat = array.reshape(-1, array.shape[-1]).argmax(axis=0)
-    return np.array([heatmaps.TransformIndexToPhysicalPoint([int(v) for v in np.unravel_index(i, array.shape[:-1])
-                                                             [::-1]]) for i in flat])
+    return np.array(
+        [
+            heatmaps.TransformIndexToPhysicalPoint([int(v) for v in np.unravel_index(i, array.shape[:-1])[::-1]])
+            for i in flat
+        ]
+    )
 
 
 def check_input_frame(heatmaps: sitk.Image, image: sitk.Image, num_landmarks: int):

@@ -25,9 +25,24 @@ def test_isbi2015_text_annotations(tmp_path):
             lines = [f"{100 + k + offset},{200 + 2 * k}" for k in range(19)] + ["1", "3"]
             (folder / f"{image_id}.txt").write_text("\n".join(lines) + "\n")
     out = tmp_path / "data"
-    result = subprocess.run([sys.executable, "-m", "scn_tf.cli.convert", "--dataset", "isbi2015", "--images",
-                             str(tmp_path / "RawImage"), "--annotations", str(tmp_path / "AnnotationsByMD"),
-                             "--output_dir", str(out)], capture_output=True, encoding="utf-8", errors="replace")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scn_tf.cli.convert",
+            "--dataset",
+            "isbi2015",
+            "--images",
+            str(tmp_path / "RawImage"),
+            "--annotations",
+            str(tmp_path / "AnnotationsByMD"),
+            "--output_dir",
+            str(out),
+        ],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+    )
     assert result.returncode == 0, result.stderr
     senior = read_landmarks_csv(out / "annotations" / "senior_mm.csv", 19, 2)
     np.testing.assert_allclose(senior["001"][3], [10.3, 20.6])
@@ -36,18 +51,47 @@ def test_isbi2015_text_annotations(tmp_path):
     assert (out / "images" / "001.bmp").exists()
     assert '".bmp"' in (out / "data.json").read_text()
     (tmp_path / "AnnotationsByMD" / "400_senior" / "002.txt").write_text("1,2\n")
-    bad = subprocess.run([sys.executable, "-m", "scn_tf.cli.convert", "--dataset", "isbi2015", "--images",
-                          str(tmp_path / "RawImage"), "--annotations", str(tmp_path / "AnnotationsByMD"),
-                          "--output_dir", str(tmp_path / "data2")],
-                         capture_output=True, encoding="utf-8", errors="replace")
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scn_tf.cli.convert",
+            "--dataset",
+            "isbi2015",
+            "--images",
+            str(tmp_path / "RawImage"),
+            "--annotations",
+            str(tmp_path / "AnnotationsByMD"),
+            "--output_dir",
+            str(tmp_path / "data2"),
+        ],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+    )
     assert bad.returncode != 0 and "002.txt: 1 lines, expected at least 19" in bad.stderr
 
 
 def convert_isbi(tmp_path, *extra):
-    return subprocess.run([sys.executable, "-m", "scn_tf.cli.convert", "--dataset", "isbi2015", "--images",
-                           str(tmp_path / "RawImage"), "--annotations", str(tmp_path / "AnnotationsByMD"),
-                           "--output_dir", str(tmp_path / "data"), *extra],
-                          capture_output=True, encoding="utf-8", errors="replace")
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scn_tf.cli.convert",
+            "--dataset",
+            "isbi2015",
+            "--images",
+            str(tmp_path / "RawImage"),
+            "--annotations",
+            str(tmp_path / "AnnotationsByMD"),
+            "--output_dir",
+            str(tmp_path / "data"),
+            *extra,
+        ],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+    )
 
 
 def test_isbi2015_challenge_ground_truth_only_where_it_equals_senior(tmp_path):

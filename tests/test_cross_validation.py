@@ -15,9 +15,29 @@ HANDS = ROOT.parent / "shared" / "data" / "hand_xray"
 
 @pytest.mark.skipif(not HANDS.exists(), reason="../shared/data/hand_xray is absent")
 def test_two_folds_aggregate(tmp_path):
-    command = [sys.executable, str(ROOT / "experiments" / "cross_validation.py"), "--experiment", "hand2d",
-               "--data_dir", str(HANDS), "--output_dir", str(tmp_path), "--folds", "0,1", "--", "--split",
-               "cv_reduced", "--iterations", "2", "--image_size", "64,64", "--filters", "4", "--workers", "1"]
+    command = [
+        sys.executable,
+        str(ROOT / "experiments" / "cross_validation.py"),
+        "--experiment",
+        "hand2d",
+        "--data_dir",
+        str(HANDS),
+        "--output_dir",
+        str(tmp_path),
+        "--folds",
+        "0,1",
+        "--",
+        "--split",
+        "cv_reduced",
+        "--iterations",
+        "2",
+        "--image_size",
+        "64,64",
+        "--filters",
+        "4",
+        "--workers",
+        "1",
+    ]
     result = subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace", cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     root = tmp_path / "hand2d"

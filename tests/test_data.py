@@ -24,8 +24,16 @@ def test_presets_round_trip_through_json(tmp_path):
         path.write_text(config.to_json())
         assert load_config(path).to_dict() == config.to_dict()
     values = preset("skull2d").to_dict()
-    for key in ("ndim", "num_landmarks", "image_dir", "image_suffix", "landmarks_csv", "landmark_units",
-                "image_spacing", "image_size"):
+    for key in (
+        "ndim",
+        "num_landmarks",
+        "image_dir",
+        "image_suffix",
+        "landmarks_csv",
+        "landmark_units",
+        "image_spacing",
+        "image_size",
+    ):
         assert key in values["data"]
     assert values["training"]["iterations"] == 30_000 and values["network"]["filters"] == 128
     assert preset("spine3d").data.image_size == [96, 96, 192]
@@ -143,14 +151,38 @@ def test_sample_landmark_pixels_and_spacing(tmp_path):
 @pytest.mark.slow
 def test_scn_augment_command(tmp_path):
     data = write_dataset(tmp_path / "data")
-    config = ExperimentConfig(data, *[section() for section in (
-        type(preset("skull2d").augmentation), type(preset("skull2d").network), type(preset("skull2d").training))])
+    config = ExperimentConfig(
+        data,
+        *[
+            section()
+            for section in (
+                type(preset("skull2d").augmentation),
+                type(preset("skull2d").network),
+                type(preset("skull2d").training),
+            )
+        ],
+    )
     config.augmentation.rotation = 0.2
     config_path = tmp_path / "tiny.json"
     config_path.write_text(config.to_json())
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "scn_tf.cli.augment", "--config", str(config_path), "--data_dir",
-               str(tmp_path / "data"), "--ids", "a,b", "--samples", "2", "--seed", "3", "--output_dir", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "scn_tf.cli.augment",
+        "--config",
+        str(config_path),
+        "--data_dir",
+        str(tmp_path / "data"),
+        "--ids",
+        "a,b",
+        "--samples",
+        "2",
+        "--seed",
+        "3",
+        "--output_dir",
+        str(out),
+    ]
     subprocess.run(command, check=True, capture_output=True)
     for name in ("a_0", "a_1", "b_0", "b_1"):
         image = sitk.ReadImage(str(out / f"{name}.nii.gz"))
@@ -159,8 +191,13 @@ def test_scn_augment_command(tmp_path):
         row = (out / f"{name}.csv").read_text().strip().split(",")
         assert row[0] == name[0] and len(row) == 7
     assert (out / "b_0.csv").read_text().strip().split(",")[3:5] == ["NaN", "NaN"]
-    printed = subprocess.run([sys.executable, "-m", "scn_tf.cli.augment", "--preset", "spine3d", "--print_config"],
-                             check=True, capture_output=True, encoding="utf-8", errors="replace").stdout
+    printed = subprocess.run(
+        [sys.executable, "-m", "scn_tf.cli.augment", "--preset", "spine3d", "--print_config"],
+        check=True,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+    ).stdout
     assert json.loads(printed) == preset("spine3d").to_dict()
 
 

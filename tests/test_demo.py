@@ -14,11 +14,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_demo_writes_table_and_plots(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "experiments" / "demo.py"),
-                             "--output_dir", str(tmp_path / "out"),
-                             "--iterations", "4", "--num_train", "3", "--num_test", "3", "--networks", "scn,la",
-                             "--workers", "1"], capture_output=True, encoding="utf-8", errors="replace",
-                            cwd=tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "experiments" / "demo.py"),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--iterations",
+            "4",
+            "--num_train",
+            "3",
+            "--num_test",
+            "3",
+            "--networks",
+            "scn,la",
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "out"
     table = (out / "table.md").read_text()

@@ -25,8 +25,12 @@ SCRIPT = Path(__file__).with_name("distributed_step.py")
 
 
 def run_step(mode: str, out: Path, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(SCRIPT), mode, str(out)], env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), mode, str(out)],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def finish(process: subprocess.Popen) -> None:
@@ -82,8 +86,13 @@ def test_input_shards_interleave_the_sample_stream(tmp_path):
     source = LandmarkSource(data, tmp_path, ["a", "b", "c"], verbose=False)
     augmentation = AugmentationConfig(translation=2.0, rotation=0.1)
     whole = [b[0].numpy() for b in make_dataset(source, augmentation, seed=3, workers=1).take(6)]
-    shards = [[b[0].numpy() for b in make_dataset(source, augmentation, seed=3, workers=1, shard=(i, 2),
-                                                  start_step=1).take(2)] for i in range(2)]
+    shards = [
+        [
+            b[0].numpy()
+            for b in make_dataset(source, augmentation, seed=3, workers=1, shard=(i, 2), start_step=1).take(2)
+        ]
+        for i in range(2)
+    ]
     np.testing.assert_array_equal(shards[0][0], whole[2])
     np.testing.assert_array_equal(shards[1][0], whole[3])
     np.testing.assert_array_equal(shards[0][1], whole[4])

@@ -30,12 +30,18 @@ def test_copied_paths_exist_and_commands_are_valid():
     command = re.search(r"^CMD (\[.*\])$", dockerfile, re.M)
     arguments = json.loads(command[1])
     assert arguments[:2] == ["python", "experiments/spine3d.py"]
-    result = subprocess.run([sys.executable, *arguments[1:]], capture_output=True, encoding="utf-8", errors="replace",
-                            cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, *arguments[1:]], capture_output=True, encoding="utf-8", errors="replace", cwd=ROOT
+    )
     assert result.returncode == 0 and json.loads(result.stdout)["trainable_weights"] == 5326196
     usage = re.search(r"docker run --gpus all .*?\n#\s+(python experiments/spine3d\.py[^\n]*)", dockerfile)
     flags = shlex.split(usage[1])[2:]
-    described = subprocess.run([sys.executable, "experiments/spine3d.py", *flags, "--describe"], capture_output=True,
-                               encoding="utf-8", errors="replace", cwd=ROOT)
+    described = subprocess.run(
+        [sys.executable, "experiments/spine3d.py", *flags, "--describe"],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        cwd=ROOT,
+    )
     assert described.returncode == 0, described.stderr[-2000:]
     assert '"mixed_precision": true' in described.stdout and '"xla": true' in described.stdout

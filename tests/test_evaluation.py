@@ -9,10 +9,8 @@ from scn_tf.evaluation import Normalization, evaluate, identification_rate, mean
 
 
 def test_hand_computed_case():
-    truth = np.array([[[0.0, 0.0], [10.0, 0.0], [np.nan, np.nan]],
-                      [[0.0, 0.0], [0.0, 30.0], [30.0, 0.0]]])
-    predicted = np.array([[[3.0, 4.0], [10.0, 1.0], [5.0, 5.0]],
-                          [[0.0, 2.0], [0.0, 30.0], [30.0, 25.0]]])
+    truth = np.array([[[0.0, 0.0], [10.0, 0.0], [np.nan, np.nan]], [[0.0, 0.0], [0.0, 30.0], [30.0, 0.0]]])
+    predicted = np.array([[[3.0, 4.0], [10.0, 1.0], [5.0, 5.0]], [[0.0, 2.0], [0.0, 30.0], [30.0, 25.0]]])
     metrics = evaluate(["a", "b"], predicted, truth, radii=["2", "2.5", "10"])
     errors = [5.0, 1.0, 2.0, 0.0, 25.0]
     assert metrics["num_annotated"] == 5
@@ -59,9 +57,15 @@ def independent(predicted, truth, radii, wrist=None):
             annotated_count += 1
         ipes.append(total / len(t_img))
     pes = np.array(pes)
-    return dict(pe_mean=pes.mean(), pe_median=np.median(pes), pe_std=np.sqrt(np.mean((pes - pes.mean()) ** 2)),
-                outliers={r: sum(e >= float(r) for e in pes) for r in radii}, ipe=ipes,
-                id_rate=100 * correct / annotated_count, per=[(np.mean(v), np.median(v), np.std(v)) for v in per])
+    return dict(
+        pe_mean=pes.mean(),
+        pe_median=np.median(pes),
+        pe_std=np.sqrt(np.mean((pes - pes.mean()) ** 2)),
+        outliers={r: sum(e >= float(r) for e in pes) for r in radii},
+        ipe=ipes,
+        id_rate=100 * correct / annotated_count,
+        per=[(np.mean(v), np.median(v), np.std(v)) for v in per],
+    )
 
 
 @pytest.mark.parametrize("wrist", [None, (1, 5, 50.0)])

@@ -20,12 +20,18 @@ SMALL = ["--iterations", "4", "--filters", "4", "--workers", "1"]
 
 
 def script(name, *args):
-    return subprocess.run([sys.executable, str(ROOT / "experiments" / f"{name}.py"), *map(str, args)],
-                          capture_output=True, encoding="utf-8", errors="replace", cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / f"{name}.py"), *map(str, args)],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        cwd=ROOT,
+    )
 
 
-@pytest.mark.parametrize("name,expected", [("skull2d", 6_348_070), ("spine3d", 5_326_196), ("hand2d", 6_926_410),
-                                           ("hand3d", 5_417_464)])
+@pytest.mark.parametrize(
+    "name,expected", [("skull2d", 6_348_070), ("spine3d", 5_326_196), ("hand2d", 6_926_410), ("hand3d", 5_417_464)]
+)
 def test_describe_counts_original_weights(name, expected, tmp_path):
     result = script(name, "--describe", "--network", "scn")
     assert result.returncode == 0, result.stderr
@@ -35,8 +41,12 @@ def test_describe_counts_original_weights(name, expected, tmp_path):
         return
     path = tmp_path / "config.json"
     path.write_text(result.stdout)  # fed back as it is: --config ignores trainable_weights
-    again = subprocess.run([sys.executable, "-m", "scn_tf.cli.train", "--config", str(path), "--describe"],
-                           capture_output=True, encoding="utf-8", errors="replace")
+    again = subprocess.run(
+        [sys.executable, "-m", "scn_tf.cli.train", "--config", str(path), "--describe"],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+    )
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout) == described
 
@@ -51,7 +61,8 @@ def write_volumes(root: Path, ids, num_landmarks: int, csv_name: str, size=(24, 
         origin = np.array([-40.0, 12.0, 300.0])
         chain = np.linspace(0.1, 0.9, num_landmarks)
         points = origin + np.stack([np.full(num_landmarks, 0.5), np.full(num_landmarks, 0.5), chain], 1) * (
-            np.array(size) * np.array(spacing))
+            np.array(size) * np.array(spacing)
+        )
         points[:, :2] += rng.normal(0, 3, (num_landmarks, 2))
         axes = zip(size[::-1], spacing[::-1], origin[::-1], strict=True)
         z, y, x = np.meshgrid(*[np.arange(n) * s + o for n, s, o in axes], indexing="ij", sparse=True)
@@ -68,15 +79,28 @@ def write_volumes(root: Path, ids, num_landmarks: int, csv_name: str, size=(24, 
 
 
 def check_run(run: Path, data_dir: Path, image: Path):
-    for name in ("config.json", "metrics.json", "predictions.csv", "last.weights.h5", "sigmas.json", "summary.txt",
-                 "cumulative_ipe.png", "per_landmark.csv", "confidence.json"):
+    for name in (
+        "config.json",
+        "metrics.json",
+        "predictions.csv",
+        "last.weights.h5",
+        "sigmas.json",
+        "summary.txt",
+        "cumulative_ipe.png",
+        "per_landmark.csv",
+        "confidence.json",
+    ):
         assert (run / name).exists(), name
     assert list((run / "logs").glob("events.out.tfevents.*"))
     metrics = json.loads((run / "metrics.json").read_text())
     assert np.isfinite(metrics["pe_mean"])
     out = run / "scn_predict.csv"
-    result = subprocess.run([sys.executable, "-m", "scn_tf.cli.predict", "--model_dir", str(run), "--output", str(out),
-                             str(image)], capture_output=True, encoding="utf-8", errors="replace")
+    result = subprocess.run(
+        [sys.executable, "-m", "scn_tf.cli.predict", "--model_dir", str(run), "--output", str(out), str(image)],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+    )
     assert result.returncode == 0, result.stderr
     assert out.read_text().startswith(image.name.split(".")[0] + ",")
     reference = json.loads((run / "confidence.json").read_text())
@@ -86,16 +110,30 @@ def check_run(run: Path, data_dir: Path, image: Path):
     assert any(v is not None for v in next(iter(details["images"].values()))["confidence_fraction"])
 
 
-@pytest.mark.parametrize("name,num_landmarks,csv,size", [
-    ("spine3d", 26, "points_world_coordinates.csv", "32,32,64"), ("hand3d", 28, "landmarks.csv", "32,32,16")])
+@pytest.mark.parametrize(
+    "name,num_landmarks,csv,size",
+    [("spine3d", 26, "points_world_coordinates.csv", "32,32,64"), ("hand3d", 28, "landmarks.csv", "32,32,16")],
+)
 def test_3d_experiments_on_generated_volumes(name, num_landmarks, csv, size, tmp_path):
     data = tmp_path / "data"
     write_volumes(data, ["v1", "v2", "v3"], num_landmarks, csv)
     (tmp_path / "train.txt").write_text("v1\nv2\n")
     (tmp_path / "test.txt").write_text("v3\n")
     run = tmp_path / "run"
-    result = script(name, "--data_dir", data, "--train_ids", tmp_path / "train.txt", "--test_ids",
-                    tmp_path / "test.txt", "--output_dir", run, "--image_size", size, *SMALL)
+    result = script(
+        name,
+        "--data_dir",
+        data,
+        "--train_ids",
+        tmp_path / "train.txt",
+        "--test_ids",
+        tmp_path / "test.txt",
+        "--output_dir",
+        run,
+        "--image_size",
+        size,
+        *SMALL,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     check_run(run, data, data / "images" / "v3.nii.gz")
 
@@ -105,8 +143,22 @@ def test_skull2d_on_real_cephalograms_and_resume(tmp_path):
     (tmp_path / "train.txt").write_text("001\n002\n")
     (tmp_path / "test.txt").write_text("151\n")
     run = tmp_path / "run"
-    common = ["--data_dir", SHARED / "isbi2015_ceph", "--train_ids", tmp_path / "train.txt", "--test_ids",
-              tmp_path / "test.txt", "--output_dir", run, "--image_size", "64,64", "--filters", "4", "--workers", "1"]
+    common = [
+        "--data_dir",
+        SHARED / "isbi2015_ceph",
+        "--train_ids",
+        tmp_path / "train.txt",
+        "--test_ids",
+        tmp_path / "test.txt",
+        "--output_dir",
+        run,
+        "--image_size",
+        "64,64",
+        "--filters",
+        "4",
+        "--workers",
+        "1",
+    ]
     result = script("skull2d", *common, "--iterations", "3")
     assert result.returncode == 0, result.stderr[-3000:]
     check_run(run, SHARED / "isbi2015_ceph", SHARED / "isbi2015_ceph" / "images" / "152.jpg")
@@ -116,19 +168,38 @@ def test_skull2d_on_real_cephalograms_and_resume(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "(step 3)" in resumed.stderr
     assert json.loads((run / "sigmas.json").read_text())["step"] == 6
-    drift = script("skull2d_drift", "--run_dir", run, "--data_dir", SHARED / "isbi2015_ceph", "--train_ids",
-                   tmp_path / "train.txt", "--test_ids", tmp_path / "test.txt")
+    drift = script(
+        "skull2d_drift",
+        "--run_dir",
+        run,
+        "--data_dir",
+        SHARED / "isbi2015_ceph",
+        "--train_ids",
+        tmp_path / "train.txt",
+        "--test_ids",
+        tmp_path / "test.txt",
+    )
     assert drift.returncode == 0, drift.stderr[-3000:]
     as_run = next(line for line in drift.stdout.splitlines() if line.startswith("as run: MRE"))
     mre = json.loads((run / "metrics.json").read_text())["pe_mean"]
     assert float(as_run.split("MRE ")[1].split(" mm")[0]) == pytest.approx(mre, abs=2e-3)
-    components = script("skull2d_components", "--run_dir", run, "--data_dir", SHARED / "isbi2015_ceph",
-                        "--test_ids", tmp_path / "test.txt", "--output_dir", tmp_path / "fig9", "--workers", "1")
+    components = script(
+        "skull2d_components",
+        "--run_dir",
+        run,
+        "--data_dir",
+        SHARED / "isbi2015_ceph",
+        "--test_ids",
+        tmp_path / "test.txt",
+        "--output_dir",
+        tmp_path / "fig9",
+        "--workers",
+        "1",
+    )
     assert components.returncode == 0, components.stderr[-3000:]
     table = json.loads((tmp_path / "fig9" / "components.json").read_text())
     assert table["SCN"]["pe_mean"] == pytest.approx(mre, abs=2e-3)
-    assert set(table) == {"SCN", "SCN local appearance", "SCN spatial configuration",
-                          "SCN local appearance around GT"}
+    assert set(table) == {"SCN", "SCN local appearance", "SCN spatial configuration", "SCN local appearance around GT"}
     assert table["SCN local appearance around GT"]["pe_median"] < 10.0 + 4.0  # the radius + a 64x64 pixel's diagonal
     for name in ("components.md", "components_ipe.png", "heatmap_components.png"):
         assert (tmp_path / "fig9" / name).stat().st_size > 0
@@ -137,8 +208,20 @@ def test_skull2d_on_real_cephalograms_and_resume(tmp_path):
 @pytest.mark.skipif(not (SHARED / "hand_xray").exists(), reason="../shared/data/hand_xray is absent")
 def test_hand2d_on_real_radiographs(tmp_path):
     run = tmp_path / "run"
-    result = script("hand2d", "--data_dir", SHARED / "hand_xray", "--split", "cv_reduced", "--fold", "0",
-                    "--output_dir", run, "--image_size", "64,64", *SMALL)
+    result = script(
+        "hand2d",
+        "--data_dir",
+        SHARED / "hand_xray",
+        "--split",
+        "cv_reduced",
+        "--fold",
+        "0",
+        "--output_dir",
+        run,
+        "--image_size",
+        "64,64",
+        *SMALL,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["normalization"] == {"first": 1, "second": 5, "distance": 50.0}
@@ -162,8 +245,17 @@ def test_annotation_drift_script(tmp_path):
     write_landmarks_csv(tmp_path / "predictions.csv", predictions)
     (tmp_path / "train.txt").write_text("\n".join(train))
     (tmp_path / "test.txt").write_text("\n".join(test))
-    result = script("skull2d_drift", "--run_dir", tmp_path, "--data_dir", tmp_path,
-                    "--train_ids", tmp_path / "train.txt", "--test_ids", tmp_path / "test.txt")
+    result = script(
+        "skull2d_drift",
+        "--run_dir",
+        tmp_path,
+        "--data_dir",
+        tmp_path,
+        "--train_ids",
+        tmp_path / "train.txt",
+        "--test_ids",
+        tmp_path / "test.txt",
+    )
     assert result.returncode == 0, result.stderr
     gonion = next(line for line in result.stdout.splitlines() if line.startswith("| 10 | gonion |"))
     offset, drift = (cell.strip() for cell in gonion.split("|")[3:5])

@@ -23,15 +23,30 @@ ITERATIONS = 60
 
 
 def train_command(config, data, ids, run):
-    return [sys.executable, "-m", "scn_tf.cli.train", "--config", str(config), "--data_dir", str(data),
-            "--train_ids", str(ids), "--output_dir", str(run), "--resume", "--workers", "1"]
+    return [
+        sys.executable,
+        "-m",
+        "scn_tf.cli.train",
+        "--config",
+        str(config),
+        "--data_dir",
+        str(data),
+        "--train_ids",
+        str(ids),
+        "--output_dir",
+        str(run),
+        "--resume",
+        "--workers",
+        "1",
+    ]
 
 
 def h5_arrays(path):
     arrays = {}
     with h5py.File(path, "r") as file:
-        file.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset)
-                        else None)
+        file.visititems(
+            lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None
+        )
     return arrays
 
 
@@ -39,30 +54,51 @@ def checkpoint_tensors(prefix):
     import tensorflow as tf
 
     reader = tf.train.load_checkpoint(str(prefix))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+    return {
+        name: reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
+        if name != "_CHECKPOINTABLE_OBJECT_GRAPH"
+    }
 
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
     data = tmp_path / "data"
     data_config = write_dataset(data)
     config = ExperimentConfig(
-        data_config, AugmentationConfig(translation=2.0, rotation=0.1, scale=0.1, intensity_shift=0.1),
+        data_config,
+        AugmentationConfig(translation=2.0, rotation=0.1, scale=0.1, intensity_shift=0.1),
         NetworkConfig(filters=4, levels=2, spatial_kernel_size=3, spatial_downsampling=4, dropout_rate=0.3),
-        TrainingConfig(iterations=ITERATIONS, optimizer="adam", learning_rate=1e-3, sigma_init=2.0,
-                       checkpoint_every=1, log_every=1, max_to_keep=2))
+        TrainingConfig(
+            iterations=ITERATIONS,
+            optimizer="adam",
+            learning_rate=1e-3,
+            sigma_init=2.0,
+            checkpoint_every=1,
+            log_every=1,
+            max_to_keep=2,
+        ),
+    )
     config_path, ids = tmp_path / "config.json", tmp_path / "train.txt"
     config_path.write_text(config.to_json())
     ids.write_text("a\nb\nc\n")
 
-    straight = subprocess.run(train_command(config_path, data, ids, tmp_path / "straight"), capture_output=True,
-                              encoding="utf-8", errors="replace")
+    straight = subprocess.run(
+        train_command(config_path, data, ids, tmp_path / "straight"),
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+    )
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     run, rng, kills, logs = tmp_path / "killed", random.Random(16), 0, []
     for attempt in range(KILLS * 4):  # noqa: B007 (reported in the assertion below)
-        process = subprocess.Popen(train_command(config_path, data, ids, run), stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, encoding="utf-8", errors="replace")
+        process = subprocess.Popen(
+            train_command(config_path, data, ids, run),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            encoding="utf-8",
+            errors="replace",
+        )
         wanted, seen, lines = rng.randint(1, 3), 0, []
         for line in process.stderr:
             lines.append(line)

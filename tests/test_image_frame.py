@@ -37,8 +37,9 @@ def write_ct(root):
 
 
 def spine_config(tmp_path, **data):
-    config = preset("spine3d").updated({"data": {"num_landmarks": len(INDICES), "landmarks_csv": "landmarks.csv",
-                                                 "image_size": [32, 32, 48], **data}})
+    config = preset("spine3d").updated(
+        {"data": {"num_landmarks": len(INDICES), "landmarks_csv": "landmarks.csv", "image_size": [32, 32, 48], **data}}
+    )
     path = tmp_path / "spine.json"
     path.write_text(config.to_json())
     return config, path
@@ -63,9 +64,28 @@ def test_scn_augment_spine_blobs_sit_on_zero_origin_landmarks(tmp_path):
     write_ct(tmp_path / "data")
     config, path = spine_config(tmp_path)
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "scn_tf.cli.augment", "--config", str(path), "--data_dir",
-                             str(tmp_path / "data"), "--ids", "ct", "--samples", "4", "--seed", "1", "--output_dir",
-                             str(out)], capture_output=True, encoding="utf-8", errors="replace")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scn_tf.cli.augment",
+            "--config",
+            str(path),
+            "--data_dir",
+            str(tmp_path / "data"),
+            "--ids",
+            "ct",
+            "--samples",
+            "4",
+            "--seed",
+            "1",
+            "--output_dir",
+            str(out),
+        ],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+    )
     assert result.returncode == 0, result.stderr
     spacing = np.array(config.data.spacing)
     checked = 0
@@ -85,8 +105,11 @@ def test_scn_augment_spine_blobs_sit_on_zero_origin_landmarks(tmp_path):
 def test_wrong_frame_is_an_error_before_training(tmp_path):
     write_ct(tmp_path / "data")
     config, _ = spine_config(tmp_path, image_frame="header")
-    with pytest.raises(DataError, match=r"4 of 4 annotated landmarks \(100.0%\) lie outside their image's "
-                                        r"extent in the 'header' image frame.*ct \(4\).*'zero_origin'"):
+    with pytest.raises(
+        DataError,
+        match=r"4 of 4 annotated landmarks \(100.0%\) lie outside their image's "
+        r"extent in the 'header' image frame.*ct \(4\).*'zero_origin'",
+    ):
         LandmarkSource(config.data, tmp_path / "data", ["ct"], verbose=False)
 
 
@@ -98,7 +121,8 @@ def test_a_few_landmarks_outside_are_reported_not_refused(tmp_path, caplog):
     for image_id in rows:
         (tmp_path / "data" / "images" / f"{image_id}.nii.gz").symlink_to(tmp_path / "data" / "images" / "ct.nii.gz")
     (tmp_path / "data" / "landmarks.csv").write_text(
-        "".join(f"{i}," + ",".join(str(v) for v in p.ravel()) + "\n" for i, p in rows.items()))
+        "".join(f"{i}," + ",".join(str(v) for v in p.ravel()) + "\n" for i, p in rows.items())
+    )
     config, _ = spine_config(tmp_path)
     with caplog.at_level("WARNING"):
         LandmarkSource(config.data, tmp_path / "data", list(rows), verbose=False)

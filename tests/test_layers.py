@@ -41,8 +41,9 @@ def test_linear_kernel_by_hand():
 
 def test_keys_kernel_values():
     # Keys a = -0.5: K(0) = 1, K(+-1) = K(+-2) = 0, K(0.5) = 0.5625, K(1.5) = -0.0625.
-    np.testing.assert_allclose(keys_cubic(np.array([0.0, 1.0, -1.0, 2.0, 0.5, 1.5, 2.5])),
-                               [1, 0, 0, 0, 0.5625, -0.0625, 0], atol=1e-12)
+    np.testing.assert_allclose(
+        keys_cubic(np.array([0.0, 1.0, -1.0, 2.0, 0.5, 1.5, 2.5])), [1, 0, 0, 0, 0.5625, -0.0625, 0], atol=1e-12
+    )
     cubic = filler_kernel("cubic", 4)
     assert len(cubic) == 16
     # Partition of unity: each output phase sums to one.
@@ -50,9 +51,18 @@ def test_keys_kernel_values():
         assert cubic[phase::4].sum() == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("ndim,factor,interpolation,size", [
-    (2, 2, "linear", 6), (2, 3, "linear", 5), (2, 4, "cubic", 5), (2, 16, "cubic", 3),
-    (3, 2, "linear", 4), (3, 8, "cubic", 3), (3, 3, "cubic", 3)])
+@pytest.mark.parametrize(
+    "ndim,factor,interpolation,size",
+    [
+        (2, 2, "linear", 6),
+        (2, 3, "linear", 5),
+        (2, 4, "cubic", 5),
+        (2, 16, "cubic", 3),
+        (3, 2, "linear", 4),
+        (3, 8, "cubic", 3),
+        (3, 3, "cubic", 3),
+    ],
+)
 def test_upsampling_matches_numpy_transposed_convolution(ndim, factor, interpolation, size):
     rng = np.random.default_rng(factor + ndim)
     x = rng.normal(size=(2,) + (size,) * ndim + (3,)).astype(np.float32)
@@ -83,10 +93,10 @@ def test_convolution_gradients_equal_numpy_sums(padding):
     expected_dk = np.zeros_like(kernel)
     expected_dpadded = np.zeros_like(padded)
     for i, j in np.ndindex(3, 3):
-        window = padded[:, i:i + out_y, j:j + out_x, :]
+        window = padded[:, i : i + out_y, j : j + out_x, :]
         expected_y += window @ kernel[i, j]
         expected_dk[i, j] = np.einsum("byxc,byxo->co", window, weights)
-        expected_dpadded[:, i:i + out_y, j:j + out_x, :] += weights @ kernel[i, j].T
+        expected_dpadded[:, i : i + out_y, j : j + out_x, :] += weights @ kernel[i, j].T
     expected_dx = expected_dpadded[:, 1:-1, 1:-1, :] if padding == "same" else expected_dpadded
     x_t, kernel_t = tf.constant(x, tf.float32), tf.constant(kernel, tf.float32)
     with tf.GradientTape() as tape:

@@ -11,12 +11,15 @@ def zeros(*shape):
     return np.zeros(shape, np.float32)
 
 
-@pytest.mark.parametrize("num_landmarks,ndim,extra,expected", [
-    (19, 2, {}, 6_348_070),                              # 2D cephalograms
-    (37, 2, {}, 6_926_410),                              # 2D hand
-    (26, 3, {}, 5_326_196),                              # 3D spine
-    (28, 3, {"spatial_downsampling": 4}, 5_417_464),     # 3D hand MRI
-])
+@pytest.mark.parametrize(
+    "num_landmarks,ndim,extra,expected",
+    [
+        (19, 2, {}, 6_348_070),  # 2D cephalograms
+        (37, 2, {}, 6_926_410),  # 2D hand
+        (26, 3, {}, 5_326_196),  # 3D spine
+        (28, 3, {"spatial_downsampling": 4}, 5_417_464),  # 3D hand MRI
+    ],
+)
 @pytest.mark.slow
 def test_original_weight_counts(num_landmarks, ndim, extra, expected):
     model = SpatialConfigurationNet(num_landmarks=num_landmarks, ndim=ndim, **extra)
@@ -28,10 +31,20 @@ def test_original_weight_counts(num_landmarks, ndim, extra, expected):
 def test_defaults_follow_dimension():
     config_2d = SpatialConfigurationNet(19, 2).get_config()
     config_3d = SpatialConfigurationNet(26, 3).get_config()
-    assert (config_2d["filters"], config_2d["spatial_kernel_size"], config_2d["spatial_downsampling"],
-            config_2d["heatmap_init_std"], config_2d["padding"]) == (128, 11, 16, 1e-4, "same")
-    assert (config_3d["filters"], config_3d["spatial_kernel_size"], config_3d["spatial_downsampling"],
-            config_3d["heatmap_init_std"], config_3d["padding"]) == (64, 7, 8, 1e-3, "reflect")
+    assert (
+        config_2d["filters"],
+        config_2d["spatial_kernel_size"],
+        config_2d["spatial_downsampling"],
+        config_2d["heatmap_init_std"],
+        config_2d["padding"],
+    ) == (128, 11, 16, 1e-4, "same")
+    assert (
+        config_3d["filters"],
+        config_3d["spatial_kernel_size"],
+        config_3d["spatial_downsampling"],
+        config_3d["heatmap_init_std"],
+        config_3d["padding"],
+    ) == (64, 7, 8, 1e-3, "reflect")
 
 
 TINY = dict(filters=8, levels=3, spatial_kernel_size=3, spatial_downsampling=4)
@@ -57,8 +70,9 @@ def test_reflect_and_same_padding_differ_only_near_borders():
     features = np.random.default_rng(2).normal(size=(1, 16, 16, 8)).astype(np.float32)
     conv_same = same.local_appearance.contracting[0][0](features)
     conv_reflect = reflect.local_appearance.contracting[0][0](features)
-    np.testing.assert_allclose(np.asarray(conv_same)[:, 1:-1, 1:-1], np.asarray(conv_reflect)[:, 1:-1, 1:-1],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(conv_same)[:, 1:-1, 1:-1], np.asarray(conv_reflect)[:, 1:-1, 1:-1], rtol=1e-5, atol=1e-6
+    )
     assert not np.allclose(np.asarray(conv_same)[:, 0], np.asarray(conv_reflect)[:, 0])
 
 
@@ -69,14 +83,50 @@ def test_dropout_only_in_training():
     assert not np.allclose(np.asarray(model(x, training=True)), np.asarray(model(x, training=True)))
 
 
-@pytest.mark.parametrize("cls,kwargs", [
-    (SpatialConfigurationNet, dict(num_landmarks=4, ndim=2, dropout_rate=0.3, leaky_relu_slope=0.2,
-                                   heatmap_init_std=0.01, padding="reflect", **TINY)),
-    (LocalizationUNet, dict(num_landmarks=4, ndim=3, filters=8, levels=3, variant="released", dropout_rate=0.1,
-                            leaky_relu_slope=0.2, heatmap_init_std=0.01, padding="same")),
-    (LocalAppearanceNet, dict(num_landmarks=4, ndim=2, filters=8, levels=3, dropout_rate=0.2,
-                              leaky_relu_slope=0.3, heatmap_init_std=0.02, padding="same")),
-])
+@pytest.mark.parametrize(
+    "cls,kwargs",
+    [
+        (
+            SpatialConfigurationNet,
+            dict(
+                num_landmarks=4,
+                ndim=2,
+                dropout_rate=0.3,
+                leaky_relu_slope=0.2,
+                heatmap_init_std=0.01,
+                padding="reflect",
+                **TINY,
+            ),
+        ),
+        (
+            LocalizationUNet,
+            dict(
+                num_landmarks=4,
+                ndim=3,
+                filters=8,
+                levels=3,
+                variant="released",
+                dropout_rate=0.1,
+                leaky_relu_slope=0.2,
+                heatmap_init_std=0.01,
+                padding="same",
+            ),
+        ),
+        (
+            LocalAppearanceNet,
+            dict(
+                num_landmarks=4,
+                ndim=2,
+                filters=8,
+                levels=3,
+                dropout_rate=0.2,
+                leaky_relu_slope=0.3,
+                heatmap_init_std=0.02,
+                padding="same",
+            ),
+        ),
+    ],
+)
 def test_config_round_trip(cls, kwargs):
     model = cls(**kwargs)
     config = model.get_config()
@@ -140,18 +190,20 @@ def test_analytic_conv_cost_matches_a_hand_count():
 
     model = SpatialConfigurationNet(2, 2, filters=4, levels=2, spatial_kernel_size=3, spatial_downsampling=4)
     # conv0 1->4 at 16x16; per level 3 convs 4->4 (16x16, then 8x8); heatmaps 4->2; SC at 4x4: 2->4, 4->4 x2, 4->2
-    expected = (256 * 9 * 4 + 3 * 256 * 9 * 16 + 3 * 64 * 9 * 16 + 256 * 9 * 8
-                + 16 * 9 * (8 + 16 + 16 + 8))
+    expected = 256 * 9 * 4 + 3 * 256 * 9 * 16 + 3 * 64 * 9 * 16 + 256 * 9 * 8 + 16 * 9 * (8 + 16 + 16 + 8)
     assert conv_macs(model, (1, 16, 16, 1)) == expected == 172_800
     assert conv_macs(model, (2, 16, 16, 1)) == 2 * expected  # built now: counted once, per image
     assert training_flops(model, (1, 16, 16, 1)) == 6 * expected
     assert not any("call" in vars(layer) for layer in model._flatten_layers())  # the recording is removed
 
 
-@pytest.mark.parametrize("num_landmarks,ndim,expected", [
-    (19, 2, 3_397_651),   # released cephalogram U-Net
-    (26, 3, 2_702_234),   # released spine U-Net
-])
+@pytest.mark.parametrize(
+    "num_landmarks,ndim,expected",
+    [
+        (19, 2, 3_397_651),  # released cephalogram U-Net
+        (26, 3, 2_702_234),  # released spine U-Net
+    ],
+)
 @pytest.mark.slow
 def test_released_unet_weight_counts(num_landmarks, ndim, expected):
     """The framework's U-Net runs its expanding block (two convs) at the deepest level too."""

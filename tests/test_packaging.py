@@ -41,20 +41,24 @@ def test_wheel_installed_without_the_source_tree_reads_splits_and_starts_every_s
     wheels, venv, elsewhere = tmp_path / "wheels", tmp_path / "venv", tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing of the source tree on the path
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(wheels)],
-                   check=True, cwd=tmp_path, env=env)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(wheels)],
+        check=True,
+        cwd=tmp_path,
+        env=env,
+    )
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, env=env)
     python, bin_dir = venv / "bin" / "python", venv / "bin"
     subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", *wheels.glob("*.whl")], check=True, env=env)
-    probe = ("import scn_tf, scn_tf.splits as s; print(scn_tf.__file__); "
-             "print(len(s.split_ids('isbi2015_ceph', 'test1')), len(s.split_ids('hand_xray', 'cv/set1/train')))")
-    result = subprocess.run([python, "-c", probe], capture_output=True, text=True, cwd=elsewhere, env=env,
-                            check=True)
+    probe = (
+        "import scn_tf, scn_tf.splits as s; print(scn_tf.__file__); "
+        "print(len(s.split_ids('isbi2015_ceph', 'test1')), len(s.split_ids('hand_xray', 'cv/set1/train')))"
+    )
+    result = subprocess.run([python, "-c", probe], capture_output=True, text=True, cwd=elsewhere, env=env, check=True)
     location, counts = result.stdout.split("\n")[:2]
     assert Path(location).is_relative_to(venv) and counts == f"150 {len(split_ids('hand_xray', 'cv/set1/train'))}"
     for script in SCRIPTS:
-        started = subprocess.run([bin_dir / script, "--help"], capture_output=True, text=True, cwd=elsewhere,
-                                 env=env)
+        started = subprocess.run([bin_dir / script, "--help"], capture_output=True, text=True, cwd=elsewhere, env=env)
         output = started.stdout + started.stderr
         assert started.returncode == 0 and "\nflags:\n  --" in started.stdout, output[-2000:]
         assert "Traceback" not in output and started.stderr == "", output[-2000:]

@@ -58,8 +58,9 @@ def test_normalization():
 def test_intensity_augmentation_bounds():
     array = np.full((4, 4), 0.5, np.float32)
     augmentation = AugmentationConfig(intensity_shift=0.25, intensity_scale=0.25)
-    values = [float(augment_intensity(array, augmentation, np.random.default_rng(s), [-1, 1])[0, 0])
-              for s in range(200)]
+    values = [
+        float(augment_intensity(array, augmentation, np.random.default_rng(s), [-1, 1])[0, 0]) for s in range(200)
+    ]
     assert min(values) >= (0.5 - 0.25) * 0.75 - 1e-6 and max(values) <= 1.0
     assert max(values) - min(values) > 0.4
     assert augment_intensity(array, augmentation, None, None) is array
@@ -69,8 +70,15 @@ def test_training_sample_clamps_once_after_the_random_shift_and_scale():
     """A value normalised to 2.0 stays at the clamp 1.0 under any shift in +-0.5 (one clamp, after the shift);
     clamping before the shift as well would darken it to 1 + shift."""
     image = sitk.GetImageFromArray(np.full((16, 16), 384.0, np.float32))
-    data = DataConfig(ndim=2, num_landmarks=1, image_size=[8, 8], spacing=[1.0, 1.0], intensity_shift=-128.0,
-                      intensity_scale=1 / 128, intensity_clamp=[-1.0, 1.0])
+    data = DataConfig(
+        ndim=2,
+        num_landmarks=1,
+        image_size=[8, 8],
+        spacing=[1.0, 1.0],
+        intensity_shift=-128.0,
+        intensity_scale=1 / 128,
+        intensity_clamp=[-1.0, 1.0],
+    )
     source = types.SimpleNamespace(data=data, images={"a": image}, points={"a": np.array([[7.5, 7.5]])})
     augmentation = AugmentationConfig(intensity_shift=0.5)
     for seed in range(10):

@@ -22,8 +22,12 @@ from scn_tf.preflight import ResourceError, check_inputs, check_memory, training
 
 
 def command(module, *args):
-    return subprocess.run([sys.executable, "-m", f"scn_tf.cli.{module}", *map(str, args)], capture_output=True,
-                          encoding="utf-8", errors="replace")
+    return subprocess.run(
+        [sys.executable, "-m", f"scn_tf.cli.{module}", *map(str, args)],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+    )
 
 
 def tiny_config(data=None, **network):
@@ -36,6 +40,7 @@ def tiny_config(data=None, **network):
 
 
 # ids and output paths
+
 
 @pytest.mark.parametrize("bad", ["../../escape", "/etc/passwd", "a/b", "a\\b", "..", "", " "])
 def test_ids_that_are_not_plain_file_names_are_refused(bad, tmp_path):
@@ -103,13 +108,25 @@ def test_augment_refuses_an_escaping_id(tmp_path):
     data_config = write_dataset(tmp_path / "data")
     config = tmp_path / "c.json"
     config.write_text(tiny_config(data_config).to_json())
-    result = command("augment", "--config", config, "--data_dir", tmp_path / "data", "--ids", "a,../../escape",
-                     "--samples", "1", "--output_dir", tmp_path / "deep" / "out")
+    result = command(
+        "augment",
+        "--config",
+        config,
+        "--data_dir",
+        tmp_path / "data",
+        "--ids",
+        "a,../../escape",
+        "--samples",
+        "1",
+        "--output_dir",
+        tmp_path / "deep" / "out",
+    )
     assert result.returncode == 1 and "'../../escape'" in result.stderr and "--ids" in result.stderr
     assert not (tmp_path / "deep").exists() and not list(tmp_path.glob("escape*"))
 
 
 # images
+
 
 def write_truncated(path, array):
     sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
@@ -145,17 +162,21 @@ def test_non_finite_pixels_are_errors(value, tmp_path):
 
 # configuration values and resources
 
-@pytest.mark.parametrize("section,values,message", [
-    ("training", {"iterations": -5}, "training.iterations must be at least 1"),
-    ("training", {"learning_rate": -1e-3}, "training.learning_rate must be greater than 0"),
-    ("training", {"learning_rate": float("nan")}, "finite"),
-    ("training", {"sigma_init": 0}, "training.sigma_init must be greater than 0"),
-    ("training", {"batch_size": 0}, "training.batch_size"),
-    ("data", {"image_size": [100000, 100000]}, "data.image_size must be at most 8192"),
-    ("data", {"image_size": [0, 32]}, "data.image_size must be at least 1"),
-    ("data", {"outlier_radii": ["-2"]}, "data.outlier_radii must be greater than 0"),
-    ("data", {"spacing": [0.0, 1.0]}, "data.spacing"),
-])
+
+@pytest.mark.parametrize(
+    "section,values,message",
+    [
+        ("training", {"iterations": -5}, "training.iterations must be at least 1"),
+        ("training", {"learning_rate": -1e-3}, "training.learning_rate must be greater than 0"),
+        ("training", {"learning_rate": float("nan")}, "finite"),
+        ("training", {"sigma_init": 0}, "training.sigma_init must be greater than 0"),
+        ("training", {"batch_size": 0}, "training.batch_size"),
+        ("data", {"image_size": [100000, 100000]}, "data.image_size must be at most 8192"),
+        ("data", {"image_size": [0, 32]}, "data.image_size must be at least 1"),
+        ("data", {"outlier_radii": ["-2"]}, "data.outlier_radii must be greater than 0"),
+        ("data", {"spacing": [0.0, 1.0]}, "data.spacing"),
+    ],
+)
 def test_bad_configuration_values_are_refused(section, values, message):
     with pytest.raises(ValueError, match=message):
         tiny_config().updated({section: values})
@@ -192,14 +213,18 @@ def test_preflight_names_a_missing_test_image_and_a_missing_row(tmp_path):
 
 # run folders
 
+
 def test_resume_with_another_architecture_is_refused_naming_the_keys(tmp_path):
     config = tiny_config()
     write_model_files(tmp_path, config)
     before = (tmp_path / "config.json").read_text()
     check_resume(tmp_path, config.updated({"training": {"iterations": 99, "learning_rate": 1e-2}}))
     other = config.updated({"network": {"filters": 8}, "data": {"image_size": [64, 64]}})
-    with pytest.raises(ModelDirError, match=r"network.filters: saved 4, requested 8; data.image_size: saved "
-                                            r"\[32, 32\], requested \[64, 64\]"):
+    with pytest.raises(
+        ModelDirError,
+        match=r"network.filters: saved 4, requested 8; data.image_size: saved "
+        r"\[32, 32\], requested \[64, 64\]",
+    ):
         check_resume(tmp_path, other)
     assert (tmp_path / "config.json").read_text() == before
 
@@ -240,6 +265,7 @@ def test_run_lock_refuses_a_second_writer_and_takes_over_a_dead_ones(tmp_path, c
 
 # training
 
+
 def tiny_trainer(path, **settings):
     import keras
 
@@ -247,8 +273,9 @@ def tiny_trainer(path, **settings):
     from scn_tf.training import Trainer
 
     keras.utils.set_random_seed(0)
-    model = SpatialConfigurationNet(num_landmarks=2, ndim=2, dropout_rate=0.3, filters=4, levels=2,
-                                    spatial_kernel_size=3, spatial_downsampling=4)
+    model = SpatialConfigurationNet(
+        num_landmarks=2, ndim=2, dropout_rate=0.3, filters=4, levels=2, spatial_kernel_size=3, spatial_downsampling=4
+    )
     values = dict(iterations=4, learning_rate=1e-4, sigma_init=2.0, log_every=2, checkpoint_every=2, max_to_keep=3)
     values.update(settings)
     return Trainer(model, 2, TrainingConfig(**values), path)
@@ -268,6 +295,7 @@ def blob_stream(poison=lambda step: False):
                 image[0, 0, 0, 0] = np.nan
             yield tf.constant(image), tf.constant(coords), tf.constant(valid)
             step += 1
+
     return batches
 
 
@@ -308,14 +336,23 @@ def test_nonfinite_limit_counts_consecutive_failures_and_names_the_batch(tmp_pat
 
 @pytest.mark.slow
 def test_learned_sigma_is_clamped(tmp_path):
-    trainer = tiny_trainer(tmp_path, iterations=6, optimizer="adam", learning_rate=0.5, sigma_min=1.5, alpha=1e4,
-                           log_every=3, checkpoint_every=3)
+    trainer = tiny_trainer(
+        tmp_path,
+        iterations=6,
+        optimizer="adam",
+        learning_rate=0.5,
+        sigma_min=1.5,
+        alpha=1e4,
+        log_every=3,
+        checkpoint_every=3,
+    )
     trainer.fit(blob_stream())
     sigmas = trainer.sigmas.numpy()
     assert np.all(sigmas >= np.float32(1.5)) and np.any(sigmas == np.float32(1.5))
 
 
 # scn-predict
+
 
 @pytest.fixture(scope="module")
 def model_run(tmp_path_factory):
@@ -343,8 +380,9 @@ def test_predict_checks_every_input_before_writing(model_run, tmp_path):
     result = command("predict", "--model_dir", model_run / "run", "--output", out, images / "a.mha", broken)
     assert result.returncode == 1 and "broken.mha: 1 non-finite pixel" in result.stderr
     assert not (tmp_path / "out").exists()
-    result = command("predict", "--model_dir", model_run / "run", "--output", out, "--skip_bad", images / "a.mha",
-                     broken)
+    result = command(
+        "predict", "--model_dir", model_run / "run", "--output", out, "--skip_bad", images / "a.mha", broken
+    )
     assert result.returncode == 0, result.stderr
     assert [row.split(",")[0] for row in out.read_text().splitlines()] == ["a"]
     assert json.loads(out.with_suffix(".json").read_text())["skipped"] == [str(broken)]
@@ -359,8 +397,16 @@ def test_predict_keeps_same_named_inputs_apart(model_run, tmp_path):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "a.mha").symlink_to(images / ("a.mha" if folder == "scans" else "b.mha"))
     out = tmp_path / "p.csv"
-    result = command("predict", "--model_dir", model_run / "run", "--output", out, "--overwrite",
-                     tmp_path / "scans" / "a.mha", tmp_path / "old" / "a.mha")
+    result = command(
+        "predict",
+        "--model_dir",
+        model_run / "run",
+        "--output",
+        out,
+        "--overwrite",
+        tmp_path / "scans" / "a.mha",
+        tmp_path / "old" / "a.mha",
+    )
     assert result.returncode == 0, result.stderr
     rows = out.read_text().splitlines()
     assert [row.split(",")[0] for row in rows] == ["scans__a", "old__a"] and rows[0] != rows[1]

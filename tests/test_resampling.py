@@ -33,9 +33,14 @@ def random_image(size, spacing, origin, direction, seed=0):
 
 
 def test_interpolation_by_hand():
-    array = np.array([[0.0, 1.0, 2.0], [10.0, 11.0, 12.0]], np.float32)     # y, x
-    indices = np.array([[0.5, 1.0, -0.4, -0.6, 2.0, 2.49, 2.5, 1.25],            # x
-                        [0.5, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.75]], np.float32)  # y
+    array = np.array([[0.0, 1.0, 2.0], [10.0, 11.0, 12.0]], np.float32)  # y, x
+    indices = np.array(
+        [
+            [0.5, 1.0, -0.4, -0.6, 2.0, 2.49, 2.5, 1.25],  # x
+            [0.5, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.75],
+        ],
+        np.float32,
+    )  # y
     expected = [5.5, 11.0, 0.0, -7.0, 2.0, 12.0, -7.0, 8.75]  # half-pixel border: nearest; beyond: outside
     np.testing.assert_allclose(interpolate(array, indices, -7.0), expected, rtol=0, atol=1e-6)
 
@@ -56,15 +61,16 @@ def test_field_equals_exact_for_affine_maps_and_at_the_border(ndim):
     out_size, out_spacing = [24, 20, 10][:ndim], [1.5, 1.0, 1.7][:ndim]
     exact = sitk.GetArrayFromImage(resample(image, affine, out_size, out_spacing, -5.0, "exact"))
     field = sitk.GetArrayFromImage(resample(image, affine, out_size, out_spacing, -5.0, "field", step=7))
-    assert 0.05 < np.mean(exact == -5.0) < 0.9          # both inside and outside pixels are compared
+    assert 0.05 < np.mean(exact == -5.0) < 0.9  # both inside and outside pixels are compared
     mismatch = (exact == -5.0) != (field == -5.0)
-    assert mismatch.sum() <= 2                          # a position within float32 rounding of the border
+    assert mismatch.sum() <= 2  # a position within float32 rounding of the border
     np.testing.assert_allclose(field[~mismatch], exact[~mismatch], atol=2e-4)
 
 
-@pytest.mark.parametrize("name, source_size, source_spacing, seeds, bound", [
-    ("skull2d", [1935, 2400], [0.1, 0.1], 3, 0.005),
-    ("spine3d", [512, 512, 160], [0.34, 0.34, 2.06], 2, 0.1)])
+@pytest.mark.parametrize(
+    "name, source_size, source_spacing, seeds, bound",
+    [("skull2d", [1935, 2400], [0.1, 0.1], 3, 0.005), ("spine3d", [512, 512, 160], [0.34, 0.34, 2.06], 2, 0.1)],
+)
 def test_elastic_positions_close_to_the_exact_transform(name, source_size, source_spacing, seeds, bound):
     """The field's source positions against the transform at every pixel, for the preset's network geometry
     and augmentation (docs/pipeline_speed.md: at most 0.0014 and 0.056 mm measured). The spine's elastic
@@ -97,8 +103,9 @@ def source_elastic_case(ndim):
     source.SetSpacing(spacing)
     source.SetOrigin([4.0, -3.0, 2.0][:ndim])
     data = DataConfig(ndim=ndim, num_landmarks=1, image_size=[48, 40, 32][:ndim], spacing=[1.75] * ndim)
-    augmentation = AugmentationConfig(translation=5.0, rotation=0.3, scale_axis=0.1, elastic_grid=5,
-                                      elastic_magnitude=8.0, elastic_space="source")
+    augmentation = AugmentationConfig(
+        translation=5.0, rotation=0.3, scale_axis=0.1, elastic_grid=5, elastic_magnitude=8.0, elastic_space="source"
+    )
     return source, make_transform(source, data, augmentation, np.random.default_rng(3))
 
 
@@ -120,7 +127,7 @@ def test_values_across_an_elastic_domain_edge(ndim):
     source, spatial = source_elastic_case(ndim)
     exact = sitk.GetArrayFromImage(spatial.resample(source, -5.0, "exact"))
     field = sitk.GetArrayFromImage(spatial.resample(source, -5.0, "field"))
-    assert 0.1 < np.mean(exact == -5.0) < 0.9          # both inside and outside pixels are compared
+    assert 0.1 < np.mean(exact == -5.0) < 0.9  # both inside and outside pixels are compared
     mismatch = (exact == -5.0) != (field == -5.0)
     edge_distance = distance_to_source_edge(source, spatial)
     assert mismatch.mean() < 0.01 and (edge_distance[mismatch] < 0.25).all()
@@ -133,8 +140,11 @@ def exact_source_indices(source, spatial):
     size, spacing = spatial.geometry.size, spatial.geometry.spacing
     exact = transformed_points(spatial.transform, size, spacing, [0.0] * ndim)
     direction = np.array(source.GetDirection()).reshape(ndim, ndim)
-    return np.einsum("ij,j...->i...", np.linalg.inv(direction * np.array(source.GetSpacing())),
-                     exact - np.array(source.GetOrigin()).reshape((ndim,) + (1,) * ndim))
+    return np.einsum(
+        "ij,j...->i...",
+        np.linalg.inv(direction * np.array(source.GetSpacing())),
+        exact - np.array(source.GetOrigin()).reshape((ndim,) + (1,) * ndim),
+    )
 
 
 def distance_to_source_edge(source, spatial):
@@ -164,7 +174,7 @@ def test_continued_bspline_is_itks_inside_and_smooth_beyond(ndim):
     unit = np.random.default_rng(0).uniform(0, 1, (500, ndim))
     np.testing.assert_allclose(at(continued, unit), at(elastic, unit), atol=1e-9)
     line = np.full((401, ndim), 0.5)
-    line[:, 0] = np.linspace(0.8, 1.2, 401)                        # crosses the face x = 1 of the domain
+    line[:, 0] = np.linspace(0.8, 1.2, 401)  # crosses the face x = 1 of the domain
     second = np.abs(np.diff(at(continued, line), 2, axis=0)).max(axis=1)
     assert second.max() < 10 * second[:150].max() + 1e-9
     assert np.abs(np.diff(at(elastic, line), 2, axis=0)).max() > 100 * second.max()
@@ -186,8 +196,9 @@ def test_elastic_in_source_positions_and_outside_pixels(ndim):
     outside = np.any((exact_indices < -0.5) | (exact_indices >= bounds - 0.5), axis=0)
     sent_out = field.outside(0, int(size[-1]))
     assert 0.1 < sent_out.mean() < 0.9 and outside[sent_out].all()
-    errors = np.linalg.norm((indices - exact_indices) * np.reshape(source.GetSpacing(), (ndim,) + (1,) * ndim),
-                            axis=0)[~sent_out]
+    errors = np.linalg.norm((indices - exact_indices) * np.reshape(source.GetSpacing(), (ndim,) + (1,) * ndim), axis=0)[
+        ~sent_out
+    ]
     assert errors.max() < 0.25
 
 
@@ -209,7 +220,7 @@ def test_sitk_threads_per_filter_and_no_process_wide_change(tmp_path):
         calling, process = time.thread_time(), time.process_time()
         transform.resample(image, method="exact", threads=1)
         calling, process = time.thread_time() - calling, time.process_time() - process
-        assert process - calling < 0.3 * calling          # the filter ran in the calling thread alone
+        assert process - calling < 0.3 * calling  # the filter ran in the calling thread alone
         source = LandmarkSource(write_dataset(tmp_path), tmp_path, ["a"], verbose=False)
         next(iter(make_dataset(source, preset("skull2d").augmentation, workers=1, sitk_threads=1)))
         assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == 3
@@ -221,5 +232,10 @@ def test_bad_method_is_an_error():
     with pytest.raises(ValueError, match="data.resampling"):
         DataConfig(resampling="cubic")
     with pytest.raises(ValueError, match="resampling method"):
-        resample(sitk.Image([4, 4], sitk.sitkFloat32), sitk.Transform(2, sitk.sitkIdentity), [2, 2], [1.0, 1.0],
-                 method="cubic")
+        resample(
+            sitk.Image([4, 4], sitk.sitkFloat32),
+            sitk.Transform(2, sitk.sitkIdentity),
+            [2, 2],
+            [1.0, 1.0],
+            method="cubic",
+        )

@@ -10,8 +10,9 @@ from scn_tf.step import clipped_gradients, keep_if_finite, loss_terms
 
 
 def test_clipping_scales_to_the_norm_and_reports_the_norm_before():
-    gradients, norm, finite = clipped_gradients([np.array([3.0, 0.0], np.float32), np.array([[4.0]], np.float32)],
-                                                np.float32(1.0), clip_norm=1.0)
+    gradients, norm, finite = clipped_gradients(
+        [np.array([3.0, 0.0], np.float32), np.array([[4.0]], np.float32)], np.float32(1.0), clip_norm=1.0
+    )
     assert float(norm) == pytest.approx(5.0) and bool(finite)
     np.testing.assert_allclose(ops.convert_to_numpy(gradients[0]), [0.6, 0.0], rtol=1e-6)
     np.testing.assert_allclose(ops.convert_to_numpy(gradients[1]), [[0.8]], rtol=1e-6)

@@ -14,8 +14,17 @@ def patch(image, point_mm, spacing, half):
     volume = sitk.GetImageFromArray(image)
     volume.SetSpacing([float(s) for s in spacing])
     origin = [float(p - half * s) for p, s in zip(point_mm, spacing, strict=True)]
-    window = sitk.Resample(volume, [2 * half + 1] * image.ndim, sitk.Transform(), sitk.sitkLinear, origin,
-                           volume.GetSpacing(), volume.GetDirection(), 0.0, sitk.sitkFloat32)
+    window = sitk.Resample(
+        volume,
+        [2 * half + 1] * image.ndim,
+        sitk.Transform(),
+        sitk.sitkLinear,
+        origin,
+        volume.GetSpacing(),
+        volume.GetDirection(),
+        0.0,
+        sitk.sitkFloat32,
+    )
     return sitk.GetArrayFromImage(window)
 
 
@@ -43,9 +52,13 @@ def test_landmarks_look_alike(ndim):
     scores = []
     for seed in range(8):
         image, points = generate_sample(config, np.random.default_rng([1, seed]))
-        inside = [p for p in points if np.all(np.isfinite(p))
-                  and np.all(p / config.spacing >= half + 1)
-                  and np.all(p / config.spacing <= np.array(config.size) - half - 2)]
+        inside = [
+            p
+            for p in points
+            if np.all(np.isfinite(p))
+            and np.all(p / config.spacing >= half + 1)
+            and np.all(p / config.spacing <= np.array(config.size) - half - 2)
+        ]
         for first, second in zip(inside[:-1], inside[1:], strict=True):
             scores.append(ncc(patch(image, first, config.spacing, half), patch(image, second, config.spacing, half)))
     assert len(scores) > 20
@@ -70,8 +83,13 @@ def test_written_dataset_is_readable(tmp_path):
     root = write_dataset(tmp_path, config, num_train=3, num_test=2, seed=7)
     ids = (root / "train.txt").read_text().split() + (root / "test.txt").read_text().split()
     assert len(ids) == 5
-    data = DataConfig(ndim=2, num_landmarks=config.num_landmarks, image_suffix=".mha", landmarks_csv="landmarks.csv",
-                      image_size=[64, 64])
+    data = DataConfig(
+        ndim=2,
+        num_landmarks=config.num_landmarks,
+        image_suffix=".mha",
+        landmarks_csv="landmarks.csv",
+        image_size=[64, 64],
+    )
     source = LandmarkSource(data, root, ids, verbose=False)
     image = source.images[ids[0]]
     assert image.GetSpacing() == config.spacing

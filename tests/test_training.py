@@ -30,24 +30,28 @@ def samples(count, seed):
 
 def stream(data):
     """batches(start) -> the samples from step `start` on, cycling over `data`."""
+
     def batches(start=0):
         step = start
         while True:
             yield tuple(tf.constant(a) for a in data[step % len(data)])
             step += 1
+
     return batches
 
 
 def mean_error(model, data):
-    errors = [np.linalg.norm(np.asarray(decode_heatmaps(np.asarray(model(image), np.float32))[0]) - coords,
-                             axis=-1).mean()
-              for image, coords, _ in data]
+    errors = [
+        np.linalg.norm(np.asarray(decode_heatmaps(np.asarray(model(image), np.float32))[0]) - coords, axis=-1).mean()
+        for image, coords, _ in data
+    ]
     return float(np.mean(errors))
 
 
 def config(**overrides):
-    values = dict(iterations=150, learning_rate=5e-5, sigma_init=2.0, weight_decay=1e-4, log_every=10,
-                  checkpoint_every=50)
+    values = dict(
+        iterations=150, learning_rate=5e-5, sigma_init=2.0, weight_decay=1e-4, log_every=10, checkpoint_every=50
+    )
     values.update(overrides)
     return TrainingConfig(**values)
 
@@ -79,8 +83,11 @@ def test_short_training_learns_and_traces_once(tmp_path):
 
 
 def state(trainer):
-    return ([np.asarray(w) for w in trainer.model.weights] + [trainer.sigmas.numpy()]
-            + [np.asarray(v) for v in trainer.optimizer.variables])
+    return (
+        [np.asarray(w) for w in trainer.model.weights]
+        + [trainer.sigmas.numpy()]
+        + [np.asarray(v) for v in trainer.optimizer.variables]
+    )
 
 
 @pytest.mark.slow
@@ -98,8 +105,9 @@ def test_resume_gives_identical_state(tmp_path):
     for a, b in zip(state(straight), state(resumed), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     image = data[0][0]
-    np.testing.assert_allclose(np.asarray(straight.model(image)), np.asarray(resumed.model(image)),
-                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        np.asarray(straight.model(image)), np.asarray(resumed.model(image)), rtol=1e-5, atol=1e-7
+    )
 
 
 @pytest.mark.slow
@@ -130,8 +138,9 @@ def test_nonfinite_training_restores_and_lowers_learning_rate(tmp_path, caplog):
     image = data[2][0].copy()
     image[0, 0, 0, 0] = np.inf
     poisoned[2] = (image, data[2][1], data[2][2])
-    trainer = Trainer(tiny_scn(), 2, config(iterations=12, log_every=4, checkpoint_every=4,
-                                            nonfinite_lr_factor=0.1), tmp_path)
+    trainer = Trainer(
+        tiny_scn(), 2, config(iterations=12, log_every=4, checkpoint_every=4, nonfinite_lr_factor=0.1), tmp_path
+    )
     with caplog.at_level(logging.WARNING, logger="scn_tf"):
         trainer.fit(stream(poisoned[:3] + [data[3]] * 20))
     assert "lowered the learning rate" in caplog.text
@@ -141,8 +150,9 @@ def test_nonfinite_training_restores_and_lowers_learning_rate(tmp_path, caplog):
 
 
 def test_cosine_schedule_with_warmup_matches_the_formula():
-    settings = TrainingConfig(iterations=110, learning_rate=1e-3, lr_schedule="cosine", lr_warmup=10,
-                              lr_final_factor=0.1)
+    settings = TrainingConfig(
+        iterations=110, learning_rate=1e-3, lr_schedule="cosine", lr_warmup=10, lr_final_factor=0.1
+    )
     schedule = LearningRate(settings)
     for step in (0, 4, 9, 10, 35, 60, 85, 110, 200):
         progress = min(max((step - 10) / 100, 0.0), 1.0)
@@ -157,8 +167,12 @@ def test_cosine_schedule_with_warmup_matches_the_formula():
 @pytest.mark.slow
 def test_trainer_follows_the_schedule(tmp_path):
     data = samples(2, seed=5)
-    trainer = Trainer(tiny_scn(), 2, config(iterations=6, log_every=3, checkpoint_every=3, lr_schedule="cosine",
-                                            learning_rate=1e-4), tmp_path)
+    trainer = Trainer(
+        tiny_scn(),
+        2,
+        config(iterations=6, log_every=3, checkpoint_every=3, lr_schedule="cosine", learning_rate=1e-4),
+        tmp_path,
+    )
     trainer.fit(stream(data))
     assert int(trainer.optimizer.iterations.numpy()) == 6
     assert trainer.learning_rate == pytest.approx(0.0, abs=1e-12)

@@ -1,8 +1,8 @@
 """scn-augment: write what the network sees, augmented samples with their landmarks, for inspection.
 
-  scn-augment --preset skull2d --data_dir ../shared/data/isbi2015_ceph --ids 001,002 --samples 3
-      --seed 0 --output_dir augmented
-  scn-augment --preset spine3d --print_config > spine3d.json
+scn-augment --preset skull2d --data_dir ../shared/data/isbi2015_ceph --ids 001,002 --samples 3
+    --seed 0 --output_dir augmented
+scn-augment --preset spine3d --print_config > spine3d.json
 """
 
 from __future__ import annotations
@@ -23,17 +23,24 @@ from scn_tf.visualization import save_overlay
 
 
 def define_flags(values: flags.FlagValues) -> None:
-    flags.DEFINE_enum("preset", None, sorted(PRESETS), "Dataset preset (cpu2d, cpu3d: CPU-sized starting points "
-                      "for own data).", flag_values=values)
+    flags.DEFINE_enum(
+        "preset",
+        None,
+        sorted(PRESETS),
+        "Dataset preset (cpu2d, cpu3d: CPU-sized starting points for own data).",
+        flag_values=values,
+    )
     flags.DEFINE_string("config", None, "JSON configuration; overrides the preset's keys.", flag_values=values)
-    flags.DEFINE_string("data_dir", None, "Dataset folder; the configuration's paths are relative to it.",
-                        flag_values=values)
+    flags.DEFINE_string(
+        "data_dir", None, "Dataset folder; the configuration's paths are relative to it.", flag_values=values
+    )
     flags.DEFINE_list("ids", None, "Comma-separated image ids.", flag_values=values)
     flags.DEFINE_integer("samples", 4, "Augmented samples per id.", flag_values=values)
     flags.DEFINE_integer("seed", 0, "Random seed.", flag_values=values)
     flags.DEFINE_string("output_dir", None, "Where to write <id>_<k>.nii.gz, .csv and .png.", flag_values=values)
-    flags.DEFINE_bool("print_config", False, "Print the resolved configuration as JSON on stdout and exit.",
-                      flag_values=values)
+    flags.DEFINE_bool(
+        "print_config", False, "Print the resolved configuration as JSON on stdout and exit.", flag_values=values
+    )
 
 
 def main(values: flags.FlagValues, arguments: list[str]) -> int:
@@ -78,8 +85,14 @@ def write_sample(output_dir: Path, name: str, sample, landmark_names=None) -> No
         sitk.WriteImage(image, str(temporary))
     physical = sample.coords * geometry.spacing
     write_text_atomic(inside(output_dir, f"{name}.csv"), format_landmark_row(name.rsplit("_", 1)[0], physical) + "\n")
-    save_overlay(inside(output_dir, f"{name}.png"), sample.image[..., 0], geometry.spacing, landmarks=sample.coords,
-                 names=landmark_names, title=name)
+    save_overlay(
+        inside(output_dir, f"{name}.png"),
+        sample.image[..., 0],
+        geometry.spacing,
+        landmarks=sample.coords,
+        names=landmark_names,
+        title=name,
+    )
 
 
 run = command(main, define_flags, __doc__)

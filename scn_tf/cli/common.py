@@ -51,8 +51,11 @@ def flag_help(values: flags.FlagValues) -> str:
     return "\n".join(textwrap.fill(line, 110, subsequent_indent="      ", break_on_hyphens=False) for line in lines)
 
 
-def command(main: Callable[[flags.FlagValues, list[str]], int | None],
-            define_flags: Callable[[flags.FlagValues], None], doc: str | None) -> Callable[..., int]:
+def command(
+    main: Callable[[flags.FlagValues, list[str]], int | None],
+    define_flags: Callable[[flags.FlagValues], None],
+    doc: str | None,
+) -> Callable[..., int]:
     """A command's entry point: `run(argv=None) -> exit status`.
 
     Each call defines the command's flags on a fresh FlagValues (so a command runs twice in one process, as
@@ -65,7 +68,7 @@ def command(main: Callable[[flags.FlagValues, list[str]], int | None],
         program = Path(argv[0]).name if argv else "command"
         values = flags.FlagValues()
         define_flags(values)
-        options = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+        options = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
         if any(argument in HELP_ARGUMENTS for argument in options):
             sys.stdout.write(f"{(doc or program).strip()}\n\nflags:\n{flag_help(values)}\n")
             return 0

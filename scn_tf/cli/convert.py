@@ -33,15 +33,22 @@ from scn_tf.files import OutputError, atomic_path, check_writable_dir, inside, w
 
 
 def define_flags(values: flags.FlagValues) -> None:
-    flags.DEFINE_enum("dataset", None, ["isbi2015", "hand", "spine"], "Which download.", required=True,
-                      flag_values=values)
-    flags.DEFINE_string("images", None, "Folder of the downloaded images (searched recursively).", required=True,
-                        flag_values=values)
+    flags.DEFINE_enum(
+        "dataset", None, ["isbi2015", "hand", "spine"], "Which download.", required=True, flag_values=values
+    )
+    flags.DEFINE_string(
+        "images", None, "Folder of the downloaded images (searched recursively).", required=True, flag_values=values
+    )
     flags.DEFINE_string("annotations", None, "isbi2015: the AnnotationsByMD folder.", flag_values=values)
     flags.DEFINE_string("landmarks", None, "hand / spine: the landmark CSV.", flag_values=values)
-    flags.DEFINE_string("challenge_csv", None, "isbi2015: the original experiments' all_challenge.csv (no header, "
-                        "id,x1,y1,...,x19,y19 in mm), copied as annotations/challenge_mm.csv; without it that file "
-                        "holds ids 001-300 only, where the challenge ground truth equals senior.", flag_values=values)
+    flags.DEFINE_string(
+        "challenge_csv",
+        None,
+        "isbi2015: the original experiments' all_challenge.csv (no header, "
+        "id,x1,y1,...,x19,y19 in mm), copied as annotations/challenge_mm.csv; without it that file "
+        "holds ids 001-300 only, where the challenge ground truth equals senior.",
+        flag_values=values,
+    )
     flags.DEFINE_string("output_dir", None, "Dataset folder to create.", required=True, flag_values=values)
 
 
@@ -65,8 +72,7 @@ def matching_image(images: dict[str, Path], image_id: str) -> Path | None:
     second kind are an error."""
     if image_id in images:
         return images[image_id]
-    candidates = [path for name, path in images.items()
-                  if name.startswith(image_id) and name[len(image_id)] in "_-. "]
+    candidates = [path for name, path in images.items() if name.startswith(image_id) and name[len(image_id)] in "_-. "]
     if len(candidates) > 1:
         raise DataError(f"id {image_id}: several images match ({', '.join(p.name for p in candidates[:5])})")
     return candidates[0] if candidates else None
@@ -98,8 +104,13 @@ def read_isbi_annotation(path: Path, landmarks: int = 19) -> np.ndarray:
     return np.array(points)
 
 
-def convert_isbi(images: dict[str, Path], annotations: Path, output: Path, challenge: Path | None = None,
-                 images_dir: Path | None = None) -> None:
+def convert_isbi(
+    images: dict[str, Path],
+    annotations: Path,
+    output: Path,
+    challenge: Path | None = None,
+    images_dir: Path | None = None,
+) -> None:
     """Lays out the ISBI 2015 download (images found in `images_dir`, for the error message) in `output`."""
     if challenge is not None:
         read_landmarks_csv(challenge, 19, 2)  # checked before anything is written
@@ -111,33 +122,38 @@ def convert_isbi(images: dict[str, Path], annotations: Path, output: Path, chall
         tables[doctor] = {path.stem: read_isbi_annotation(path) for path in sorted(folder.glob("*.txt"))}
     ids = sorted(set(tables["senior"]) & set(images))
     if not ids:
-        raise DataError(f"no id has both an image in {images_dir or 'the image folder'} and an annotation in "
-                        f"{annotations}")
+        raise DataError(
+            f"no id has both an image in {images_dir or 'the image folder'} and an annotation in {annotations}"
+        )
     for image_id in validate_ids(ids, str(annotations)):
         link(images[image_id], inside(output, Path("images") / f"{image_id}{suffix_of(images[image_id])}"))
     write_landmarks_csv(output / "annotations" / "senior_mm.csv", {i: tables["senior"][i] for i in ids})
     if challenge is None:
-        write_landmarks_csv(output / "annotations" / "challenge_mm.csv",
-                            {i: tables["senior"][i] for i in ids
-                             if i.isdigit() and int(i) <= ISBI_LAST_SENIOR_EQUALS_CHALLENGE})
+        write_landmarks_csv(
+            output / "annotations" / "challenge_mm.csv",
+            {i: tables["senior"][i] for i in ids if i.isdigit() and int(i) <= ISBI_LAST_SENIOR_EQUALS_CHALLENGE},
+        )
     else:
         with atomic_path(output / "annotations" / "challenge_mm.csv") as temporary:
             shutil.copyfile(challenge, temporary)
     junior = [i for i in ids if i in tables["junior"]]
     write_landmarks_csv(output / "annotations" / "junior_mm.csv", {i: tables["junior"][i] for i in junior})
-    write_landmarks_csv(output / "annotations" / "mean_mm.csv",
-                        {i: (tables["senior"][i] + tables["junior"][i]) / 2 for i in junior})
+    write_landmarks_csv(
+        output / "annotations" / "mean_mm.csv", {i: (tables["senior"][i] + tables["junior"][i]) / 2 for i in junior}
+    )
     write_json_atomic(output / "data.json", {"data": {"image_suffix": suffix_of(images[ids[0]])}})
     logging.info("%d cephalograms laid out in %s", len(ids), output)
 
 
-def convert_listed(images: dict[str, Path], landmarks: Path, output: Path, csv_name: str,
-                   images_dir: Path | None = None) -> None:
+def convert_listed(
+    images: dict[str, Path], landmarks: Path, output: Path, csv_name: str, images_dir: Path | None = None
+) -> None:
     """Links the image of every id of the landmark CSV into `output`/images and copies the CSV as `csv_name`."""
     if not landmarks.exists():
         raise DataError(f"{landmarks}: landmark CSV does not exist")
-    ids = validate_ids([line.split(",", 1)[0].strip() for line in landmarks.read_text().splitlines()
-                        if line.strip()], str(landmarks))
+    ids = validate_ids(
+        [line.split(",", 1)[0].strip() for line in landmarks.read_text().splitlines() if line.strip()], str(landmarks)
+    )
     found = 0
     for image_id in ids:
         match = matching_image(images, image_id)
@@ -163,8 +179,13 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
         if values.dataset == "isbi2015":
             if not values.annotations:
                 raise app.UsageError("--annotations is required for isbi2015")
-            convert_isbi(images, Path(values.annotations), output,
-                         Path(values.challenge_csv) if values.challenge_csv else None, images_dir)
+            convert_isbi(
+                images,
+                Path(values.annotations),
+                output,
+                Path(values.challenge_csv) if values.challenge_csv else None,
+                images_dir,
+            )
         else:
             if not values.landmarks:
                 raise app.UsageError("--landmarks is required")

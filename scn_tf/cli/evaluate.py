@@ -27,27 +27,45 @@ from scn_tf.reports import plot_cumulative_ipe, write_reports
 
 
 def define_flags(values: flags.FlagValues) -> None:
-    flags.DEFINE_string("predictions", None, "Predictions CSV (id,x1,y1[,z1],...).", required=True,
-                        flag_values=values)
+    flags.DEFINE_string("predictions", None, "Predictions CSV (id,x1,y1[,z1],...).", required=True, flag_values=values)
     flags.DEFINE_string("ground_truth", None, "Annotation CSV in the same units.", required=True, flag_values=values)
     flags.DEFINE_string("output_dir", None, "Where to write the reports.", required=True, flag_values=values)
-    flags.DEFINE_string("ids", None, "File listing the ids to evaluate (default: all, which must match).",
-                        flag_values=values)
+    flags.DEFINE_string(
+        "ids", None, "File listing the ids to evaluate (default: all, which must match).", flag_values=values
+    )
     flags.DEFINE_list("radii", ["2", "4", "10"], "Outlier radii, in the units of the errors.", flag_values=values)
-    flags.DEFINE_string("normalization", None, "e.g. wrist:1,5,50 (0-based landmark indices, distance in mm).",
-                        flag_values=values)
-    flags.DEFINE_integer("ndim", None, "Coordinates per landmark; read from the predictions' JSON or the column "
-                         "count where not given.", flag_values=values)
-    flags.DEFINE_string("model_dir", None, "The model folder that predicted: method, landmark names and units "
-                        "from its config.json.", flag_values=values)
-    flags.DEFINE_string("method", None, "Method name in the table and the plot (default: the model's network, "
-                        "e.g. SCN).", flag_values=values)
-    flags.DEFINE_enum("units", None, ["mm", "px"], "Units of the errors (default: px for landmarks in pixels, "
-                      "mm otherwise or with --normalization).", flag_values=values)
-    flags.DEFINE_list("compare", [], "Other metrics.json files to draw in the cumulative IPE plot.",
-                      flag_values=values)
-    flags.DEFINE_bool("overwrite", False, "Replace the reports of an earlier evaluation in --output_dir.",
-                      flag_values=values)
+    flags.DEFINE_string(
+        "normalization", None, "e.g. wrist:1,5,50 (0-based landmark indices, distance in mm).", flag_values=values
+    )
+    flags.DEFINE_integer(
+        "ndim",
+        None,
+        "Coordinates per landmark; read from the predictions' JSON or the column count where not given.",
+        flag_values=values,
+    )
+    flags.DEFINE_string(
+        "model_dir",
+        None,
+        "The model folder that predicted: method, landmark names and units from its config.json.",
+        flag_values=values,
+    )
+    flags.DEFINE_string(
+        "method",
+        None,
+        "Method name in the table and the plot (default: the model's network, e.g. SCN).",
+        flag_values=values,
+    )
+    flags.DEFINE_enum(
+        "units",
+        None,
+        ["mm", "px"],
+        "Units of the errors (default: px for landmarks in pixels, mm otherwise or with --normalization).",
+        flag_values=values,
+    )
+    flags.DEFINE_list("compare", [], "Other metrics.json files to draw in the cumulative IPE plot.", flag_values=values)
+    flags.DEFINE_bool(
+        "overwrite", False, "Replace the reports of an earlier evaluation in --output_dir.", flag_values=values
+    )
 
 
 REPORT_FILES = ("metrics.json", "per_landmark.csv", "summary.txt", "cumulative_ipe.png")
@@ -101,8 +119,9 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
         check_writable_dir(values.output_dir)
         existing = [name for name in REPORT_FILES if (Path(values.output_dir) / name).exists()]
         if existing and not values.overwrite:
-            raise OutputError(f"{values.output_dir}: holds {', '.join(existing)} already; pass --overwrite to "
-                              "replace them")
+            raise OutputError(
+                f"{values.output_dir}: holds {', '.join(existing)} already; pass --overwrite to replace them"
+            )
         for path in (predictions_path, truth_path):
             if not path.exists():
                 raise DataError(f"{path}: file does not exist")
@@ -112,8 +131,10 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
         truth = read_landmarks_csv(truth_path, num_landmarks, ndim)
         if values.ids:
             ids = read_id_list(values.ids)
-            for name, table, path in (("predictions", predictions, predictions_path),
-                                      ("ground truth", truth, truth_path)):
+            for name, table, path in (
+                ("predictions", predictions, predictions_path),
+                ("ground truth", truth, truth_path),
+            ):
                 absent = [i for i in ids if i not in table]
                 if absent:
                     raise DataError(f"{path}: {name} lack id(s) {', '.join(absent[:10])} listed in {values.ids}")
@@ -121,12 +142,15 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
             only_predicted = sorted(set(predictions) - set(truth))
             only_truth = sorted(set(truth) - set(predictions))
             if only_predicted or only_truth:
-                raise DataError(f"ids differ: only in {predictions_path}: {only_predicted[:10]}; only in "
-                                f"{truth_path}: {only_truth[:10]} (pass --ids to evaluate a subset)")
+                raise DataError(
+                    f"ids differ: only in {predictions_path}: {only_predicted[:10]}; only in "
+                    f"{truth_path}: {only_truth[:10]} (pass --ids to evaluate a subset)"
+                )
             ids = list(predictions)
         normalization = Normalization.parse(values.normalization)
-        metrics = evaluate(ids, np.stack([predictions[i] for i in ids]), np.stack([truth[i] for i in ids]),
-                           values.radii, normalization)
+        metrics = evaluate(
+            ids, np.stack([predictions[i] for i in ids]), np.stack([truth[i] for i in ids]), values.radii, normalization
+        )
     except (DataError, OutputError, ValueError, OSError) as error:
         logging.error("%s", error)
         return 1

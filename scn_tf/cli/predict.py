@@ -37,12 +37,27 @@ def define_flags(values: flags.FlagValues) -> None:
     flags.DEFINE_string("output", None, "Predictions CSV to write.", required=True, flag_values=values)
     flags.DEFINE_string("overlay_dir", None, "Write a PNG overlay per image here.", flag_values=values)
     flags.DEFINE_enum("checkpoint", "last", ["last", "best"], "Which weights of the run.", flag_values=values)
-    flags.DEFINE_enum("mirror", "off", ["off", "auto"], "2D: 'auto' also reads each image mirrored left-right "
-                      "and keeps the more confident reading (reported per image).", flag_values=values)
-    flags.DEFINE_string("save_heatmaps", None, "Write each image's heatmaps here as <id>.mha on the input image's "
-                        "grid, one float32 component per landmark.", flag_values=values)
-    flags.DEFINE_bool("skip_bad", False, "Predict the usable images and list the unusable ones, instead of stopping "
-                      "with nothing written at the first bad input.", flag_values=values)
+    flags.DEFINE_enum(
+        "mirror",
+        "off",
+        ["off", "auto"],
+        "2D: 'auto' also reads each image mirrored left-right "
+        "and keeps the more confident reading (reported per image).",
+        flag_values=values,
+    )
+    flags.DEFINE_string(
+        "save_heatmaps",
+        None,
+        "Write each image's heatmaps here as <id>.mha on the input image's grid, one float32 component per landmark.",
+        flag_values=values,
+    )
+    flags.DEFINE_bool(
+        "skip_bad",
+        False,
+        "Predict the usable images and list the unusable ones, instead of stopping "
+        "with nothing written at the first bad input.",
+        flag_values=values,
+    )
     flags.DEFINE_bool("overwrite", False, "Replace existing output files.", flag_values=values)
 
 
@@ -83,8 +98,9 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
             bad.append(str(path))
             logging.error("%s", error)
     if bad and not values.skip_bad:
-        logging.error("%d of %d input(s) cannot be used; nothing written (--skip_bad predicts the others)",
-                      len(bad), len(paths))
+        logging.error(
+            "%d of %d input(s) cannot be used; nothing written (--skip_bad predicts the others)", len(bad), len(paths)
+        )
         return 1
     if bad:
         logging.warning("skipped %d bad input(s): %s", len(bad), ", ".join(bad))
@@ -99,34 +115,57 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
         image = read_image(path, data.ndim, data.image_spacing)
         prediction = predictor.predict_image(image, image_id, values.mirror, keep_heatmaps=bool(values.save_heatmaps))
         rows[image_id] = prediction.in_units(data.landmark_units)
-        details[image_id] = {"file": str(path), **confidence.describe(prediction.confidence, reference),
-                             "mirrored": prediction.mirrored, "mirror_scores": prediction.mirror_scores,
-                             "sigma_mm": None if prediction.sigma_mm is None else prediction.sigma_mm.tolist()}
+        details[image_id] = {
+            "file": str(path),
+            **confidence.describe(prediction.confidence, reference),
+            "mirrored": prediction.mirrored,
+            "mirror_scores": prediction.mirror_scores,
+            "sigma_mm": None if prediction.sigma_mm is None else prediction.sigma_mm.tolist(),
+        }
         if prediction.mirror_scores:
-            logging.info("%s: kept the %s reading (scores %s)", image_id,
-                         "mirrored" if prediction.mirrored else "original", prediction.mirror_scores)
+            logging.info(
+                "%s: kept the %s reading (scores %s)",
+                image_id,
+                "mirrored" if prediction.mirrored else "original",
+                prediction.mirror_scores,
+            )
         if details[image_id]["low_confidence"]:
-            logging.warning("%s: confidence far below this model's usual (median landmark peak at %.0f%% of the "
-                            "training images'): check orientation, modality and field of view%s", image_id,
-                            100 * details[image_id]["relative_confidence"],
-                            "" if data.ndim != 2 or values.mirror == "auto" else ", or try --mirror auto")
+            logging.warning(
+                "%s: confidence far below this model's usual (median landmark peak at %.0f%% of the "
+                "training images'): check orientation, modality and field of view%s",
+                image_id,
+                100 * details[image_id]["relative_confidence"],
+                "" if data.ndim != 2 or values.mirror == "auto" else ", or try --mirror auto",
+            )
         if values.save_heatmaps:
             with atomic_path(inside(values.save_heatmaps, f"{image_id}.mha"), values.overwrite) as temporary:
                 sitk.WriteImage(source_frame_heatmaps(prediction, image, data.image_frame), str(temporary))
         if values.overlay_dir:
-            save_overlay(inside(values.overlay_dir, f"{image_id}.png"), sitk.GetArrayFromImage(image),
-                         image.GetSpacing(), predicted=prediction.indices, names=data.landmark_names,
-                         title=f"{image_id}: predicted landmarks")
+            save_overlay(
+                inside(values.overlay_dir, f"{image_id}.png"),
+                sitk.GetArrayFromImage(image),
+                image.GetSpacing(),
+                predicted=prediction.indices,
+                names=data.landmark_names,
+                title=f"{image_id}: predicted landmarks",
+            )
         progress.add(1)
     try:
-        write_json_atomic(output.with_suffix(".json"), {"landmark_units": data.landmark_units,
-                                                        "image_frame": data.image_frame,
-                                                        "num_landmarks": data.num_landmarks, "ndim": data.ndim,
-                                                        "method": NETWORK_NAMES[config.network.network],
-                                                        "landmark_names": data.landmark_names,
-                                                        "confidence_meaning": confidence.MEANING if reference
-                                                        else confidence.UNAVAILABLE, "images": details,
-                                                        "skipped": bad}, values.overwrite)
+        write_json_atomic(
+            output.with_suffix(".json"),
+            {
+                "landmark_units": data.landmark_units,
+                "image_frame": data.image_frame,
+                "num_landmarks": data.num_landmarks,
+                "ndim": data.ndim,
+                "method": NETWORK_NAMES[config.network.network],
+                "landmark_names": data.landmark_names,
+                "confidence_meaning": confidence.MEANING if reference else confidence.UNAVAILABLE,
+                "images": details,
+                "skipped": bad,
+            },
+            values.overwrite,
+        )
         write_landmarks_csv(output, rows, values.overwrite)
     except OutputError as error:
         logging.error("%s", error)

@@ -54,8 +54,9 @@ class RunOptions:
         return options
 
 
-def define_flags(values: flags.FlagValues, fold_help: str, default_fold: str | None,
-                 default_data_dir: str | None = None) -> None:
+def define_flags(
+    values: flags.FlagValues, fold_help: str, default_fold: str | None, default_data_dir: str | None = None
+) -> None:
     """The flags of RunOptions, on `values`."""
 
     def define(kind: str, name: str, default, help_text: str) -> None:
@@ -64,37 +65,65 @@ def define_flags(values: flags.FlagValues, fold_help: str, default_fold: str | N
     define("string", "data_dir", default_data_dir, "Dataset folder; the configuration's paths are relative to it.")
     define("string", "output_dir", None, "Run folder (default: runs/<dataset>/<network>/<fold>).")
     define("string", "fold", default_fold, fold_help)
-    flags.DEFINE_enum("network", None, ["scn", "unet", "la"], "Network (default: the configuration's).",
-                      flag_values=values)
+    flags.DEFINE_enum(
+        "network", None, ["scn", "unet", "la"], "Network (default: the configuration's).", flag_values=values
+    )
     define("integer", "iterations", None, "Training iterations.")
-    define("list", "image_size", None, "Network input size, x,y[,z]; a fixed network spacing is scaled so that the "
-           "field of view stays the same.")
+    define(
+        "list",
+        "image_size",
+        None,
+        "Network input size, x,y[,z]; a fixed network spacing is scaled so that the field of view stays the same.",
+    )
     define("integer", "filters", None, "Filters per convolution.")
     define("float", "learning_rate", None, "Learning rate.")
     define("integer", "seed", None, "Random seed.")
     define("bool", "resume", False, "Continue the run in --output_dir from its last checkpoint.")
     define("integer", "eval_every", 0, "Evaluate every N iterations, for curves only (0: at the end only).")
-    define("float", "validation_fraction", 0.0, "Hold out this fraction of the training ids and keep the "
-           "best-validation weights besides the last.")
-    define("string", "train_ids", None, "File of training ids, one per line (overrides the fold's); looked for "
-           "as given, then in --data_dir.")
-    define("string", "test_ids", None, "File of test ids (overrides the fold's); looked for as given, then in "
-           "--data_dir.")
+    define(
+        "float",
+        "validation_fraction",
+        0.0,
+        "Hold out this fraction of the training ids and keep the best-validation weights besides the last.",
+    )
+    define(
+        "string",
+        "train_ids",
+        None,
+        "File of training ids, one per line (overrides the fold's); looked for as given, then in --data_dir.",
+    )
+    define(
+        "string", "test_ids", None, "File of test ids (overrides the fold's); looked for as given, then in --data_dir."
+    )
     define("string", "config", None, "JSON configuration whose keys override the preset's.")
-    define("bool", "describe", False, "Print the resolved configuration as JSON, with the trainable weight count "
-           "as key trainable_weights, then exit.")
-    define("bool", "mixed_precision", False, "mixed_float16 with loss scaling (GPU); sigmas, targets and loss stay "
-           "float32.")
+    define(
+        "bool",
+        "describe",
+        False,
+        "Print the resolved configuration as JSON, with the trainable weight count "
+        "as key trainable_weights, then exit.",
+    )
+    define(
+        "bool",
+        "mixed_precision",
+        False,
+        "mixed_float16 with loss scaling (GPU); sigmas, targets and loss stay float32.",
+    )
     define("bool", "xla", False, "Compile the training step with XLA.")
     define("integer", "workers", 2, "Parallel data-pipeline workers.")
-    flags.DEFINE_enum("strategy", "none", ["none", "mirrored", "multi_worker"],
-                      "Data-parallel training: 'mirrored' over the GPUs of this machine, 'multi_worker' over the "
-                      "machines in TF_CONFIG; the global batch is replicas x the configured batch size.",
-                      flag_values=values)
+    flags.DEFINE_enum(
+        "strategy",
+        "none",
+        ["none", "mirrored", "multi_worker"],
+        "Data-parallel training: 'mirrored' over the GPUs of this machine, 'multi_worker' over the "
+        "machines in TF_CONFIG; the global batch is replicas x the configured batch size.",
+        flag_values=values,
+    )
 
 
-def resolve_config(base: ExperimentConfig | None, options: RunOptions,
-                   network_overrides: dict | None = None) -> ExperimentConfig:
+def resolve_config(
+    base: ExperimentConfig | None, options: RunOptions, network_overrides: dict | None = None
+) -> ExperimentConfig:
     """Preset -> per-network settings -> --config file -> flags."""
     config = base
     if options.network and base is not None and options.network != base.network.network:
@@ -105,8 +134,9 @@ def resolve_config(base: ExperimentConfig | None, options: RunOptions,
     if options.config:
         config = load_config(options.config, config)
     if config is None:
-        raise ValueError("give --preset NAME or --config FILE.json (for example from "
-                         "`scn-augment --preset cpu2d --print_config`)")
+        raise ValueError(
+            "give --preset NAME or --config FILE.json (for example from `scn-augment --preset cpu2d --print_config`)"
+        )
     overrides = {"network": {}, "training": {}, "data": {}}
     if options.network:
         overrides["network"]["network"] = options.network
@@ -126,8 +156,9 @@ def resolve_config(base: ExperimentConfig | None, options: RunOptions,
         size = list(options.image_size)
         overrides["data"]["image_size"] = size
         if config.data.spacing is not None:  # keep the field of view: coarser pixels for a smaller input
-            overrides["data"]["spacing"] = [s * old / new for s, old, new in
-                                            zip(config.data.spacing, config.data.image_size, size, strict=True)]
+            overrides["data"]["spacing"] = [
+                s * old / new for s, old, new in zip(config.data.spacing, config.data.image_size, size, strict=True)
+            ]
     return config.updated(overrides)
 
 
@@ -159,10 +190,14 @@ def describe(config: ExperimentConfig) -> str:
     return json.dumps({**config.to_dict(), "trainable_weights": trainable_weights(config)}, indent=2)
 
 
-def run(name: str, base: ExperimentConfig | None, options: RunOptions,
-        splits: Callable[[str | None], tuple[list[str], list[str]]] | None = None,
-        adapt: Callable[[ExperimentConfig, Path], ExperimentConfig] | None = None,
-        network_overrides: dict | None = None) -> int:
+def run(
+    name: str,
+    base: ExperimentConfig | None,
+    options: RunOptions,
+    splits: Callable[[str | None], tuple[list[str], list[str]]] | None = None,
+    adapt: Callable[[ExperimentConfig, Path], ExperimentConfig] | None = None,
+    network_overrides: dict | None = None,
+) -> int:
     """Resolves the configuration and the split, then describes or trains and evaluates one run."""
     from scn_tf.cli.common import import_tensorflow_quietly
 
@@ -172,8 +207,9 @@ def run(name: str, base: ExperimentConfig | None, options: RunOptions,
 
     try:
         config = resolve_config(base, options, network_overrides)
-        output_dir = Path(options.output_dir
-                          or Path("runs") / name / config.network.network / str(options.fold or "run"))
+        output_dir = Path(
+            options.output_dir or Path("runs") / name / config.network.network / str(options.fold or "run")
+        )
         if adapt is not None:
             config = adapt(config, output_dir)
     except (ValueError, DataError) as error:
@@ -193,9 +229,18 @@ def run(name: str, base: ExperimentConfig | None, options: RunOptions,
             test_ids = read_split(find_id_list(options.test_ids, options.data_dir))
         if not train_ids:
             raise DataError("no training ids: give --train_ids FILE")
-        experiment = Experiment(config, options.data_dir, train_ids, test_ids, output_dir, resume=options.resume,
-                                eval_every=options.eval_every, validation_fraction=options.validation_fraction,
-                                workers=options.workers, strategy=options.strategy)
+        experiment = Experiment(
+            config,
+            options.data_dir,
+            train_ids,
+            test_ids,
+            output_dir,
+            resume=options.resume,
+            eval_every=options.eval_every,
+            validation_fraction=options.validation_fraction,
+            workers=options.workers,
+            strategy=options.strategy,
+        )
         metrics = experiment.run()
     except (ValueError, DataError, OSError) as error:  # DataError, OutputError, ModelDirError, TrainingError
         logging.error("%s", error)

@@ -19,10 +19,18 @@ from scn_tf.configs import PRESETS, preset
 
 
 def define_flags(values: flags.FlagValues) -> None:
-    runner.define_flags(values, "Name of the default run folder, runs/<preset or custom>/<network>/<fold> "
-                        "(default: run).", default_fold=None)
-    flags.DEFINE_enum("preset", None, sorted(PRESETS), "Preset to start from (cpu2d, cpu3d: CPU-sized); "
-                      "--config's keys override it.", flag_values=values)
+    runner.define_flags(
+        values,
+        "Name of the default run folder, runs/<preset or custom>/<network>/<fold> (default: run).",
+        default_fold=None,
+    )
+    flags.DEFINE_enum(
+        "preset",
+        None,
+        sorted(PRESETS),
+        "Preset to start from (cpu2d, cpu3d: CPU-sized); --config's keys override it.",
+        flag_values=values,
+    )
 
 
 def main(values: flags.FlagValues, arguments: list[str]) -> int:

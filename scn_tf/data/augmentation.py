@@ -24,8 +24,8 @@ _ELASTIC_INVERSE_ITERATIONS = 50
 
 @dataclasses.dataclass
 class NetworkGeometry:
-    size: np.ndarray      # (d,) pixels, x, y[, z]
-    spacing: np.ndarray   # (d,) mm per pixel
+    size: np.ndarray  # (d,) pixels, x, y[, z]
+    spacing: np.ndarray  # (d,) mm per pixel
 
     @property
     def field_of_view(self) -> np.ndarray:
@@ -52,7 +52,7 @@ class SpatialTransform:
     geometry: NetworkGeometry
     affine: sitk.AffineTransform
     elastic: sitk.BSplineTransform | None
-    elastic_in_source: bool = False   # the elastic part deforms source space, after the affine map
+    elastic_in_source: bool = False  # the elastic part deforms source space, after the affine map
 
     @property
     def transform(self) -> sitk.Transform:
@@ -61,15 +61,24 @@ class SpatialTransform:
         parts = [self.elastic, self.affine] if self.elastic_in_source else [self.affine, self.elastic]
         return sitk.CompositeTransform(parts)  # the last one is applied first
 
-    def resample(self, source: sitk.Image, outside_value: float = 0.0, method: str = "field",
-                 threads: int = 0) -> sitk.Image:
+    def resample(
+        self, source: sitk.Image, outside_value: float = 0.0, method: str = "field", threads: int = 0
+    ) -> sitk.Image:
         """The source in network space through `transform` (resampling.resample: "field" or "exact"; "field"
         with a source-space elastic part: resampling.resample_elastic_in_source)."""
         if method == "field" and self.elastic_in_source:
-            return resampling.resample_elastic_in_source(source, self.affine, self.elastic, self.geometry.size,
-                                                         self.geometry.spacing, outside_value, threads=threads)
-        return resampling.resample(source, self.transform, self.geometry.size, self.geometry.spacing,
-                                   outside_value, method, threads=threads)
+            return resampling.resample_elastic_in_source(
+                source,
+                self.affine,
+                self.elastic,
+                self.geometry.size,
+                self.geometry.spacing,
+                outside_value,
+                threads=threads,
+            )
+        return resampling.resample(
+            source, self.transform, self.geometry.size, self.geometry.spacing, outside_value, method, threads=threads
+        )
 
     def to_network(self, points: np.ndarray) -> np.ndarray:
         """Source physical points (N, d) to network physical points; NaN rows stay NaN."""
@@ -87,11 +96,18 @@ class SpatialTransform:
     def to_source(self, points: np.ndarray) -> np.ndarray:
         """Network physical points (N, d) to source physical points; NaN rows stay NaN."""
         transform = self.transform
-        return np.array([transform.TransformPoint([float(v) for v in point]) if np.all(np.isfinite(point))
-                         else [np.nan] * len(point) for point in points]).reshape(points.shape)
+        return np.array(
+            [
+                transform.TransformPoint([float(v) for v in point])
+                if np.all(np.isfinite(point))
+                else [np.nan] * len(point)
+                for point in points
+            ]
+        ).reshape(points.shape)
 
-    def landmark_pixels(self, points: np.ndarray,
-                        max_min_distance: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def landmark_pixels(
+        self, points: np.ndarray, max_min_distance: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Source physical points (N, d) to network pixel coordinates (N, d) and validity (N,).
 
         A landmark is valid where 0 <= c < size per axis (as the original's landmark generator). With the
@@ -145,8 +161,9 @@ def rotation_matrix(angles: np.ndarray, ndim: int) -> np.ndarray:
     return matrix
 
 
-def make_transform(source: sitk.Image, data: DataConfig, augmentation: AugmentationConfig | None,
-                   rng: np.random.Generator | None) -> SpatialTransform:
+def make_transform(
+    source: sitk.Image, data: DataConfig, augmentation: AugmentationConfig | None, rng: np.random.Generator | None
+) -> SpatialTransform:
     """The spatial transform for one sample; without `rng` (validation, test) no part is random."""
     ndim = source.GetDimension()
     geometry = network_geometry(source, data)
@@ -170,8 +187,11 @@ def make_transform(source: sitk.Image, data: DataConfig, augmentation: Augmentat
         # the original multiplies the network -> source point map by s, so the image appears zoomed by 1/s
         matrix = rotation_matrix(angles, ndim) @ np.diag(uniform * per_axis)
         if augmentation.elastic_grid and augmentation.elastic_magnitude:
-            domain = (source_domain(source) if augmentation.elastic_space == "source"
-                      else (np.full(ndim, -0.5) * geometry.spacing, geometry.field_of_view, np.eye(ndim)))
+            domain = (
+                source_domain(source)
+                if augmentation.elastic_space == "source"
+                else (np.full(ndim, -0.5) * geometry.spacing, geometry.field_of_view, np.eye(ndim))
+            )
             elastic = _random_elastic(domain, augmentation.elastic_grid, augmentation.elastic_magnitude * units, rng)
     centre = np.array(source.TransformContinuousIndexToPhysicalPoint([float(v) for v in centre_index]))
     affine = sitk.AffineTransform(ndim)
@@ -190,8 +210,9 @@ def source_domain(source: sitk.Image) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return origin, extent, np.array(source.GetDirection()).reshape(ndim, ndim)
 
 
-def _random_elastic(domain: tuple[np.ndarray, np.ndarray, np.ndarray], grid: int, magnitude: np.ndarray,
-                    rng: np.random.Generator) -> sitk.BSplineTransform:
+def _random_elastic(
+    domain: tuple[np.ndarray, np.ndarray, np.ndarray], grid: int, magnitude: np.ndarray, rng: np.random.Generator
+) -> sitk.BSplineTransform:
     """Cubic B-spline over `domain` (origin, physical size, direction) with `grid` control points per axis
     and coefficients uniform in +-magnitude (mm, per axis)."""
     origin, extent, direction = domain
@@ -207,8 +228,12 @@ def _random_elastic(domain: tuple[np.ndarray, np.ndarray, np.ndarray], grid: int
     return transform
 
 
-def augment_intensity(array: np.ndarray, augmentation: AugmentationConfig | None, rng: np.random.Generator | None,
-                      clamp: list[float] | None) -> np.ndarray:
+def augment_intensity(
+    array: np.ndarray,
+    augmentation: AugmentationConfig | None,
+    rng: np.random.Generator | None,
+    clamp: list[float] | None,
+) -> np.ndarray:
     """(x + shift) * scale with shift in +-intensity_shift and scale in 1 +- intensity_scale, then clamp.
 
     `array` is the normalised but not yet clamped image: the original clamps once, after the random shift

@@ -46,15 +46,19 @@ def unique_ids(paths: Sequence[str | os.PathLike]) -> list[str]:
 
     def name(index: int) -> str:
         parents = [part for part in paths[index].absolute().parent.parts if part not in ("/", "")]
-        chosen = parents[len(parents) - depth[index]:] if depth[index] else []
+        chosen = parents[len(parents) - depth[index] :] if depth[index] else []
         return "__".join(chosen + [strip_image_suffix(paths[index].name)])
 
     while True:
         groups: dict[str, list[int]] = {}
         for index in range(len(paths)):
             groups.setdefault(name(index), []).append(index)
-        clashing = [members for members in groups.values() if len({paths[i].resolve() for i in members}) > 1
-                    and any(depth[i] < len(paths[i].absolute().parent.parts) - 1 for i in members)]
+        clashing = [
+            members
+            for members in groups.values()
+            if len({paths[i].resolve() for i in members}) > 1
+            and any(depth[i] < len(paths[i].absolute().parent.parts) - 1 for i in members)
+        ]
         if not clashing:
             break
         for members in clashing:

@@ -63,13 +63,16 @@ def read_image(path: str | os.PathLike, ndim: int | None = None, spacing: Sequen
     if image.GetDimension() == 3 and image.GetSize()[2] == 1 and ndim != 3:
         image = image[:, :, 0]
     if ndim is not None and image.GetDimension() != ndim:
-        raise DataError(f"{path}: image is {image.GetDimension()}D (size {image.GetSize()}), "
-                        f"the configuration expects {ndim}D")
+        raise DataError(
+            f"{path}: image is {image.GetDimension()}D (size {image.GetSize()}), the configuration expects {ndim}D"
+        )
     image = sitk.Cast(image, sitk.sitkFloat32)
     if spacing is not None:
         if len(spacing) != image.GetDimension():
-            raise DataError(f"{path}: configured image_spacing {list(spacing)} does not match the "
-                            f"image's {image.GetDimension()} dimensions")
+            raise DataError(
+                f"{path}: configured image_spacing {list(spacing)} does not match the "
+                f"image's {image.GetDimension()} dimensions"
+            )
         image.SetSpacing([float(s) for s in spacing])
     check_finite(path, image)
     return image
@@ -101,9 +104,20 @@ def check_complete(path: Path) -> None:
             raise DataError(f"{path}: compressed image file is truncated or corrupt ({error})") from error
 
 
-META_ELEMENT_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
-                      "MET_LONG": 8, "MET_ULONG": 8, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4,
-                      "MET_DOUBLE": 8}
+META_ELEMENT_BYTES = {
+    "MET_CHAR": 1,
+    "MET_UCHAR": 1,
+    "MET_SHORT": 2,
+    "MET_USHORT": 2,
+    "MET_INT": 4,
+    "MET_UINT": 4,
+    "MET_LONG": 8,
+    "MET_ULONG": 8,
+    "MET_LONG_LONG": 8,
+    "MET_ULONG_LONG": 8,
+    "MET_FLOAT": 4,
+    "MET_DOUBLE": 8,
+}
 
 
 def check_meta_image(path: Path) -> None:
@@ -131,8 +145,10 @@ def check_meta_image(path: Path) -> None:
     except (KeyError, ValueError):
         return  # SimpleITK reports a header it cannot parse
     if available != expected:
-        raise DataError(f"{path}: the header's DimSize {header['DimSize']} ({header['ElementType']}) needs "
-                        f"{expected} bytes of pixel data, the file holds {available}: truncated or a wrong header")
+        raise DataError(
+            f"{path}: the header's DimSize {header['DimSize']} ({header['ElementType']}) needs "
+            f"{expected} bytes of pixel data, the file holds {available}: truncated or a wrong header"
+        )
 
 
 def check_geometry(path: Path, image: sitk.Image) -> None:
@@ -152,8 +168,7 @@ def check_finite(path: Path, image: sitk.Image) -> None:
     if not finite.all():
         bad = np.argwhere(~finite)
         first = tuple(int(v) for v in bad[0][::-1])
-        raise DataError(f"{path}: {len(bad)} non-finite pixel value(s) (NaN or infinite), the first at index "
-                        f"{first}")
+        raise DataError(f"{path}: {len(bad)} non-finite pixel value(s) (NaN or infinite), the first at index {first}")
 
 
 IMAGE_FRAMES = ("header", "zero_origin")
@@ -176,8 +191,9 @@ def apply_image_frame(image: sitk.Image, frame: str) -> sitk.Image:
 
 
 def _to_grey(image: sitk.Image) -> sitk.Image:
-    channels = [sitk.VectorIndexSelectionCast(image, c, sitk.sitkFloat32)
-                for c in range(image.GetNumberOfComponentsPerPixel())]
+    channels = [
+        sitk.VectorIndexSelectionCast(image, c, sitk.sitkFloat32) for c in range(image.GetNumberOfComponentsPerPixel())
+    ]
     arrays = [sitk.GetArrayViewFromImage(c) for c in channels]
     if all(np.array_equal(arrays[0], a) for a in arrays[1:]):
         return channels[0]
@@ -198,8 +214,10 @@ def read_landmarks_csv(path: str | os.PathLike, num_landmarks: int, ndim: int) -
             continue
         fields = [field.strip() for field in line.split(",")]
         if len(fields) != expected:
-            raise DataError(f"{path}, row {row_number} (id {fields[0]!r}): {len(fields)} columns, expected "
-                            f"{expected} (id + {num_landmarks} landmarks x {ndim} coordinates)")
+            raise DataError(
+                f"{path}, row {row_number} (id {fields[0]!r}): {len(fields)} columns, expected "
+                f"{expected} (id + {num_landmarks} landmarks x {ndim} coordinates)"
+            )
         try:
             values = np.array([float(field) if field else math.nan for field in fields[1:]], np.float64)
         except ValueError as error:
@@ -227,8 +245,9 @@ def read_id_list(path: str | os.PathLike) -> list[str]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: id list does not exist")
-    return validate_ids([line.strip() for line in path.read_text().splitlines()
-                         if line.strip() and not line.startswith("#")], str(path))
+    return validate_ids(
+        [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")], str(path)
+    )
 
 
 def outside_extent(image: sitk.Image, points: np.ndarray) -> np.ndarray:

@@ -40,8 +40,9 @@ OUT_OF_EXTENT_LIMIT = 0.03  # the fraction of annotated landmarks outside their 
 class LandmarkSource:
     """Source images (decoded, pre-smoothed, histogram-matched; cached once) and their landmarks in mm."""
 
-    def __init__(self, data: DataConfig, data_dir: str | os.PathLike, ids: Sequence[str], workers: int = 2,
-                 verbose: bool = True):
+    def __init__(
+        self, data: DataConfig, data_dir: str | os.PathLike, ids: Sequence[str], workers: int = 2, verbose: bool = True
+    ):
         self.data = data
         self.data_dir = Path(data_dir)
         self.ids = validate_ids(ids, "ids")
@@ -55,7 +56,8 @@ class LandmarkSource:
         self.reference_quantiles = None
         if data.normalization == "histogram_matching":
             self.reference_quantiles = foreground_quantiles(
-                sitk.GetArrayFromImage(smooth(self._read(data.histogram_reference), data.smoothing_sigma)))
+                sitk.GetArrayFromImage(smooth(self._read(data.histogram_reference), data.smoothing_sigma))
+            )
         progress = keras.utils.Progbar(len(self.ids), verbose=1 if verbose else 0, unit_name="image")
         self.images: dict[str, sitk.Image] = {}
         with concurrent.futures.ThreadPoolExecutor(max(workers, 1)) as pool:
@@ -98,9 +100,11 @@ def check_extent(csv: Path, frame: str, images: dict[str, sitk.Image], points: d
     annotated = sum(int(np.all(np.isfinite(p), axis=1).sum()) for p in points.values())
     total = sum(outside.values())
     listing = ", ".join(f"{i} ({count})" for i, count in list(outside.items())[:10])
-    message = (f"{csv}: {total} of {annotated} annotated landmarks ({100 * total / annotated:.1f}%) lie outside "
-               f"their image's extent in the {frame!r} image frame, in {len(outside)} image(s): {listing}"
-               f"{', ...' if len(outside) > 10 else ''}")
+    message = (
+        f"{csv}: {total} of {annotated} annotated landmarks ({100 * total / annotated:.1f}%) lie outside "
+        f"their image's extent in the {frame!r} image frame, in {len(outside)} image(s): {listing}"
+        f"{', ...' if len(outside) > 10 else ''}"
+    )
     if total > OUT_OF_EXTENT_LIMIT * annotated:
         other = "zero_origin" if frame == "header" else "header"
         raise DataError(f"{message}; are the landmarks in the other frame (data.image_frame {other!r})?")
@@ -109,14 +113,19 @@ def check_extent(csv: Path, frame: str, images: dict[str, sitk.Image], points: d
 
 @dataclasses.dataclass
 class Sample:
-    image: np.ndarray        # network input, (*spatial array order, 1) float32
-    coords: np.ndarray       # (N, d) float32, heatmap pixels (x, y[, z]); NaN where invalid
-    valid: np.ndarray        # (N,) bool
+    image: np.ndarray  # network input, (*spatial array order, 1) float32
+    coords: np.ndarray  # (N, d) float32, heatmap pixels (x, y[, z]); NaN where invalid
+    valid: np.ndarray  # (N,) bool
     transform: SpatialTransform
 
 
-def make_sample(source: LandmarkSource, image_id: str, augmentation: AugmentationConfig | None,
-                rng: np.random.Generator | None, sitk_threads: int = 0) -> Sample:
+def make_sample(
+    source: LandmarkSource,
+    image_id: str,
+    augmentation: AugmentationConfig | None,
+    rng: np.random.Generator | None,
+    sitk_threads: int = 0,
+) -> Sample:
     """Resamples one source image into network space (randomly if `rng`) and maps its landmarks along;
     `sitk_threads` > 0 limits the SimpleITK filters of this sample to that many threads."""
     data = source.data
@@ -124,9 +133,14 @@ def make_sample(source: LandmarkSource, image_id: str, augmentation: Augmentatio
     transform = make_transform(image, data, augmentation, rng)
     network_image = transform.resample(image, data.outside_value, data.resampling, sitk_threads)
     augmenting = augmentation is not None and rng is not None
-    array = normalize_intensity(sitk.GetArrayFromImage(network_image), data.normalization, data.intensity_shift,
-                                data.intensity_scale, None if augmenting else data.intensity_clamp,
-                                data.percentiles)
+    array = normalize_intensity(
+        sitk.GetArrayFromImage(network_image),
+        data.normalization,
+        data.intensity_shift,
+        data.intensity_scale,
+        None if augmenting else data.intensity_clamp,
+        data.percentiles,
+    )
     array = augment_intensity(array, augmentation, rng, data.intensity_clamp)
     max_min_distance = augmentation.max_min_distance if augmenting else None
     coords, valid = transform.landmark_pixels(source.points[image_id], max_min_distance)
@@ -140,9 +154,17 @@ def sample_order(num_ids: int, seed: int, index: int, shuffle: bool) -> tuple[in
     return int(order[position]), np.random.default_rng([seed, epoch, position])
 
 
-def make_dataset(source: LandmarkSource, augmentation: AugmentationConfig | None, seed: int = 0,
-                 batch_size: int = 1, start_step: int = 0, repeat: bool = True, workers: int = 2,
-                 sitk_threads: int = 0, shard: tuple[int, int] = (0, 1)) -> tf.data.Dataset:
+def make_dataset(
+    source: LandmarkSource,
+    augmentation: AugmentationConfig | None,
+    seed: int = 0,
+    batch_size: int = 1,
+    start_step: int = 0,
+    repeat: bool = True,
+    workers: int = 2,
+    sitk_threads: int = 0,
+    shard: tuple[int, int] = (0, 1),
+) -> tf.data.Dataset:
     """Batches of (images, coords, valid) with fixed shapes for the training step.
 
     With `repeat` (training), an endless shuffled stream starting at `start_step` batches; else each id once,

@@ -41,25 +41,31 @@ def histogram_match(image: sitk.Image, reference_quantiles: np.ndarray) -> sitk.
     if len(source_points) > 1:
         low_slope = (target_points[1] - target_points[0]) / (source_points[1] - source_points[0])
         high_slope = (target_points[-1] - target_points[-2]) / (source_points[-1] - source_points[-2])
-        matched = np.where(array < source_points[0], target_points[0] + (array - source_points[0]) * low_slope,
-                           matched)
-        matched = np.where(array > source_points[-1],
-                           target_points[-1] + (array - source_points[-1]) * high_slope, matched)
+        matched = np.where(array < source_points[0], target_points[0] + (array - source_points[0]) * low_slope, matched)
+        matched = np.where(
+            array > source_points[-1], target_points[-1] + (array - source_points[-1]) * high_slope, matched
+        )
     result = sitk.GetImageFromArray(matched.astype(np.float32))
     result.CopyInformation(image)
     return result
 
 
-def prepare_source(image: sitk.Image, smoothing_sigma: float,
-                   reference_quantiles: np.ndarray | None = None) -> sitk.Image:
+def prepare_source(
+    image: sitk.Image, smoothing_sigma: float, reference_quantiles: np.ndarray | None = None
+) -> sitk.Image:
     """What is done once per source image, in training and inference alike: smoothing, histogram matching."""
     image = smooth(image, smoothing_sigma)
     return image if reference_quantiles is None else histogram_match(image, reference_quantiles)
 
 
-def normalize_intensity(array: np.ndarray, method: str, shift: float = 0.0, scale: float = 1.0,
-                        clamp: Sequence[float] | None = None,
-                        percentiles: Sequence[float] = (1.0, 99.0)) -> np.ndarray:
+def normalize_intensity(
+    array: np.ndarray,
+    method: str,
+    shift: float = 0.0,
+    scale: float = 1.0,
+    clamp: Sequence[float] | None = None,
+    percentiles: Sequence[float] = (1.0, 99.0),
+) -> np.ndarray:
     """'fixed' (and 'histogram_matching', already matched): (x + shift) * scale; 'percentile': the two
     percentiles map to -1 and 1. Then clamped to `clamp` if given."""
     if method == "percentile":

@@ -26,14 +26,22 @@ import numpy as np
 import SimpleITK as sitk
 
 METHODS = ("field", "exact")
-FIELD_STEP = 4          # output pixels between the coarse grid's points, per axis
+FIELD_STEP = 4  # output pixels between the coarse grid's points, per axis
 FIELD_TOLERANCE = 0.005  # what a cell's centre may miss by before its pixels are exact, in output spacings
-_CHUNK = 1 << 16        # output pixels interpolated at a time (temporaries stay in cache)
+_CHUNK = 1 << 16  # output pixels interpolated at a time (temporaries stay in cache)
 
 
-def resample(source: sitk.Image, transform: sitk.Transform, size: Sequence[int], spacing: Sequence[float],
-             outside_value: float = 0.0, method: str = "field", step: int = FIELD_STEP,
-             tolerance: float = FIELD_TOLERANCE, threads: int = 0) -> sitk.Image:
+def resample(
+    source: sitk.Image,
+    transform: sitk.Transform,
+    size: Sequence[int],
+    spacing: Sequence[float],
+    outside_value: float = 0.0,
+    method: str = "field",
+    step: int = FIELD_STEP,
+    tolerance: float = FIELD_TOLERANCE,
+    threads: int = 0,
+) -> sitk.Image:
     """The float32 image of `size` pixels at `spacing` (origin 0, identity direction) whose pixel at physical
     point p has the source's linearly interpolated value at `transform`(p); `outside_value` where that lies
     outside the source. `threads` > 0 limits SimpleITK's filters to that many threads (0: its default)."""
@@ -41,45 +49,76 @@ def resample(source: sitk.Image, transform: sitk.Transform, size: Sequence[int],
         raise ValueError(f"resampling method must be one of {METHODS}, got {method!r}")
     if method == "exact":
         return _resample_exact(source, transform, size, spacing, outside_value, threads)
-    return _resample_through(source, SourceField(source, transform, size, spacing, step, tolerance, threads),
-                             size, spacing, outside_value)
+    return _resample_through(
+        source, SourceField(source, transform, size, spacing, step, tolerance, threads), size, spacing, outside_value
+    )
 
 
-def resample_elastic_in_source(source: sitk.Image, affine: sitk.AffineTransform, elastic: sitk.BSplineTransform,
-                               size: Sequence[int], spacing: Sequence[float], outside_value: float = 0.0,
-                               step: int = FIELD_STEP, threads: int = 0) -> sitk.Image:
+def resample_elastic_in_source(
+    source: sitk.Image,
+    affine: sitk.AffineTransform,
+    elastic: sitk.BSplineTransform,
+    size: Sequence[int],
+    spacing: Sequence[float],
+    outside_value: float = 0.0,
+    step: int = FIELD_STEP,
+    threads: int = 0,
+) -> sitk.Image:
     """`resample` through elastic(affine(p)) for a B-spline whose domain contains the source (the spine's
     source-space elastic part), with no cell evaluated exactly: see `ElasticInSourceField`."""
-    return _resample_through(source, ElasticInSourceField(source, affine, elastic, size, spacing, step, threads),
-                             size, spacing, outside_value)
+    return _resample_through(
+        source,
+        ElasticInSourceField(source, affine, elastic, size, spacing, step, threads),
+        size,
+        spacing,
+        outside_value,
+    )
 
 
-def _resample_through(source: sitk.Image, field, size: Sequence[int], spacing: Sequence[float],
-                      outside_value: float) -> sitk.Image:
+def _resample_through(
+    source: sitk.Image, field, size: Sequence[int], spacing: Sequence[float], outside_value: float
+) -> sitk.Image:
     """The source interpolated at the continuous indices of `field`'s slabs, as a float32 image."""
     array = sitk.GetArrayViewFromImage(source)
     if array.dtype != np.float32:
         array = array.astype(np.float32)
     planes = max(_CHUNK // int(np.prod(size[:-1])), 1)
-    result = sitk.GetImageFromArray(np.concatenate([interpolate(array, slab, outside_value)
-                                                    for slab in field.slabs(planes)], axis=0))
+    result = sitk.GetImageFromArray(
+        np.concatenate([interpolate(array, slab, outside_value) for slab in field.slabs(planes)], axis=0)
+    )
     result.SetSpacing([float(s) for s in spacing])
     return result
 
 
-def source_indices(source: sitk.Image, transform: sitk.Transform, size: Sequence[int], spacing: Sequence[float],
-                   step: int = FIELD_STEP, tolerance: float = FIELD_TOLERANCE, threads: int = 0) -> np.ndarray:
+def source_indices(
+    source: sitk.Image,
+    transform: sitk.Transform,
+    size: Sequence[int],
+    spacing: Sequence[float],
+    step: int = FIELD_STEP,
+    tolerance: float = FIELD_TOLERANCE,
+    threads: int = 0,
+) -> np.ndarray:
     """The continuous source indices (d, *output array order, x first) at which "field" samples the source."""
-    return np.concatenate(list(SourceField(source, transform, size, spacing, step, tolerance, threads)
-                               .slabs(int(size[-1]))), axis=1)
+    return np.concatenate(
+        list(SourceField(source, transform, size, spacing, step, tolerance, threads).slabs(int(size[-1]))), axis=1
+    )
 
 
 class SourceField:
     """The source positions of the output pixels: the coarse grid's continuous source indices, the output
     pixels of the cells that failed their check (a mask in output array order) and their exact indices."""
 
-    def __init__(self, source: sitk.Image, transform: sitk.Transform, size: Sequence[int],
-                 spacing: Sequence[float], step: int, tolerance: float, threads: int = 0):
+    def __init__(
+        self,
+        source: sitk.Image,
+        transform: sitk.Transform,
+        size: Sequence[int],
+        spacing: Sequence[float],
+        step: int,
+        tolerance: float,
+        threads: int = 0,
+    ):
         if step < 1:
             raise ValueError(f"resampling step must be a positive number of pixels, got {step}")
         if not tolerance >= 0:
@@ -89,15 +128,16 @@ class SourceField:
         self.coarse = coarse_size(size, step)
         coarse_spacing = [s * max(n - 1, 1) / (c - 1) for n, c, s in zip(size, self.coarse, spacing, strict=True)]
         points = transformed_points(transform, self.coarse, coarse_spacing, [0.0] * ndim, threads)
-        centres = transformed_points(transform, [c - 1 for c in self.coarse], coarse_spacing,
-                                     [0.5 * s for s in coarse_spacing], threads)
+        centres = transformed_points(
+            transform, [c - 1 for c in self.coarse], coarse_spacing, [0.5 * s for s in coarse_spacing], threads
+        )
         failed = np.linalg.norm(centres - predicted_centres(points), axis=0) > tolerance * min(spacing)
         cells = [_cell_of_pixel(n, c) for n, c in zip(self.size[::-1], self.coarse[::-1], strict=True)]
         self.mask = failed[np.ix_(*cells)]
         pixels = np.stack(np.nonzero(self.mask)[::-1], axis=-1) * np.asarray(spacing, np.float64)
         exact = transform_points(transform, pixels, threads)
         self.grid = _to_index(source, np.moveaxis(points, 0, -1))
-        self.exact = _to_index(source, exact)                           # (d, refined pixels)
+        self.exact = _to_index(source, exact)  # (d, refined pixels)
         self._offsets = np.concatenate([[0], np.cumsum(self.mask.reshape(self.mask.shape[0], -1).sum(axis=1))])
 
     def slabs(self, planes: int) -> Iterator[np.ndarray]:
@@ -116,7 +156,7 @@ class SourceField:
 
     def _fill(self, slab: np.ndarray, first: int, stop: int) -> None:
         """Puts the exact indices of the refined pixels of output planes first..stop into `slab`."""
-        slab[:, self.mask[first:stop]] = self.exact[:, self._offsets[first]:self._offsets[stop]]
+        slab[:, self.mask[first:stop]] = self.exact[:, self._offsets[first] : self._offsets[stop]]
 
 
 class ElasticInSourceField(SourceField):
@@ -132,8 +172,16 @@ class ElasticInSourceField(SourceField):
     carry only the smooth error of the coarse grid.
     """
 
-    def __init__(self, source: sitk.Image, affine: sitk.AffineTransform, elastic: sitk.BSplineTransform,
-                 size: Sequence[int], spacing: Sequence[float], step: int, threads: int = 0):
+    def __init__(
+        self,
+        source: sitk.Image,
+        affine: sitk.AffineTransform,
+        elastic: sitk.BSplineTransform,
+        size: Sequence[int],
+        spacing: Sequence[float],
+        step: int,
+        threads: int = 0,
+    ):
         if step < 1:
             raise ValueError(f"resampling step must be a positive number of pixels, got {step}")
         _check_domain_is_source(elastic, source)
@@ -141,7 +189,7 @@ class ElasticInSourceField(SourceField):
         self.size = [int(n) for n in size]
         self.coarse = coarse_size(size, step)
         coarse_spacing = [s * max(n - 1, 1) / (c - 1) for n, c, s in zip(size, self.coarse, spacing, strict=True)]
-        composite = sitk.CompositeTransform([continued_bspline(elastic), affine])   # the affine map first
+        composite = sitk.CompositeTransform([continued_bspline(elastic), affine])  # the affine map first
         points = transformed_points(composite, self.coarse, coarse_spacing, [0.0] * ndim, threads)
         self.grid = _to_index(source, np.moveaxis(points, 0, -1))
         self._weights, self._offset = _pixel_to_domain_units(affine, elastic, spacing)
@@ -150,7 +198,7 @@ class ElasticInSourceField(SourceField):
         """Whether each pixel of output planes first..stop (array order) has its affine point outside the
         domain."""
         ndim = len(self.size)
-        ranges = [np.arange(first, stop)] + [np.arange(n) for n in self.size[-2::-1]]   # array order
+        ranges = [np.arange(first, stop)] + [np.arange(n) for n in self.size[-2::-1]]  # array order
         result = np.zeros([len(r) for r in ranges], bool)
         for unit in range(ndim):
             value = np.full(result.shape, self._offset[unit])
@@ -165,7 +213,7 @@ class ElasticInSourceField(SourceField):
         slab[:, self.outside(first, stop)] = _OUTSIDE
 
 
-_OUTSIDE = -1.0e6   # a continuous index beyond every source's half-pixel border
+_OUTSIDE = -1.0e6  # a continuous index beyond every source's half-pixel border
 
 
 def continued_bspline(elastic: sitk.BSplineTransform, cells: int = 2) -> sitk.BSplineTransform:
@@ -203,8 +251,9 @@ def _continue_cubic(array: np.ndarray, axis: int, count: int) -> np.ndarray:
     return array
 
 
-def _pixel_to_domain_units(affine: sitk.AffineTransform, elastic: sitk.BSplineTransform,
-                           spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def _pixel_to_domain_units(
+    affine: sitk.AffineTransform, elastic: sitk.BSplineTransform, spacing: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
     """(W, b) with output pixel index (x first) @ W + b = the affine point in the domain's unit coordinates
     (the domain is [0, 1) per axis)."""
     ndim = len(spacing)
@@ -224,11 +273,15 @@ def _check_domain_is_source(elastic: sitk.BSplineTransform, source: sitk.Image) 
     origin = np.array(source.TransformContinuousIndexToPhysicalPoint([-0.5] * ndim))
     extent = np.array(source.GetSize()) * np.array(source.GetSpacing())
     tolerance = 1e-6 * float(np.max(extent))
-    if not (np.allclose(elastic.GetTransformDomainOrigin(), origin, atol=tolerance)
-            and np.allclose(elastic.GetTransformDomainPhysicalDimensions(), extent, atol=tolerance)
-            and np.allclose(elastic.GetTransformDomainDirection(), source.GetDirection(), atol=1e-9)):
-        raise ValueError("resample_elastic_in_source needs a B-spline over the source's extent "
-                         "(augmentation.source_domain); use resample() for other transforms")
+    if not (
+        np.allclose(elastic.GetTransformDomainOrigin(), origin, atol=tolerance)
+        and np.allclose(elastic.GetTransformDomainPhysicalDimensions(), extent, atol=tolerance)
+        and np.allclose(elastic.GetTransformDomainDirection(), source.GetDirection(), atol=1e-9)
+    ):
+        raise ValueError(
+            "resample_elastic_in_source needs a B-spline over the source's extent "
+            "(augmentation.source_domain); use resample() for other transforms"
+        )
 
 
 def limit_threads(process: sitk.ProcessObject, threads: int) -> None:
@@ -248,8 +301,9 @@ def coarse_size(size: Sequence[int], step: int) -> list[int]:
     return [max(int(np.ceil((n - 1) / step)) + 1, 2) for n in size]
 
 
-def transformed_points(transform: sitk.Transform, size: Sequence[int], spacing: Sequence[float],
-                       origin: Sequence[float], threads: int = 0) -> np.ndarray:
+def transformed_points(
+    transform: sitk.Transform, size: Sequence[int], spacing: Sequence[float], origin: Sequence[float], threads: int = 0
+) -> np.ndarray:
     """`transform` at the points of a grid (x first, identity direction): physical points (d, *array order)."""
     ndim = len(size)
     generator = sitk.TransformToDisplacementFieldFilter()
@@ -261,7 +315,7 @@ def transformed_points(transform: sitk.Transform, size: Sequence[int], spacing: 
     limit_threads(generator, threads)
     displacement = sitk.GetArrayFromImage(generator.Execute(transform))  # (*array order, d), mm
     axes = [o + np.arange(n) * s for n, s, o in zip(size[::-1], spacing[::-1], origin[::-1], strict=True)]
-    grid = np.stack(np.meshgrid(*axes, indexing="ij")[::-1], axis=-1)     # the points themselves, x first
+    grid = np.stack(np.meshgrid(*axes, indexing="ij")[::-1], axis=-1)  # the points themselves, x first
     return np.moveaxis(grid + displacement, -1, 0)
 
 
@@ -275,8 +329,11 @@ def transform_points(transform: sitk.Transform, points: np.ndarray, threads: int
     line[:, 0] = np.arange(count)
     field = sitk.GetImageFromArray((points - line).reshape((1,) * (ndim - 1) + (count, ndim)), isVector=True)
     composite = sitk.CompositeTransform([transform, sitk.DisplacementFieldTransform(field)])  # the field first
-    return transformed_points(composite, [count] + [1] * (ndim - 1), [1.0] * ndim, [0.0] * ndim,
-                              threads).reshape(ndim, count).T
+    return (
+        transformed_points(composite, [count] + [1] * (ndim - 1), [1.0] * ndim, [0.0] * ndim, threads)
+        .reshape(ndim, count)
+        .T
+    )
 
 
 def predicted_centres(points: np.ndarray) -> np.ndarray:
@@ -304,7 +361,7 @@ def _second_difference(points: np.ndarray, axis: int) -> np.ndarray:
     n = points.shape[axis + 1]
     if n < 3:
         return np.zeros_like(points)
-    second = np.diff(points, 2, axis=axis + 1)                  # centred on points 1 .. n - 2
+    second = np.diff(points, 2, axis=axis + 1)  # centred on points 1 .. n - 2
 
     def shifted(before: int, after: int) -> np.ndarray:
         widths = [(0, 0)] * points.ndim
@@ -312,7 +369,7 @@ def _second_difference(points: np.ndarray, axis: int) -> np.ndarray:
         return np.pad(second, widths, constant_values=np.inf)
 
     stencils = np.stack([shifted(1, 1), shifted(2, 0), shifted(0, 2)])  # point i: centred, backward, forward
-    choice = np.argmin(np.linalg.norm(stencils, axis=1), axis=0)        # a missing stencil has norm inf
+    choice = np.argmin(np.linalg.norm(stencils, axis=1), axis=0)  # a missing stencil has norm inf
     return np.take_along_axis(stencils, choice[None, None], axis=0)[0]
 
 
@@ -346,23 +403,23 @@ def interpolate(array: np.ndarray, indices: np.ndarray, outside_value: float) ->
     as ITK's linear interpolator in the resample filter: inside the buffer's half-pixel border the nearest
     pixel's value is extended, beyond it `outside_value`."""
     ndim = array.ndim
-    shape = np.array(array.shape[::-1])                     # x, y[, z]
+    shape = np.array(array.shape[::-1])  # x, y[, z]
     strides = np.concatenate([[1], np.cumprod(shape[:-1])]).astype(np.int64)
     steps = np.where(shape > 1, strides, 0)
     flat = array.reshape(-1)
     coordinates = indices.reshape(ndim, -1)
     result = np.empty(coordinates.shape[1], np.float32)
     for start in range(0, coordinates.shape[1], _CHUNK):
-        chunk = coordinates[:, start:start + _CHUNK]
+        chunk = coordinates[:, start : start + _CHUNK]
         inside = np.ones(chunk.shape[1], bool)
-        for axis in range(ndim):                            # Python numbers keep the arithmetic in float32
+        for axis in range(ndim):  # Python numbers keep the arithmetic in float32
             inside &= (chunk[axis] >= -0.5) & (chunk[axis] < int(shape[axis]) - 0.5)
         if not inside.any():
-            result[start:start + _CHUNK] = outside_value
+            result[start : start + _CHUNK] = outside_value
             continue
-        if inside.mean() < 0.5:                             # interpolate the pixels inside only
-            result[start:start + _CHUNK] = outside_value
-            result[start:start + _CHUNK][inside] = interpolate(array, chunk[:, inside], outside_value)
+        if inside.mean() < 0.5:  # interpolate the pixels inside only
+            result[start : start + _CHUNK] = outside_value
+            result[start : start + _CHUNK][inside] = interpolate(array, chunk[:, inside], outside_value)
             continue
         offset = np.zeros(chunk.shape[1], np.int64)
         fractions = []
@@ -372,20 +429,30 @@ def interpolate(array: np.ndarray, indices: np.ndarray, outside_value: float) ->
             low = np.minimum(np.floor(c), float(max(n - 2, 0)))
             fractions.append(c - low)
             offset += low.astype(np.int64) * strides[axis]
-        corners = {bits: flat.take(offset + int(np.dot(bits, steps)))
-                   for bits in itertools.product((0, 1), repeat=ndim)}
-        for axis in range(ndim):                              # lerp along x, then y[, then z]
-            corners = {bits[1:]: corners[(0,) + bits[1:]] + fractions[axis] * (corners[(1,) + bits[1:]]
-                                                                               - corners[(0,) + bits[1:]])
-                       for bits in corners if bits[0] == 0}
+        corners = {
+            bits: flat.take(offset + int(np.dot(bits, steps))) for bits in itertools.product((0, 1), repeat=ndim)
+        }
+        for axis in range(ndim):  # lerp along x, then y[, then z]
+            corners = {
+                bits[1:]: corners[(0,) + bits[1:]]
+                + fractions[axis] * (corners[(1,) + bits[1:]] - corners[(0,) + bits[1:]])
+                for bits in corners
+                if bits[0] == 0
+            }
         values = corners[()]
         values[~inside] = outside_value
-        result[start:start + _CHUNK] = values
+        result[start : start + _CHUNK] = values
     return result.reshape(indices.shape[1:])
 
 
-def _resample_exact(source: sitk.Image, transform: sitk.Transform, size: Sequence[int], spacing: Sequence[float],
-                    outside_value: float, threads: int) -> sitk.Image:
+def _resample_exact(
+    source: sitk.Image,
+    transform: sitk.Transform,
+    size: Sequence[int],
+    spacing: Sequence[float],
+    outside_value: float,
+    threads: int,
+) -> sitk.Image:
     resampler = sitk.ResampleImageFilter()
     resampler.SetSize([int(s) for s in size])
     resampler.SetOutputSpacing([float(s) for s in spacing])

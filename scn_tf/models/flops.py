@@ -31,6 +31,7 @@ def conv_macs(model: keras.Model, input_shape: Sequence[int]) -> int:
             outputs = Conv.call(layer, x)
             counts.append(math.prod(outputs.shape[:-1]) * math.prod(layer.conv.kernel.shape))
             return outputs
+
         return call
 
     convs = [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, Conv)]

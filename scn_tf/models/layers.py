@@ -58,23 +58,37 @@ class Conv(keras.layers.Layer):
     of that standard deviation, as the original does for the heatmap layers; biases start at zero.
     """
 
-    def __init__(self, ndim: int, filters: int, kernel_size: int, padding: str = "same",
-                 activation: str | None = None, leaky_relu_slope: float = 0.1,
-                 init_std: float | None = None, **kwargs):
+    def __init__(
+        self,
+        ndim: int,
+        filters: int,
+        kernel_size: int,
+        padding: str = "same",
+        activation: str | None = None,
+        leaky_relu_slope: float = 0.1,
+        init_std: float | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if padding not in ("same", "reflect"):
             raise ValueError(f"padding must be 'same' or 'reflect', got {padding!r}")
         self.ndim = check_ndim(ndim)
         self.padding = padding
         self.kernel_size = kernel_size
-        initializer = ("he_normal" if init_std is None
-                       else keras.initializers.TruncatedNormal(stddev=init_std))
+        initializer = "he_normal" if init_std is None else keras.initializers.TruncatedNormal(stddev=init_std)
         self.conv_padding = "same" if padding == "same" else "valid"  # reflect: padded in call, then valid
-        self.conv = _CONV[ndim](filters, kernel_size, padding=self.conv_padding, kernel_initializer=initializer,
-                                bias_initializer="zeros", name="conv")
+        self.conv = _CONV[ndim](
+            filters,
+            kernel_size,
+            padding=self.conv_padding,
+            kernel_initializer=initializer,
+            bias_initializer="zeros",
+            name="conv",
+        )
         self.activation = activation_fn(activation, leaky_relu_slope)
-        self.matmul_kernel_gradient = (kernel_size**self.ndim <= MATMUL_KERNEL_GRADIENT_MAX_TAPS
-                                       and _tensorflow_cpu_only())
+        self.matmul_kernel_gradient = (
+            kernel_size**self.ndim <= MATMUL_KERNEL_GRADIENT_MAX_TAPS and _tensorflow_cpu_only()
+        )
 
     def build(self, input_shape):
         shape = list(input_shape)
@@ -87,8 +101,9 @@ class Conv(keras.layers.Layer):
         if self.padding == "reflect" and self.kernel_size > 1:
             x = ops.pad(x, same_pad_width(self.ndim, self.kernel_size), mode="reflect")
         if self.matmul_kernel_gradient and _fits_matmul_kernel_gradient(x.shape):
-            x = (convolution(x, ops.cast(self.conv.kernel, x.dtype), self.conv_padding)
-                 + ops.cast(self.conv.bias, x.dtype))
+            x = convolution(x, ops.cast(self.conv.kernel, x.dtype), self.conv_padding) + ops.cast(
+                self.conv.bias, x.dtype
+            )
         else:
             x = self.conv(x)
         return x if self.activation is None else self.activation(x)
@@ -147,8 +162,10 @@ def _convolution_with_matmul_kernel_gradient(padding: str):
     def convolution(x, kernel):
         def gradients(*args, upstream=None):
             upstream = args[0] if upstream is None else upstream
-            return (ops.conv_transpose(upstream, kernel, strides=1, padding=padding),
-                    kernel_gradient(x, kernel, upstream))
+            return (
+                ops.conv_transpose(upstream, kernel, strides=1, padding=padding),
+                kernel_gradient(x, kernel, upstream),
+            )
 
         return ops.conv(x, kernel, strides=1, padding=padding), gradients
 
@@ -228,11 +245,14 @@ class FixedUpsampling(keras.layers.Layer):
             index = [slice(None)] * len(x.shape)
             index[axis] = slice(pad_before - shift, pad_before - shift + length)
             windows.append(padded[tuple(index)])
-        letters = "abcdefgh"[:len(x.shape)]
-        stacked_letters = letters[:axis + 1] + "s" + letters[axis + 1:]
-        phased_letters = letters[:axis + 1] + "r" + letters[axis + 1:]
-        phases = ops.einsum(f"{stacked_letters},sr->{phased_letters}", ops.stack(windows, axis=axis + 1),
-                            ops.cast(self.phase_weights, x.dtype))
+        letters = "abcdefgh"[: len(x.shape)]
+        stacked_letters = letters[: axis + 1] + "s" + letters[axis + 1 :]
+        phased_letters = letters[: axis + 1] + "r" + letters[axis + 1 :]
+        phases = ops.einsum(
+            f"{stacked_letters},sr->{phased_letters}",
+            ops.stack(windows, axis=axis + 1),
+            ops.cast(self.phase_weights, x.dtype),
+        )
         shape = list(x.shape)
         shape[0] = -1
         shape[axis] = length * self.factor

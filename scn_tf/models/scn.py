@@ -8,10 +8,8 @@ from scn_tf.models.layers import Conv, FixedUpsampling, average_pooling, check_n
 
 # The original's settings by dimension: 2D from the cephalogram code, 3D from the spine code.
 DEFAULTS = {
-    2: dict(filters=128, spatial_kernel_size=11, spatial_downsampling=16, heatmap_init_std=1e-4,
-            padding="same"),
-    3: dict(filters=64, spatial_kernel_size=7, spatial_downsampling=8, heatmap_init_std=1e-3,
-            padding="reflect"),
+    2: dict(filters=128, spatial_kernel_size=11, spatial_downsampling=16, heatmap_init_std=1e-4, padding="same"),
+    3: dict(filters=64, spatial_kernel_size=7, spatial_downsampling=8, heatmap_init_std=1e-3, padding="reflect"),
 }
 
 
@@ -29,23 +27,43 @@ class LocalAppearance(keras.layers.Layer):
     use zero 'same' padding, as in the original (whose 3D spine network reflects only in the level convs).
     """
 
-    def __init__(self, num_landmarks: int, ndim: int, filters: int, levels: int, dropout_rate: float,
-                 leaky_relu_slope: float, heatmap_init_std: float, padding: str, **kwargs):
+    def __init__(
+        self,
+        num_landmarks: int,
+        ndim: int,
+        filters: int,
+        levels: int,
+        dropout_rate: float,
+        leaky_relu_slope: float,
+        heatmap_init_std: float,
+        padding: str,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.levels = levels
-        conv = dict(ndim=ndim, filters=filters, kernel_size=3, padding=padding, activation="leaky_relu",
-                    leaky_relu_slope=leaky_relu_slope)
+        conv = dict(
+            ndim=ndim,
+            filters=filters,
+            kernel_size=3,
+            padding=padding,
+            activation="leaky_relu",
+            leaky_relu_slope=leaky_relu_slope,
+        )
         self.conv0 = Conv(**{**conv, "padding": "same"}, name="conv0")
         self.contracting = [
-            [Conv(**conv, name=f"contracting{level}_0"),
-             keras.layers.Dropout(dropout_rate, name=f"dropout{level}"),
-             Conv(**conv, name=f"contracting{level}_1")]
-            for level in range(levels)]
+            [
+                Conv(**conv, name=f"contracting{level}_0"),
+                keras.layers.Dropout(dropout_rate, name=f"dropout{level}"),
+                Conv(**conv, name=f"contracting{level}_1"),
+            ]
+            for level in range(levels)
+        ]
         self.parallel = [Conv(**conv, name=f"parallel{level}") for level in range(levels)]
         self.downsample = average_pooling(ndim, 2, name="downsample")
         self.upsample = FixedUpsampling(ndim, 2, "linear", name="upsample")
-        self.local_heatmaps = Conv(ndim, num_landmarks, 3, padding="same", activation=None,
-                                   init_std=heatmap_init_std, name="local_heatmaps")
+        self.local_heatmaps = Conv(
+            ndim, num_landmarks, 3, padding="same", activation=None, init_std=heatmap_init_std, name="local_heatmaps"
+        )
 
     def call(self, x, training=None):
         node = self.conv0(x)
@@ -64,15 +82,25 @@ class LocalAppearance(keras.layers.Layer):
 class SpatialConfiguration(keras.layers.Layer):
     """Downsampled local heatmaps -> large-kernel convs -> tanh -> cubic upsampling: coarse but unambiguous."""
 
-    def __init__(self, num_landmarks: int, ndim: int, filters: int, kernel_size: int, downsampling: int,
-                 leaky_relu_slope: float, heatmap_init_std: float, padding: str, **kwargs):
+    def __init__(
+        self,
+        num_landmarks: int,
+        ndim: int,
+        filters: int,
+        kernel_size: int,
+        downsampling: int,
+        leaky_relu_slope: float,
+        heatmap_init_std: float,
+        padding: str,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         conv = dict(ndim=ndim, kernel_size=kernel_size, padding=padding, leaky_relu_slope=leaky_relu_slope)
         self.downsample = average_pooling(ndim, downsampling, name="downsample")
-        self.convs = [Conv(filters=filters, activation="leaky_relu", **conv, name=f"sconv{i}")
-                      for i in range(3)]
-        self.spatial_downsampled = Conv(filters=num_landmarks, activation="tanh", init_std=heatmap_init_std,
-                                        **conv, name="spatial_downsampled")
+        self.convs = [Conv(filters=filters, activation="leaky_relu", **conv, name=f"sconv{i}") for i in range(3)]
+        self.spatial_downsampled = Conv(
+            filters=num_landmarks, activation="tanh", init_std=heatmap_init_std, **conv, name="spatial_downsampled"
+        )
         self.upsample = FixedUpsampling(ndim, downsampling, "cubic", name="upsample")
 
     def call(self, local_heatmaps):
@@ -89,23 +117,59 @@ class SpatialConfigurationNet(keras.Model):
     be divisible by 2**(levels-1) and by `spatial_downsampling`.
     """
 
-    def __init__(self, num_landmarks: int, ndim: int = 2, filters: int | None = None, levels: int = 4,
-                 spatial_kernel_size: int | None = None, spatial_downsampling: int | None = None,
-                 dropout_rate: float = 0.5, leaky_relu_slope: float = 0.1,
-                 heatmap_init_std: float | None = None, padding: str | None = None, **kwargs):
+    def __init__(
+        self,
+        num_landmarks: int,
+        ndim: int = 2,
+        filters: int | None = None,
+        levels: int = 4,
+        spatial_kernel_size: int | None = None,
+        spatial_downsampling: int | None = None,
+        dropout_rate: float = 0.5,
+        leaky_relu_slope: float = 0.1,
+        heatmap_init_std: float | None = None,
+        padding: str | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        resolved = resolve_defaults(ndim, filters=filters, spatial_kernel_size=spatial_kernel_size,
-                                    spatial_downsampling=spatial_downsampling,
-                                    heatmap_init_std=heatmap_init_std, padding=padding)
-        self.hyperparameters = dict(num_landmarks=num_landmarks, ndim=ndim, levels=levels,
-                                    dropout_rate=dropout_rate, leaky_relu_slope=leaky_relu_slope, **resolved)
+        resolved = resolve_defaults(
+            ndim,
+            filters=filters,
+            spatial_kernel_size=spatial_kernel_size,
+            spatial_downsampling=spatial_downsampling,
+            heatmap_init_std=heatmap_init_std,
+            padding=padding,
+        )
+        self.hyperparameters = dict(
+            num_landmarks=num_landmarks,
+            ndim=ndim,
+            levels=levels,
+            dropout_rate=dropout_rate,
+            leaky_relu_slope=leaky_relu_slope,
+            **resolved,
+        )
         self.local_appearance = LocalAppearance(
-            num_landmarks, ndim, resolved["filters"], levels, dropout_rate, leaky_relu_slope,
-            resolved["heatmap_init_std"], resolved["padding"], name="local_appearance")
+            num_landmarks,
+            ndim,
+            resolved["filters"],
+            levels,
+            dropout_rate,
+            leaky_relu_slope,
+            resolved["heatmap_init_std"],
+            resolved["padding"],
+            name="local_appearance",
+        )
         self.spatial_configuration = SpatialConfiguration(
-            num_landmarks, ndim, resolved["filters"], resolved["spatial_kernel_size"],
-            resolved["spatial_downsampling"], leaky_relu_slope, resolved["heatmap_init_std"],
-            resolved["padding"], name="spatial_configuration")
+            num_landmarks,
+            ndim,
+            resolved["filters"],
+            resolved["spatial_kernel_size"],
+            resolved["spatial_downsampling"],
+            leaky_relu_slope,
+            resolved["heatmap_init_std"],
+            resolved["padding"],
+            name="spatial_configuration",
+        )
 
     def heatmap_components(self, x, training=None):
         """Returns (local_appearance, spatial_configuration) heatmaps, both at input resolution."""
@@ -123,16 +187,39 @@ class SpatialConfigurationNet(keras.Model):
 class LocalAppearanceNet(keras.Model):
     """The paper's LA-Net: the SCN's local appearance component trained on its own."""
 
-    def __init__(self, num_landmarks: int, ndim: int = 2, filters: int | None = None, levels: int = 4,
-                 dropout_rate: float = 0.5, leaky_relu_slope: float = 0.1,
-                 heatmap_init_std: float | None = None, padding: str | None = None, **kwargs):
+    def __init__(
+        self,
+        num_landmarks: int,
+        ndim: int = 2,
+        filters: int | None = None,
+        levels: int = 4,
+        dropout_rate: float = 0.5,
+        leaky_relu_slope: float = 0.1,
+        heatmap_init_std: float | None = None,
+        padding: str | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         resolved = resolve_defaults(ndim, filters=filters, heatmap_init_std=heatmap_init_std, padding=padding)
-        self.hyperparameters = dict(num_landmarks=num_landmarks, ndim=ndim, levels=levels,
-                                    dropout_rate=dropout_rate, leaky_relu_slope=leaky_relu_slope, **resolved)
+        self.hyperparameters = dict(
+            num_landmarks=num_landmarks,
+            ndim=ndim,
+            levels=levels,
+            dropout_rate=dropout_rate,
+            leaky_relu_slope=leaky_relu_slope,
+            **resolved,
+        )
         self.local_appearance = LocalAppearance(
-            num_landmarks, ndim, resolved["filters"], levels, dropout_rate, leaky_relu_slope,
-            resolved["heatmap_init_std"], resolved["padding"], name="local_appearance")
+            num_landmarks,
+            ndim,
+            resolved["filters"],
+            levels,
+            dropout_rate,
+            leaky_relu_slope,
+            resolved["heatmap_init_std"],
+            resolved["padding"],
+            name="local_appearance",
+        )
 
     def call(self, x, training=None):
         return self.local_appearance(x, training=training)

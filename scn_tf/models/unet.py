@@ -24,29 +24,58 @@ class LocalizationUNet(keras.Model):
     (default 1e-4, as the original's U-Nets).
     """
 
-    def __init__(self, num_landmarks: int, ndim: int = 2, filters: int | None = None, levels: int = 5,
-                 variant: str = "paper", dropout_rate: float = 0.5, leaky_relu_slope: float = 0.1,
-                 heatmap_init_std: float | None = None, padding: str | None = None, **kwargs):
+    def __init__(
+        self,
+        num_landmarks: int,
+        ndim: int = 2,
+        filters: int | None = None,
+        levels: int = 5,
+        variant: str = "paper",
+        dropout_rate: float = 0.5,
+        leaky_relu_slope: float = 0.1,
+        heatmap_init_std: float | None = None,
+        padding: str | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         resolved = resolve_defaults(ndim, filters=filters, padding=padding)
         resolved["heatmap_init_std"] = 1e-4 if heatmap_init_std is None else heatmap_init_std
-        self.hyperparameters = dict(num_landmarks=num_landmarks, ndim=ndim, levels=levels, variant=variant,
-                                    dropout_rate=dropout_rate, leaky_relu_slope=leaky_relu_slope, **resolved)
+        self.hyperparameters = dict(
+            num_landmarks=num_landmarks,
+            ndim=ndim,
+            levels=levels,
+            variant=variant,
+            dropout_rate=dropout_rate,
+            leaky_relu_slope=leaky_relu_slope,
+            **resolved,
+        )
         self.levels = levels
         paper = variant == "paper"
-        conv = dict(ndim=ndim, filters=resolved["filters"], kernel_size=3, padding=resolved["padding"],
-                    activation="leaky_relu" if paper else "relu", leaky_relu_slope=leaky_relu_slope)
+        conv = dict(
+            ndim=ndim,
+            filters=resolved["filters"],
+            kernel_size=3,
+            padding=resolved["padding"],
+            activation="leaky_relu" if paper else "relu",
+            leaky_relu_slope=leaky_relu_slope,
+        )
         outer_padding = resolved["padding"] if paper else "same"
-        self.conv0 = (Conv(**{**conv, "padding": outer_padding}, name="conv0") if not paper and ndim == 3
-                      else None)
-        self.contracting = [[Conv(**conv, name=f"contracting{level}_0"), Conv(**conv, name=f"contracting{level}_1")]
-                            for level in range(levels)]
-        self.expanding = [[Conv(**conv, name=f"expanding{level}_0"), Conv(**conv, name=f"expanding{level}_1")]
-                          for level in range(levels if not paper else levels - 1)]
-        self.dropouts = {level: keras.layers.Dropout(dropout_rate, name=f"dropout{level}")
-                         for level in range(max(levels - 2, 0), levels) if paper and dropout_rate > 0}
+        self.conv0 = Conv(**{**conv, "padding": outer_padding}, name="conv0") if not paper and ndim == 3 else None
+        self.contracting = [
+            [Conv(**conv, name=f"contracting{level}_0"), Conv(**conv, name=f"contracting{level}_1")]
+            for level in range(levels)
+        ]
+        self.expanding = [
+            [Conv(**conv, name=f"expanding{level}_0"), Conv(**conv, name=f"expanding{level}_1")]
+            for level in range(levels if not paper else levels - 1)
+        ]
+        self.dropouts = {
+            level: keras.layers.Dropout(dropout_rate, name=f"dropout{level}")
+            for level in range(max(levels - 2, 0), levels)
+            if paper and dropout_rate > 0
+        }
         if paper:
             self.downsample = average_pooling(ndim, 2, name="downsample")
             self.upsample = FixedUpsampling(ndim, 2, "linear", name="upsample")
@@ -54,8 +83,15 @@ class LocalizationUNet(keras.Model):
             self.downsample = max_pooling(ndim, 2, name="downsample")
             self.upsample = nearest_upsampling(ndim, 2, name="upsample")
         heatmap_kernel = 3 if paper or ndim == 3 else 1
-        self.heatmaps = Conv(ndim, num_landmarks, heatmap_kernel, padding=outer_padding, activation=None,
-                             init_std=resolved["heatmap_init_std"], name="heatmaps")
+        self.heatmaps = Conv(
+            ndim,
+            num_landmarks,
+            heatmap_kernel,
+            padding=outer_padding,
+            activation=None,
+            init_std=resolved["heatmap_init_std"],
+            name="heatmaps",
+        )
 
     def call(self, x, training=None):
         node = x if self.conv0 is None else self.conv0(x)
