@@ -284,3 +284,44 @@ def test_skull2d_refuses_test2_without_the_challenge_ground_truth(tmp_path):
     result = script("skull2d", "--data_dir", tmp_path, "--fold", "test2", "--output_dir", tmp_path / "run")
     assert result.returncode != 0 and "landmark 16 equals senior_mm.csv" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not (SHARED / "isbi2015_ceph").exists(), reason="../shared/data/isbi2015_ceph is absent")
+def test_reduced_training_table_over_draws(tmp_path):
+    (tmp_path / "test.txt").write_text("151\n152\n")
+    common = [
+        "--data_dir",
+        SHARED / "isbi2015_ceph",
+        "--iterations",
+        "2",
+        "--output_dir",
+        tmp_path / "runs",
+        "--draws",
+        "1,2",
+        "--networks",
+        "scn",
+        "--",
+        "--test_ids",
+        tmp_path / "test.txt",
+        "--image_size",
+        "64,64",
+        "--filters",
+        "4",
+        "--workers",
+        "1",
+    ]
+    result = script("reduced_training", *common)
+    assert result.returncode == 0, result.stderr[-3000:]
+    root = tmp_path / "runs" / "10"
+    for draw in ("1", "2"):
+        run = root / "scn" / f"draw_{draw}"
+        record = json.loads((run / "run.json").read_text())
+        assert record["command"][record["command"].index("--subset_draw") + 1] == draw
+        assert record["wall_seconds"] > 0
+    per_draw = json.loads((root / "metrics.json").read_text())["SCN"]
+    assert len(per_draw) == 2
+    table = (root / "table.md").read_text()
+    mean = np.mean([m["pe_mean"] for m in per_draw])
+    assert "| SCN | 2 | " in table and f"{mean:.2f} +- " in table and "#O >= 10 mm" in table
+    again = script("reduced_training", *common)
+    assert again.returncode == 0 and again.stderr.count("finished before, skipped") == 2
