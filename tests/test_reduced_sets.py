@@ -28,7 +28,9 @@ def test_committed_lists_are_the_scripts_draws(size, draw):
 
 
 def test_draws_are_nested_within_a_draw_and_differ_between_draws():
-    read = lambda n, d: set((SPLITS / "reduced" / str(n) / f"{d}.txt").read_text().split())  # noqa: E731
+    def read(size, draw):
+        return set((SPLITS / "reduced" / str(size) / f"{draw}.txt").read_text().split())
+
     for draw in (1, 2, 3):
         assert read(10, draw) < read(25, draw)
     assert len({frozenset(read(10, d)) for d in (1, 2, 3)}) == 3
