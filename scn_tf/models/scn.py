@@ -110,6 +110,22 @@ class SpatialConfiguration(keras.layers.Layer):
         return self.upsample(self.spatial_downsampled(node))
 
 
+def local_appearance(hyperparameters: dict) -> LocalAppearance:
+    """The local appearance component of the SCN and the LA-Net, from their resolved hyperparameters."""
+    h = hyperparameters
+    return LocalAppearance(
+        h["num_landmarks"],
+        h["ndim"],
+        h["filters"],
+        h["levels"],
+        h["dropout_rate"],
+        h["leaky_relu_slope"],
+        h["heatmap_init_std"],
+        h["padding"],
+        name="local_appearance",
+    )
+
+
 class SpatialConfigurationNet(keras.Model):
     """SCN: heatmaps = local appearance heatmaps * spatial configuration heatmaps.
 
@@ -148,17 +164,7 @@ class SpatialConfigurationNet(keras.Model):
             leaky_relu_slope=leaky_relu_slope,
             **resolved,
         )
-        self.local_appearance = LocalAppearance(
-            num_landmarks,
-            ndim,
-            resolved["filters"],
-            levels,
-            dropout_rate,
-            leaky_relu_slope,
-            resolved["heatmap_init_std"],
-            resolved["padding"],
-            name="local_appearance",
-        )
+        self.local_appearance = local_appearance(self.hyperparameters)
         self.spatial_configuration = SpatialConfiguration(
             num_landmarks,
             ndim,
@@ -209,17 +215,7 @@ class LocalAppearanceNet(keras.Model):
             leaky_relu_slope=leaky_relu_slope,
             **resolved,
         )
-        self.local_appearance = LocalAppearance(
-            num_landmarks,
-            ndim,
-            resolved["filters"],
-            levels,
-            dropout_rate,
-            leaky_relu_slope,
-            resolved["heatmap_init_std"],
-            resolved["padding"],
-            name="local_appearance",
-        )
+        self.local_appearance = local_appearance(self.hyperparameters)
 
     def call(self, x, training=None):
         return self.local_appearance(x, training=training)
