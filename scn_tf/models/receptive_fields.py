@@ -31,16 +31,20 @@ class _Span:
         self.conv(UPSAMPLING_TAPS[interpolation])
         self.jump /= factor
 
+    def contract(self, levels: int) -> None:
+        """Two 3-tap convs per level, pooling by 2 between levels."""
+        for level in range(levels):
+            self.conv(3, 2)
+            if level < levels - 1:
+                self.pool(2)
+
 
 def local_appearance(levels: int) -> int:
     """The SCN's local appearance component (and the LA-Net): conv0, two 3-tap convs per level, average
     pooling, the deepest parallel conv, linear upsampling back and the 3-tap local heatmap conv."""
     span = _Span()
     span.conv(3)
-    for level in range(levels):
-        span.conv(3, 2)
-        if level < levels - 1:
-            span.pool(2)
+    span.contract(levels)
     span.conv(3)
     for _ in range(levels - 1):
         span.upsample(2, "linear")
@@ -67,10 +71,7 @@ def unet(levels: int, variant: str = "paper", ndim: int = 2) -> int:
     span = _Span()
     if not paper and ndim == 3:
         span.conv(3)
-    for level in range(levels):
-        span.conv(3, 2)
-        if level < levels - 1:
-            span.pool(2)
+    span.contract(levels)
     if not paper:
         span.conv(3, 2)
     for _ in range(levels - 1):
@@ -81,7 +82,7 @@ def unet(levels: int, variant: str = "paper", ndim: int = 2) -> int:
 
 
 def receptive_fields(network: str, levels: int, kernel_size: int = 0, downsampling: int = 0, **unet_options) -> dict:
-    """{component: pixels} of a network ("scn", "unet", "la"), as the demo prints them."""
+    """{component: pixels} of a network ("scn", "unet", "la")."""
     if network == "scn":
         return {
             "local appearance": local_appearance(levels),
@@ -89,4 +90,6 @@ def receptive_fields(network: str, levels: int, kernel_size: int = 0, downsampli
         }
     if network == "la":
         return {"local appearance": local_appearance(levels)}
-    return {"U-Net": unet(levels, **unet_options)}
+    if network == "unet":
+        return {"U-Net": unet(levels, **unet_options)}
+    raise ValueError(f"network must be 'scn', 'unet' or 'la', got {network!r}")
