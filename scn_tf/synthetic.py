@@ -24,10 +24,10 @@ from scn_tf.files import atomic_path, write_text_atomic
 class SyntheticConfig:
     ndim: int = 2
     num_landmarks: int = 6
-    size: tuple[int, ...] = (96, 96)  # x, y[, z] pixels
+    size: tuple[int, ...] = (128, 128)  # x, y[, z] pixels
     spacing: tuple[float, ...] = (1.0, 1.0)  # mm
-    blob_radius: float = 4.0  # mm, mean half-length of a blob across the chain
-    gap: float = 13.0  # mm, mean distance between neighbouring landmarks
+    blob_radius: float = 5.0  # mm, mean half-length of a blob across the chain
+    gap: float = 16.0  # mm, mean distance between neighbouring landmarks
     distractors: int = 3
     noise: float = 0.08
     inhomogeneity: float = 0.3
@@ -122,7 +122,7 @@ def write_dataset(
 
 
 def synthetic_config(ndim: int) -> SyntheticConfig:
-    """The demo's data: 2D 96x96 at 1 mm, or 3D 48x48x64 at 2 mm."""
+    """The demo's data: 2D 128x128 at 1 mm (neighbours 16 mm apart, blobs 10 mm wide), or 3D 48x48x64 at 2 mm."""
     if ndim == 2:
         return SyntheticConfig()
     return SyntheticConfig(ndim=3, size=(48, 48, 64), spacing=(2.0, 2.0, 2.0), blob_radius=6.0, gap=17.0, distractors=2)

@@ -1,5 +1,6 @@
 """experiments/demo.py end to end in a tiny setting: table, plots and the component analysis."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -7,12 +8,39 @@ from pathlib import Path
 
 import pytest
 
-# Every test here starts a process that imports TensorFlow.
-pytestmark = pytest.mark.slow
+from scn_tf.models import receptive_fields
+from scn_tf.synthetic import synthetic_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def load_demo():
+    spec = importlib.util.spec_from_file_location("demo", ROOT / "experiments" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_2d_demo_is_in_the_papers_regime():
+    """The local appearance sees one blob and not its neighbours; the spatial configuration and the U-Net
+    see the whole chain; the input is as wide as the synthetic image at its 1 mm spacing."""
+    demo, synthetic = load_demo(), synthetic_config(2)
+    scn = demo.demo_config(2, "scn", 10, 0)
+    width = scn.data.image_size[0]
+    assert width == synthetic.size[0] and synthetic.spacing[0] == 1.0
+    local = receptive_fields.local_appearance(scn.network.levels)
+    assert 2 * synthetic.blob_radius < local < 2 * synthetic.gap * 0.8 and local <= width / 4
+    chain = synthetic.gap * 1.25 * 1.1 * (synthetic.num_landmarks - 1)
+    spatial = receptive_fields.spatial_configuration(
+        scn.network.levels, scn.network.spatial_kernel_size, scn.network.spatial_downsampling
+    )
+    unet = demo.demo_config(2, "unet", 10, 0).network
+    assert spatial >= width > chain and receptive_fields.unet(unet.levels) >= width
+    line = demo.geometry_line(2, ["scn", "unet", "la"])
+    assert line.startswith("input 128x128 px") and f"SCN local appearance {local} px (19%)" in line
+
+
+@pytest.mark.slow
 def test_demo_writes_table_and_plots(tmp_path):
     result = subprocess.run(
         [
@@ -41,7 +69,8 @@ def test_demo_writes_table_and_plots(tmp_path):
     table = (out / "table.md").read_text()
     for row in ("| SCN |", "| LA-Net |", "| SCN local appearance only |", "| SCN spatial configuration only |"):
         assert row in table
-    assert "ID rate" in table and "#O >= 10 mm" in table
+    assert "ID rate" in table and "#O >= 10 mm" in table and "receptive fields" in table
+    assert "receptive fields" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"SCN", "LA-Net", "SCN local appearance only", "SCN spatial configuration only"}
     for name in ("cumulative_ipe.png", "heatmap_components.png"):
