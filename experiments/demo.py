@@ -114,19 +114,15 @@ def demo_config(ndim: int, network: str, iterations: int, seed: int) -> Experime
 
 def geometry_line(ndim: int, networks: list[str]) -> str:
     """The input size and every network's receptive fields, in pixels and as a share of the input width."""
-    config = demo_config(ndim, "scn", 1, 0)
-    width = config.data.image_size[0]
+    image_size = demo_config(ndim, "scn", 1, 0).data.image_size
     parts = []
     for network in networks:
         n = demo_config(ndim, network, 1, 0).network
         fields = receptive_fields(n.network, n.levels, n.spatial_kernel_size, n.spatial_downsampling, ndim=ndim)
-        parts += [
-            f"{NETWORK_NAMES[network]} {name} {pixels} px ({100 * pixels / width:.0f}%)"
-            if name != "U-Net"
-            else f"U-Net {pixels} px ({100 * pixels / width:.0f}%)"
-            for name, pixels in fields.items()
-        ]
-    size = "x".join(str(s) for s in config.data.image_size)
+        for name, pixels in fields.items():
+            label = name if name == "U-Net" else f"{NETWORK_NAMES[network]} {name}"
+            parts.append(f"{label} {pixels} px ({100 * pixels / image_size[0]:.0f}%)")
+    size = "x".join(str(s) for s in image_size)
     return f"input {size} px; receptive fields per axis (share of the input width): " + ", ".join(parts)
 
 
@@ -153,7 +149,8 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
 
     ndim = int(values.ndim)
     iterations = values.iterations or (ITERATIONS_2D if ndim == 2 else 600)
-    print(geometry_line(ndim, values.networks), flush=True)
+    geometry = geometry_line(ndim, values.networks)
+    print(geometry, flush=True)
     output = Path(values.output_dir).resolve()
     data_dir = output / f"data{ndim}d_seed{values.seed}"
     if not (data_dir / "test.txt").exists():
@@ -187,7 +184,7 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
         rows.extend(lines if not rows else lines[2:])
     header = (
         f"Synthetic {ndim}D look-alike chains: {len(train_ids)} training, {len(test_ids)} test images, "
-        f"{iterations} iterations, seed {values.seed}\n{geometry_line(ndim, values.networks)}\n\n"
+        f"{iterations} iterations, seed {values.seed}\n{geometry}\n\n"
     )
     write_text_atomic(output / "table.md", header + "\n".join(rows) + "\n")
     write_json_atomic(

@@ -1,8 +1,11 @@
-"""Shared test helpers: quiet TensorFlow, deterministic seeds, tiny generated landmark images, and the time
-spent per test file (printed at the end of a run, so that a slow file shows up in CI's log)."""
+"""Shared test helpers: quiet TensorFlow, deterministic seeds, tiny generated landmark images, experiment
+scripts as modules, and the time spent per test file (printed at the end of a run, so that a slow file
+shows up in CI's log)."""
 
 import collections
+import importlib.util
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -13,6 +16,16 @@ import pytest
 import SimpleITK as sitk
 
 from scn_tf.configs import DataConfig
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def load_experiment(name: str):
+    """experiments/<name>.py as a module (registered in sys.modules: dataclasses look it up)."""
+    spec = importlib.util.spec_from_file_location(f"experiment_{name}", EXPERIMENTS / f"{name}.py")
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def blob_sample(

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from conftest import write_dataset
+from conftest import load_experiment, write_dataset
 from scn_tf.cli import common, runner
 from scn_tf.configs import load_config, preset
 from scn_tf.data.io import DataError
@@ -29,10 +29,7 @@ def load(name: str):
     """A console command's module, or an experiments/<name>.py script as a module."""
     if name in COMMANDS:
         return importlib.import_module(f"scn_tf.cli.{name}")
-    spec = importlib.util.spec_from_file_location(f"experiment_{name}", ROOT / "experiments" / f"{name}.py")
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment(name)
 
 
 def cpp_log_lines(stderr: str) -> list[str]:

@@ -1,6 +1,5 @@
 """experiments/demo.py end to end in a tiny setting: table, plots and the component analysis."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -8,23 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_experiment
 from scn_tf.models import receptive_fields
 from scn_tf.synthetic import synthetic_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_demo():
-    spec = importlib.util.spec_from_file_location("demo", ROOT / "experiments" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_2d_demo_is_in_the_papers_regime():
     """The local appearance sees one blob and not its neighbours; the spatial configuration and the U-Net
     see the whole chain; the input is as wide as the synthetic image at its 1 mm spacing."""
-    demo, synthetic = load_demo(), synthetic_config(2)
+    demo, synthetic = load_experiment("demo"), synthetic_config(2)
     scn = demo.demo_config(2, "scn", 10, 0)
     width = scn.data.image_size[0]
     assert width == synthetic.size[0] and synthetic.spacing[0] == 1.0

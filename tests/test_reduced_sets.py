@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_experiment
+
 SPLITS = Path(__file__).resolve().parents[1] / "data_splits" / "isbi2015_ceph"
 
 
@@ -41,16 +43,8 @@ def test_a_size_outside_the_training_set_is_refused():
         load_script().reduced_set(TRAIN, 151, 1)
 
 
-def load_skull2d():
-    path = SPLITS.parents[1] / "experiments" / "skull2d.py"
-    spec = importlib.util.spec_from_file_location("skull2d_experiment", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_skull2d_trains_on_the_reduced_draw_and_tests_on_the_full_test_set(tmp_path):
-    skull2d = load_skull2d()
+    skull2d = load_experiment("skull2d")
     train, test = skull2d.splits("test1", tmp_path, "senior", train_subset="10", subset_draw="2")
     assert train == (SPLITS / "reduced" / "10" / "2.txt").read_text().split()
     assert test == (SPLITS / "test1.txt").read_text().split()
@@ -59,7 +53,7 @@ def test_skull2d_trains_on_the_reduced_draw_and_tests_on_the_full_test_set(tmp_p
 
 
 def test_skull2d_describes_the_released_unet(capsys):
-    skull2d = load_skull2d()
+    skull2d = load_experiment("skull2d")
     assert skull2d.run(["skull2d.py", "--describe", "--network", "unet", "--unet_variant", "released"]) == 0
     described = json.loads(capsys.readouterr().out)
     assert described["network"]["unet_variant"] == "released" and described["trainable_weights"] == 3_397_651
