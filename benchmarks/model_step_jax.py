@@ -29,7 +29,7 @@ from common import median_seconds
 from scn_tf.configs import preset
 from scn_tf.models import build_model
 from scn_tf.models.flops import training_flops
-from scn_tf.step import clipped_gradients, keep_if_finite, loss_terms
+from scn_tf.training.step import clipped_gradients, keep_if_finite, loss_terms
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["skull2d_paper", "spine3d_paper"], "Configurations to time ('tiny': a smoke test).")

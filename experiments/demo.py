@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from scn_tf.cli.common import command, import_tensorflow_quietly
+from scn_tf.cli.common import command, import_backend_quietly
 from scn_tf.configs import (
     NETWORK_NAMES,
     AugmentationConfig,
@@ -143,7 +143,7 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
     if arguments:
         raise app.UsageError(f"unexpected arguments: {' '.join(arguments)}")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
-    import_tensorflow_quietly()
+    import_backend_quietly()
     from scn_tf.data.pipeline import LandmarkSource
     from scn_tf.experiment import Experiment
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from scn_tf.cli.common import command, import_tensorflow_quietly
+from scn_tf.cli.common import command, import_backend_quietly
 from scn_tf.data.io import DataError, read_id_list, read_landmarks_csv
 from scn_tf.evaluation import evaluate
 from scn_tf.files import write_text_atomic
@@ -46,7 +46,7 @@ def define_flags(values: flags.FlagValues) -> None:
 def main(values: flags.FlagValues, arguments: list[str]) -> int:
     if arguments:
         raise app.UsageError(f"unexpected arguments: {' '.join(arguments)}")
-    import_tensorflow_quietly()
+    import_backend_quietly()
     from scn_tf.components import component_points
     from scn_tf.data.pipeline import LandmarkSource
 

@@ -3,7 +3,8 @@
 `mirrored` copies the model onto every GPU of one machine; `multi_worker` onto every GPU of every machine
 named in the TF_CONFIG environment variable (each machine runs the same command with its own task index).
 The global batch is replicas x the configured per-replica batch; each input pipeline draws its own shard
-of the seeded sample stream, so that no two replicas see the same sample in a step.
+of the seeded sample stream, so that no two replicas see the same sample in a step. TensorFlow is imported
+by the functions that need it only: the chief's role is read from TF_CONFIG alone.
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import tensorflow as tf
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 STRATEGIES = ("none", "mirrored", "multi_worker")
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """The named strategy; "none" is TensorFlow's default (one device, no synchronisation)."""
+    import tensorflow as tf
+
     if name == "none":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -67,6 +72,7 @@ def distribute_batches(
     """
     if strategy.num_replicas_in_sync == 1:
         return make(batch_size=batch_size, start_step=start_step, shard=(0, 1))
+    import tensorflow as tf
 
     def pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
         local_replicas = context.num_replicas_in_sync // context.num_input_pipelines

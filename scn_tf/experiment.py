@@ -7,6 +7,7 @@ predictions.csv, metrics.json and the evaluation reports.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -21,6 +22,7 @@ import SimpleITK as sitk
 from scn_tf.confidence import measure_reference, write_reference
 from scn_tf.configs import NETWORK_NAMES, ExperimentConfig
 from scn_tf.data.io import write_landmarks_csv
+from scn_tf.data.feed import ProcessFeed
 from scn_tf.data.pipeline import LandmarkSource, make_dataset, sample_order
 from scn_tf.distribution import distribute_batches, is_chief, make_strategy, worker_dir
 from scn_tf.evaluation import Normalization, error_units, evaluate
@@ -31,7 +33,7 @@ from scn_tf.models import build_model, count_trainable_weights
 from scn_tf.preflight import check_inputs
 from scn_tf.reports import write_reports
 from scn_tf.runtime import dtype_policy, seeded
-from scn_tf.training import Trainer, checkpoint_prefixes
+from scn_tf.training import Trainer, backends
 from scn_tf.visualization import save_overlay
 
 log = logging.getLogger("scn_tf")
@@ -98,9 +100,13 @@ class Experiment:
     def run(self) -> dict:
         """Checks everything the run needs before it writes anything, then trains under the run folder's lock
         and evaluates the last weights on the test ids; returns their metrics ({} without test ids or off the
-        chief). Seeds and the dtype policy hold for the run only."""
-        strategy = make_strategy(self.strategy_name)  # first: multi-worker collectives are set up before other ops
+        chief). Seeds and the dtype policy hold for the run only. Under a backend other than TensorFlow
+        there is no strategy (one device) and the input comes from a process pool (scn_tf.data.feed)."""
         training = self.config.training
+        backends.check_supported(training, self.strategy_name)
+        tensorflow = backends.current() == "tensorflow"
+        # first: multi-worker collectives are set up before other ops
+        strategy = make_strategy(self.strategy_name) if tensorflow else None
         with seeded(training.seed), dtype_policy("mixed_float16" if training.mixed_precision else "float32"):
             return self._run(strategy)
 
@@ -118,6 +124,7 @@ class Experiment:
             },
         )
         check_resume(self.output_dir, config)
+        backends.check_checkpoints(run_dir / "checkpoints")
         log.info("loading %d training images", len(self.train_ids))
         train = LandmarkSource(config.data, self.data_dir, self.train_ids, self.workers)
         validation = (
@@ -129,8 +136,33 @@ class Experiment:
             log.info("loading %d test images", len(self.test_ids))
         test = LandmarkSource(config.data, self.data_dir, self.test_ids, self.workers) if self.test_ids else None
         check_writable_dir(run_dir)
-        with RunLock(run_dir):
-            return self._train(strategy, chief, run_dir, train, validation, test)
+        with RunLock(run_dir), contextlib.ExitStack() as stack:
+            batches = self._batches(strategy, train, stack)
+            return self._train(strategy, chief, run_dir, train, validation, test, batches)
+
+    def _batches(self, strategy, train: LandmarkSource, stack: contextlib.ExitStack):
+        """batches(start_step) -> the training batches from that step on: a tf.data pipeline per replica under
+        TensorFlow, a process pool (closed with `stack`) under other backends; the same samples either way."""
+        training = self.config.training
+        if strategy is None:
+            feed = ProcessFeed(
+                train, self.config.augmentation, training.seed, training.batch_size, workers=self.workers
+            )
+            return stack.enter_context(feed).batches
+
+        def make(batch_size: int, start_step: int, shard: tuple[int, int]):
+            return make_dataset(
+                train,
+                self.config.augmentation,
+                seed=training.seed,
+                batch_size=batch_size,
+                start_step=start_step,
+                workers=self.workers,
+                shard=shard,
+                sitk_threads=1,
+            )  # the workers are the parallelism: no oversubscription
+
+        return lambda start_step: distribute_batches(strategy, make, training.batch_size, start_step)
 
     def _train(
         self,
@@ -140,21 +172,22 @@ class Experiment:
         train: LandmarkSource,
         validation: LandmarkSource | None,
         test: LandmarkSource | None,
+        batches,
     ) -> dict:
         config = self.config
         model_files = {"config.json": config.to_dict()}
         if train.reference_quantiles is not None:
             model_files["preprocessing.json"] = {"histogram_quantiles": np.asarray(train.reference_quantiles).tolist()}
-        if chief and not checkpoint_prefixes(run_dir / "checkpoints"):
+        if chief and not backends.checkpoint_backends(run_dir / "checkpoints"):
             write_model_files(self.output_dir, config, train.reference_quantiles)  # a new run: its configuration
-        if strategy.num_replicas_in_sync > 1:
+        if strategy is not None and strategy.num_replicas_in_sync > 1:
             log.info(
                 "%s strategy: %d replicas, global batch %d",
                 self.strategy_name,
                 strategy.num_replicas_in_sync,
                 strategy.num_replicas_in_sync * config.training.batch_size,
             )
-        with strategy.scope():
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
             model = build_model(config.network, config.data)
         trainer = Trainer(
             model,
@@ -164,21 +197,6 @@ class Experiment:
             strategy,
             model_files=model_files if chief else None,
         )
-
-        def make(batch_size: int, start_step: int, shard: tuple[int, int]):
-            return make_dataset(
-                train,
-                config.augmentation,
-                seed=config.training.seed,
-                batch_size=batch_size,
-                start_step=start_step,
-                workers=self.workers,
-                shard=shard,
-                sitk_threads=1,
-            )  # the workers are the parallelism: no oversubscription
-
-        def batches(start_step: int):
-            return distribute_batches(strategy, make, config.training.batch_size, start_step)
 
         def batch_ids(step: int) -> list[str]:
             size = config.training.batch_size
@@ -209,7 +227,7 @@ class Experiment:
             shutil.rmtree(run_dir, ignore_errors=True)
             return {}
         log.info("heatmap peaks of the %d training images (the scale of scn-predict's confidence)", len(train.ids))
-        predictor = Predictor(model, config.data, trainer.sigmas.numpy(), train.reference_quantiles)
+        predictor = Predictor(model, config.data, trainer.sigma_values(), train.reference_quantiles)
         write_reference(self.output_dir, measure_reference(predictor, train.images, train.points))
         if test is None:
             return {}
@@ -226,7 +244,7 @@ class Experiment:
     def evaluate(self, model, trainer: Trainer, source: LandmarkSource, quantiles, write: bool = False) -> dict:
         """Predicts every image of `source` and computes the paper's metrics (and writes them if asked)."""
         data = self.config.data
-        predictor = Predictor(model, data, trainer.sigmas.numpy(), quantiles)
+        predictor = Predictor(model, data, trainer.sigma_values(), quantiles)
         progress = keras.utils.Progbar(len(source.ids), unit_name="image", verbose=1 if write else 0)
         predictions, details = {}, {}
         for image_id in source.ids:

@@ -73,7 +73,7 @@ else:
 
 terms = tf.function(trainer.train_step)(*batch)
 replica_weights = [[np.asarray(v) for v in strategy.experimental_local_results(w.value)] for w in model.weights]
-replica_sigmas = [np.asarray(v) for v in strategy.experimental_local_results(trainer.sigmas)]
+replica_sigmas = [np.asarray(v) for v in strategy.experimental_local_results(trainer.engine.sigmas)]
 np.savez(
     OUT,
     replicas=strategy.num_replicas_in_sync,

@@ -307,7 +307,7 @@ def test_corrupt_latest_checkpoint_falls_back_and_garbage_index_is_ignored(tmp_p
     resumed = tiny_trainer(tmp_path, iterations=6)
     with caplog.at_level(logging.INFO, logger="scn_tf"):
         resumed.fit(blob_stream())
-    assert "(step 4)" in caplog.text and int(resumed.step.numpy()) == 6
+    assert "(step 4)" in caplog.text and resumed.current_step == 6
     data = next(checkpoints.glob("ckpt-6.data-*"))
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
     caplog.clear()
@@ -315,7 +315,7 @@ def test_corrupt_latest_checkpoint_falls_back_and_garbage_index_is_ignored(tmp_p
     with caplog.at_level(logging.INFO, logger="scn_tf"):
         again.fit(blob_stream())
     assert "ckpt-6 is corrupt" in caplog.text and "falling back" in caplog.text and "(step 4)" in caplog.text
-    assert int(again.step.numpy()) == 6
+    assert again.current_step == 6
 
 
 @pytest.mark.slow
@@ -325,7 +325,7 @@ def test_nonfinite_limit_counts_consecutive_failures_and_names_the_batch(tmp_pat
     # a non-finite step in every other logging interval: 3 recoveries in all, never 2 in a row
     sporadic = tiny_trainer(tmp_path / "sporadic", iterations=16, log_every=2, checkpoint_every=2, max_recoveries=1)
     sporadic.fit(blob_stream(lambda step: step in (1, 5, 9)))
-    assert int(sporadic.step.numpy()) == 16 and int(sporadic.nonfinite_steps.numpy()) == 3
+    assert sporadic.current_step == 16 and sporadic.nonfinite_steps == 3
     always = tiny_trainer(tmp_path / "always", iterations=16, log_every=2, checkpoint_every=2, max_recoveries=2)
     with pytest.raises(TrainingError) as error:
         always.fit(blob_stream(lambda step: True), batch_ids=lambda step: [f"id{step}"])
@@ -347,7 +347,7 @@ def test_learned_sigma_is_clamped(tmp_path):
         checkpoint_every=3,
     )
     trainer.fit(blob_stream())
-    sigmas = trainer.sigmas.numpy()
+    sigmas = trainer.sigma_values()
     assert np.all(sigmas >= np.float32(1.5)) and np.any(sigmas == np.float32(1.5))
 
 

@@ -6,7 +6,7 @@ from keras import ops
 
 from scn_tf.configs import TrainingConfig
 from scn_tf.heatmaps import gaussian_heatmaps
-from scn_tf.step import clipped_gradients, keep_if_finite, loss_terms
+from scn_tf.training.step import clipped_gradients, keep_if_finite, loss_terms
 
 
 def test_clipping_scales_to_the_norm_and_reports_the_norm_before():

@@ -14,7 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 from absl import app, flags, logging
 
-from scn_tf.cli.common import command, import_tensorflow_quietly, resolve_config
+from scn_tf.cli.common import command, import_backend_quietly, resolve_config
 from scn_tf.configs import PRESETS
 from scn_tf.data.ids import validate_ids
 from scn_tf.data.io import DataError, format_landmark_row
@@ -56,7 +56,7 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
     for name in ("data_dir", "ids", "output_dir"):
         if not values[name].value:
             raise app.UsageError(f"--{name} is required")
-    import_tensorflow_quietly()
+    import_backend_quietly()
     from scn_tf.data.pipeline import LandmarkSource, make_sample
 
     output_dir = Path(values.output_dir)

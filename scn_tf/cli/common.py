@@ -1,5 +1,5 @@
 """What the console commands and experiment scripts share: flags defined per command and parsed only in its
-entry point, --help that lists them, a quiet TensorFlow import, and a configuration from a preset and JSON."""
+entry point, --help that lists them, a quiet backend import, and a configuration from a preset and JSON."""
 
 from __future__ import annotations
 
@@ -17,26 +17,31 @@ from scn_tf.configs import ExperimentConfig, load_config, preset
 HELP_ARGUMENTS = ("-h", "--help", "-help", "--helpshort", "--helpfull")
 
 
-def import_tensorflow_quietly():
-    """Imports TensorFlow without its C++ start-up lines (CUDA stubs, oneDNN, CPU features) and returns it.
+def import_backend_quietly() -> str:
+    """Imports Keras and its backend, TensorFlow without its C++ start-up lines; returns the backend's name.
 
-    TF_CPP_MIN_LOG_LEVEL is set to 3 unless the user set it; as TensorFlow prints some lines before it
-    reads that level, file descriptor 2 points at /dev/null during the import (restored after it).
+    Under TensorFlow (the default) TF_CPP_MIN_LOG_LEVEL is set to 3 unless the user set it; as TensorFlow
+    prints some lines before it reads that level, file descriptor 2 points at /dev/null during the import
+    (restored after it). Under another backend (KERAS_BACKEND=jax) TensorFlow is not imported at all.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     absl_logging.set_verbosity(absl_logging.INFO)
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend != "tensorflow" or "tensorflow" in sys.modules:
+        import keras
+
+        return keras.backend.backend()
     sys.stderr.flush()
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 2)
-            import tensorflow
+            import keras
+            import tensorflow  # noqa: F401
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-    return tensorflow
+    return keras.backend.backend()
 
 
 def flag_help(values: flags.FlagValues) -> str:

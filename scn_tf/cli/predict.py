@@ -23,7 +23,7 @@ import SimpleITK as sitk
 from absl import app, flags, logging
 
 from scn_tf import confidence
-from scn_tf.cli.common import command, import_tensorflow_quietly
+from scn_tf.cli.common import command, import_backend_quietly
 from scn_tf.configs import NETWORK_NAMES
 from scn_tf.data.ids import unique_ids
 from scn_tf.data.io import DataError, read_image, write_landmarks_csv
@@ -69,7 +69,7 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
     if missing and not values.skip_bad:
         logging.error("image file(s) do not exist: %s", ", ".join(missing))
         return 1
-    import_tensorflow_quietly()
+    import_backend_quietly()
     import keras
 
     from scn_tf.inference import Predictor, source_frame_heatmaps

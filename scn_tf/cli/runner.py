@@ -199,10 +199,10 @@ def run(
     network_overrides: dict | None = None,
 ) -> int:
     """Resolves the configuration and the split, then describes or trains and evaluates one run."""
-    from scn_tf.cli.common import import_tensorflow_quietly
+    from scn_tf.cli.common import import_backend_quietly
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
-    import_tensorflow_quietly()
+    import_backend_quietly()
     from scn_tf.experiment import Experiment
 
     try:

@@ -1,4 +1,5 @@
-"""From files to training batches: cached source images, per-sample SimpleITK work, a parallel tf.data pipeline.
+"""From files to training batches: cached source images, per-sample SimpleITK work, a parallel tf.data pipeline
+(under TensorFlow; scn_tf.data.feed runs the same `make_sample` in worker processes under other backends).
 
 Sample k of the stream belongs to epoch k // n (n ids) and takes the id at position k % n of that epoch's
 seeded permutation; its augmentation is drawn from a generator seeded with (seed, epoch, position). A run is
@@ -15,10 +16,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import keras
+from typing import TYPE_CHECKING
+
 import numpy as np
 import SimpleITK as sitk
-import tensorflow as tf
 
 from scn_tf.configs import AugmentationConfig, DataConfig
 from scn_tf.data.augmentation import SpatialTransform, augment_intensity, make_transform
@@ -33,6 +34,9 @@ from scn_tf.data.io import (
     read_landmarks_csv,
 )
 from scn_tf.data.preprocessing import foreground_quantiles, normalize_intensity, prepare_source, smooth
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 OUT_OF_EXTENT_LIMIT = 0.03  # the fraction of annotated landmarks outside their images that stops a run
 
@@ -58,6 +62,8 @@ class LandmarkSource:
             self.reference_quantiles = foreground_quantiles(
                 sitk.GetArrayFromImage(smooth(self._read(data.histogram_reference), data.smoothing_sigma))
             )
+        import keras
+
         progress = keras.utils.Progbar(len(self.ids), verbose=1 if verbose else 0, unit_name="image")
         self.images: dict[str, sitk.Image] = {}
         with concurrent.futures.ThreadPoolExecutor(max(workers, 1)) as pool:
@@ -174,6 +180,8 @@ def make_dataset(
     `shard` (index, count) takes every count-th sample of the stream from `index` on (one input pipeline of
     several in distributed training); `start_step` counts this pipeline's batches.
     """
+    import tensorflow as tf
+
     data = source.data
     num_ids = len(source.ids)
     spatial = tuple(reversed(data.image_size))
