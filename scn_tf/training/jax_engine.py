@@ -49,7 +49,7 @@ class JaxEngine:
         self.schedule = LearningRate(config)
         self.optimizer = make_optimizer(config, self.schedule)
         self.checkpoint_dir = Path(output_dir) / "checkpoints"
-        self.state: dict | None = None
+        self._state: dict | None = None
         self.traces = 0
         self._step = jax.jit(self._pure_step, donate_argnums=0)
 
@@ -65,7 +65,7 @@ class JaxEngine:
         }
 
     def build(self, image_shape) -> None:
-        """Creates the model's weights and the optimizer's variables, and the state from their values."""
+        """Creates the model's weights and the optimizer's variables."""
         if not self.model.built:
             self.model(np.zeros((1, *tuple(image_shape)[1:]), np.float32))
         if not self.optimizer.built:
@@ -73,12 +73,23 @@ class JaxEngine:
         kernels = {id(kernel) for kernel in conv_kernels(self.model)}
         self._kernel_indices = [k for k, variable in enumerate(self.variables) if id(variable) in kernels]
         self._iterations_index = next(k for k, v in enumerate(self.optimizer.variables) if v is self.optimizer.iterations)
-        if self.state is None:
-            self.state = {name: [jnp.asarray(v.value) for v in group] for name, group in self._groups().items()}
-            self.state["learning_rate_scale"] = jnp.asarray(self.schedule.scale.value)
+
+    @property
+    def state(self) -> dict:
+        """The training state; taken from the Keras variables when first needed (so weights set after `build`
+        count), then the reference that `sync` copies back into them."""
+        if self._state is None:
+            # copies: the step donates the state's buffers, which must not be the variables' own
+            self._state = {name: [jnp.array(v.value, copy=True) for v in group] for name, group in self._groups().items()}
+            self._state["learning_rate_scale"] = jnp.array(self.schedule.scale.value, copy=True)
             initial = {"step": 0, "nonfinite_steps": 0, "last_nonfinite_step": -1, "clean_steps": 0}
             initial["loss_scale"] = 2.0**15 if self.config.mixed_precision else 1.0
-            self.state.update({name: jnp.asarray(initial[name], dtype) for name, dtype in COUNTER_DTYPES.items()})
+            self._state.update({name: jnp.asarray(initial[name], dtype) for name, dtype in COUNTER_DTYPES.items()})
+        return self._state
+
+    @state.setter
+    def state(self, value: dict) -> None:
+        self._state = value
 
     def batch_shape(self, images) -> tuple:
         return tuple(images.shape)
@@ -111,11 +122,12 @@ class JaxEngine:
         return np.asarray(self.state["trainable"][-1])
 
     def sync(self) -> None:
-        """Copies the state into the Keras variables (model, sigmas, optimizer, learning-rate scale)."""
+        """Copies the state into the Keras variables (model, sigmas, optimizer, learning-rate scale); copies, as the
+        next step donates the state's buffers."""
         for name, group in self._groups().items():
             for variable, value in zip(group, self.state[name], strict=True):
-                variable.assign(value)
-        self.schedule.scale.assign(self.state["learning_rate_scale"])
+                variable.assign(jnp.array(value, copy=True))
+        self.schedule.scale.assign(jnp.array(self.state["learning_rate_scale"], copy=True))
 
     # the step
 

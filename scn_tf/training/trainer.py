@@ -60,8 +60,13 @@ class Trainer:
 
     @property
     def optimizer(self) -> keras.optimizers.Optimizer:
-        self.engine.sync()
+        self.sync()
         return self.engine.optimizer
+
+    def sync(self) -> None:
+        """Brings the model's, the sigmas' and the optimizer's Keras variables up to date with the engine's state
+        (under JAX the state lives apart from them while training; `fit` syncs before it evaluates or saves)."""
+        self.engine.sync()
 
     @property
     def learning_rate(self) -> float:
@@ -211,7 +216,7 @@ class Trainer:
             self._writer.add_scalar(tag, value, step=step)
 
     def _evaluate(self, evaluate: Callable[[int], dict], step: int) -> dict:
-        self.engine.sync()
+        self.sync()
         metrics = evaluate(step)
         if not metrics:
             return metrics
@@ -238,7 +243,7 @@ class Trainer:
         The Keras variables are brought up to date first, so the model can be used after."""
         from scn_tf.model_dir import write_model
 
-        self.engine.sync()
+        self.sync()
         return write_model(
             self.output_dir,
             name,
