@@ -101,3 +101,85 @@ def test_resume_under_jax_is_exact_and_tensorflow_refuses_its_checkpoints(tmp_pa
     trainer = runs.trainer_from(None, runs.RESUME, str(tmp_path / "jax_resume" / "resumed"))
     with pytest.raises(ValueError, match=r"holds JAX checkpoints .* uses the TensorFlow backend: resume it with KERAS_BACKEND=jax"):
         trainer.fit(runs.stream)
+
+
+WITHOUT_TENSORFLOW = (
+    "import sys; sys.modules['tensorflow'] = None; from scn_tf.cli.{module} import run; "
+    "sys.argv[0] = 'scn-{module}'; sys.exit(run())"
+)
+
+
+def command_without_tensorflow(module: str, *args, cwd: Path) -> subprocess.CompletedProcess:
+    """`KERAS_BACKEND=jax scn-<module> ARGS` on a machine where TensorFlow cannot be imported."""
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_TENSORFLOW.format(module=module), *map(str, args)],
+        env=jax_env(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
+
+
+def write_png_dataset(root: Path, ids=("a", "b", "c", "d"), size=(48, 40)) -> None:
+    """8-bit PNG images with a bright and a dark blob, landmarks in pixels."""
+    import SimpleITK as sitk
+
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for index, image_id in enumerate(ids):
+        rng = np.random.default_rng(index)
+        points = rng.uniform(8, np.array(size) - 8, size=(2, 2))
+        y, x = np.mgrid[: size[1], : size[0]]
+        array = np.full(size[::-1], 128.0)
+        for sign, (px, py) in zip((1, -1), points, strict=True):
+            array += sign * 100 * np.exp(-((x - px) ** 2 + (y - py) ** 2) / 8.0)
+        sitk.WriteImage(sitk.GetImageFromArray(array.astype(np.uint8)), str(root / "images" / f"{image_id}.png"))
+        rows.append(",".join([image_id, *(f"{v:.3f}" for v in points.ravel())]))
+    (root / "landmarks.csv").write_text("\n".join(rows) + "\n")
+    (root / "train.txt").write_text("\n".join(ids[:-1]) + "\n")
+    (root / "test.txt").write_text(ids[-1] + "\n")
+
+
+def read_rows(path: Path) -> dict[str, np.ndarray]:
+    rows = [line.split(",") for line in path.read_text().splitlines() if line]
+    return {row[0]: np.array([float(v) for v in row[1:]]) for row in rows}
+
+
+def test_scn_train_without_tensorflow_writes_a_folder_that_tensorflow_predicts_from(tmp_path):
+    from scn_tf.cli import predict
+
+    write_png_dataset(tmp_path / "data")
+    (tmp_path / "small.json").write_text(
+        json.dumps({"network": {"filters": 4, "levels": 2, "spatial_kernel_size": 3, "spatial_downsampling": 4}})
+    )
+    arguments = ["--preset", "cpu2d", "--config", "small.json", "--data_dir", "data", "--train_ids", "train.txt"]
+    arguments += ["--test_ids", "test.txt", "--iterations", "6", "--image_size", "32,32", "--workers", "2"]
+    result = command_without_tensorflow("train", *arguments, "--output_dir", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    for name in ("config.json", "last.weights.h5", "sigmas.json", "confidence.json", "predictions.csv"):
+        assert (run / name).exists(), name
+    for name in ("metrics.json", "per_landmark.csv", "summary.txt", "cumulative_ipe.png"):
+        assert (run / name).exists(), name
+    assert (run / "checkpoints" / "ckpt-6.npz").exists() and not list((run / "checkpoints").glob("*.index"))
+    assert list((run / "logs").glob("events.out.tfevents.*"))
+    # the same commands refuse what needs TensorFlow, before writing anything
+    refused = command_without_tensorflow("train", *arguments, "--strategy", "mirrored", "--output_dir", "r2", cwd=tmp_path)
+    assert refused.returncode == 1 and "--strategy mirrored is TensorFlow's" in refused.stderr
+    refused = command_without_tensorflow("train", *arguments, "--xla", "--output_dir", "r3", cwd=tmp_path)
+    assert refused.returncode == 1 and "always compiled with XLA" in refused.stderr
+    assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
+    # scn-predict and scn-evaluate under JAX, then scn-predict under TensorFlow from the same folder
+    image = tmp_path / "data" / "images" / "d.png"
+    result = command_without_tensorflow("predict", "--model_dir", run, "--output", "jax.csv", image, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = command_without_tensorflow(
+        "evaluate", "--predictions", "jax.csv", "--ground_truth", "data/landmarks.csv", "--model_dir", run,
+        "--ids", "data/test.txt", "--output_dir", "evaluation", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "evaluation" / "metrics.json").exists()
+    assert predict.run(["scn-predict", "--model_dir", str(run), "--output", str(tmp_path / "tf.csv"), str(image)]) == 0
+    trained = read_rows(run / "predictions.csv")["d"]
+    np.testing.assert_allclose(read_rows(tmp_path / "jax.csv")["d"], trained, atol=1e-6)
+    np.testing.assert_allclose(read_rows(tmp_path / "tf.csv")["d"], trained, atol=0.01)  # pixels
