@@ -3,6 +3,7 @@
   KERAS_BACKEND=jax python tests/jax_backend_runs.py step WEIGHTS.h5 OUT.npz RUN     one step from WEIGHTS
   KERAS_BACKEND=jax python tests/jax_backend_runs.py fit WEIGHTS.h5 OUT.npz RUN      50 SGD steps, then landmarks
   KERAS_BACKEND=jax python tests/jax_backend_runs.py resume - OUT.npz RUN            8 steps straight, and 4 + 4
+  KERAS_BACKEND=jax python tests/jax_backend_runs.py mixed - OUT.npz RUN             mixed_float16, 40 steps
 
 The backend is fixed when Keras is imported, which is why the JAX side runs as its own process. The functions
 here build the model, the settings and the sample stream for both sides; the TensorFlow side imports them.
@@ -92,6 +93,19 @@ def main(mode: str, weights: str, out: str, run: str) -> None:
         trainer = trainer_from(weights, FIT, run)
         trainer.fit(stream)
         results = {**state(trainer), "landmarks": landmarks(trainer.model, test_images())}
+    elif mode == "mixed":
+        from scn_tf.runtime import dtype_policy
+
+        with dtype_policy("mixed_float16"):
+            trainer = trainer_from(None, dataclasses.replace(FIT, iterations=40, mixed_precision=True), run)
+            first = float(trainer.train_step(*next(stream()))["loss"])
+            trainer.fit(stream)
+            results = {**state(trainer), "first_loss": np.array(first), "output_dtype": np.array(
+                str(trainer.model(test_images()[:1]).dtype)
+            )}
+        results["loss_scale"] = np.array(trainer.engine.state["loss_scale"])
+        results["nonfinite_steps"] = np.array(trainer.nonfinite_steps)
+        results["last_loss"] = np.array(float(trainer.train_step(*next(stream(40)))["loss"]))
     else:
         straight = trainer_from(None, RESUME, f"{run}/straight", dropout_rate=0.3)
         straight.fit(stream)

@@ -103,6 +103,17 @@ def test_resume_under_jax_is_exact_and_tensorflow_refuses_its_checkpoints(tmp_pa
         trainer.fit(runs.stream)
 
 
+def test_mixed_precision_under_jax_keeps_the_dynamic_loss_scale(tmp_path):
+    got = run_jax("mixed", "-", tmp_path)
+    assert str(got["output_dtype"]) == "float16" and got["sigmas"].dtype == np.float32
+    # float16 gradients overflow at the initial scale 2**15 now and then: the scale halves, the step is
+    # skipped and not counted as non-finite
+    scale = float(got["loss_scale"])
+    assert 1.0 <= scale <= 2.0**15 and np.log2(scale) == int(np.log2(scale)) and int(got["nonfinite_steps"]) == 0
+    assert all(np.all(np.isfinite(v)) for k, v in got.items() if k.startswith("weight/"))
+    assert float(got["last_loss"]) < float(got["first_loss"])
+
+
 WITHOUT_TENSORFLOW = (
     "import sys; sys.modules['tensorflow'] = None; from scn_tf.cli.{module} import run; "
     "sys.argv[0] = 'scn-{module}'; sys.exit(run())"

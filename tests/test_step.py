@@ -6,7 +6,7 @@ from keras import ops
 
 from scn_tf.configs import TrainingConfig
 from scn_tf.heatmaps import gaussian_heatmaps
-from scn_tf.training.step import clipped_gradients, keep_if_finite, loss_terms
+from scn_tf.training.step import LOSS_SCALE_GROWTH_STEPS, clipped_gradients, keep_if_finite, loss_terms, step_counters
 
 
 def test_clipping_scales_to_the_norm_and_reports_the_norm_before():
@@ -51,3 +51,38 @@ def test_loss_terms_by_hand():
     expected = 0.5 * float(ops.sum(ops.square(target))) / 2.0
     assert float(off["heatmap"]) == pytest.approx(expected, rel=1e-6)
     assert float(off["loss"]) == pytest.approx(expected + 40.002 / 2.0, rel=1e-6)
+
+
+def counters(**values):
+    defaults = dict(loss_scale=8.0, clean_steps=5, nonfinite_steps=2, last_nonfinite_step=-1, step=40)
+    defaults.update(values)
+    return {
+        name: np.array(value, np.float32 if name == "loss_scale" else np.int64) for name, value in defaults.items()
+    }
+
+
+def read(values):
+    return {name: float(ops.convert_to_numpy(value)) for name, value in values.items()}
+
+
+@pytest.mark.parametrize(
+    "finite,loss_finite,mixed,expected",
+    [
+        (True, True, False, dict(loss_scale=8.0, clean_steps=5, nonfinite_steps=2, last_nonfinite_step=-1)),
+        (False, True, False, dict(loss_scale=8.0, clean_steps=5, nonfinite_steps=3, last_nonfinite_step=40)),
+        (True, True, True, dict(loss_scale=8.0, clean_steps=6, nonfinite_steps=2, last_nonfinite_step=-1)),
+        # an overflow of the scaled gradients of a finite loss: the scale halves, the step is not counted
+        (False, True, True, dict(loss_scale=4.0, clean_steps=0, nonfinite_steps=2, last_nonfinite_step=-1)),
+        (False, False, True, dict(loss_scale=8.0, clean_steps=5, nonfinite_steps=3, last_nonfinite_step=40)),
+    ],
+)
+def test_step_counters(finite, loss_finite, mixed, expected):
+    updated = step_counters(np.array(finite), np.array(loss_finite), counters(), mixed)
+    assert read(updated) == expected
+
+
+def test_loss_scale_grows_after_clean_steps_and_never_halves_below_one():
+    grown = step_counters(np.array(True), np.array(True), counters(clean_steps=LOSS_SCALE_GROWTH_STEPS - 1), True)
+    assert read(grown)["loss_scale"] == 16.0 and read(grown)["clean_steps"] == 0
+    floor = step_counters(np.array(False), np.array(True), counters(loss_scale=1.0), True)
+    assert read(floor)["loss_scale"] == 1.0
