@@ -15,7 +15,7 @@ wheels=$1 data=$2 out=$3
 shift 3
 run=${RUN:-/tmp/scn_run} limit=${LIMIT_S:-540} workers=${WORKERS:-12}
 mkdir -p "$out"
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$wheels"/*.whl || exit 1
+python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "$wheels"/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1
 : > /tmp/no_test_ids.txt  # test images stay at home: the trained folder is evaluated there
 start=$SECONDS
