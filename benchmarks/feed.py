@@ -62,7 +62,7 @@ def main(argv):
     in_process = count / (time.perf_counter() - start)
     print(f"make_sample in this process: {in_process:.1f} samples/s")
     needed = 1000 / FLAGS.step_ms
-    print("| workers | samples/s | per worker | workers for a {:g} ms step ({:.0f} samples/s) |".format(FLAGS.step_ms, needed))
+    print(f"| workers | samples/s | per worker | workers for a {FLAGS.step_ms:g} ms step ({needed:.0f} samples/s) |")
     print("|---|---|---|---|")
     for workers in map(int, FLAGS.workers):
         with ProcessFeed(source, config.augmentation, config.training.seed, 1, workers=workers) as feed:

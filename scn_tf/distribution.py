@@ -72,7 +72,6 @@ def distribute_batches(
     """
     if strategy.num_replicas_in_sync == 1:
         return make(batch_size=batch_size, start_step=start_step, shard=(0, 1))
-    import tensorflow as tf
 
     def pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
         local_replicas = context.num_replicas_in_sync // context.num_input_pipelines

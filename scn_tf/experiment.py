@@ -21,8 +21,8 @@ import SimpleITK as sitk
 
 from scn_tf.confidence import measure_reference, write_reference
 from scn_tf.configs import NETWORK_NAMES, ExperimentConfig
-from scn_tf.data.io import write_landmarks_csv
 from scn_tf.data.feed import ProcessFeed
+from scn_tf.data.io import write_landmarks_csv
 from scn_tf.data.pipeline import LandmarkSource, make_dataset, sample_order
 from scn_tf.distribution import distribute_batches, is_chief, make_strategy, worker_dir
 from scn_tf.evaluation import Normalization, error_units, evaluate

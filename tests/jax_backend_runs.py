@@ -33,7 +33,12 @@ def tiny_model(dropout_rate: float = 0.0):
     from scn_tf.models import SpatialConfigurationNet
 
     return SpatialConfigurationNet(
-        num_landmarks=2, ndim=2, dropout_rate=dropout_rate, filters=8, levels=3, spatial_kernel_size=3,
+        num_landmarks=2,
+        ndim=2,
+        dropout_rate=dropout_rate,
+        filters=8,
+        levels=3,
+        spatial_kernel_size=3,
         spatial_downsampling=4,
     )
 
@@ -100,9 +105,11 @@ def main(mode: str, weights: str, out: str, run: str) -> None:
             trainer = trainer_from(None, dataclasses.replace(FIT, iterations=40, mixed_precision=True), run)
             first = float(trainer.train_step(*next(stream()))["loss"])
             trainer.fit(stream)
-            results = {**state(trainer), "first_loss": np.array(first), "output_dtype": np.array(
-                str(trainer.model(test_images()[:1]).dtype)
-            )}
+            results = {
+                **state(trainer),
+                "first_loss": np.array(first),
+                "output_dtype": np.array(str(trainer.model(test_images()[:1]).dtype)),
+            }
         results["loss_scale"] = np.array(trainer.engine.state["loss_scale"])
         results["nonfinite_steps"] = np.array(trainer.nonfinite_steps)
         results["last_loss"] = np.array(float(trainer.train_step(*next(stream(40)))["loss"]))

@@ -27,7 +27,14 @@ def jax_env() -> dict:
 def run_jax(mode: str, weights, tmp_path: Path) -> dict:
     out = tmp_path / f"jax_{mode}.npz"
     result = subprocess.run(
-        [sys.executable, str(HERE / "jax_backend_runs.py"), mode, str(weights), str(out), str(tmp_path / f"jax_{mode}")],
+        [
+            sys.executable,
+            str(HERE / "jax_backend_runs.py"),
+            mode,
+            str(weights),
+            str(out),
+            str(tmp_path / f"jax_{mode}"),
+        ],
         env=jax_env(),
         capture_output=True,
         text=True,
@@ -99,7 +106,9 @@ def test_resume_under_jax_is_exact_and_tensorflow_refuses_its_checkpoints(tmp_pa
     for name, value in straight.items():
         np.testing.assert_array_equal(resumed[name], value, err_msg=name)
     trainer = runs.trainer_from(None, runs.RESUME, str(tmp_path / "jax_resume" / "resumed"))
-    with pytest.raises(ValueError, match=r"holds JAX checkpoints .* uses the TensorFlow backend: resume it with KERAS_BACKEND=jax"):
+    with pytest.raises(
+        ValueError, match=r"holds JAX checkpoints .* uses the TensorFlow backend: resume it with KERAS_BACKEND=jax"
+    ):
         trainer.fit(runs.stream)
 
 
@@ -175,7 +184,9 @@ def test_scn_train_without_tensorflow_writes_a_folder_that_tensorflow_predicts_f
     assert (run / "checkpoints" / "ckpt-6.npz").exists() and not list((run / "checkpoints").glob("*.index"))
     assert list((run / "logs").glob("events.out.tfevents.*"))
     # the same commands refuse what needs TensorFlow, before writing anything
-    refused = command_without_tensorflow("train", *arguments, "--strategy", "mirrored", "--output_dir", "r2", cwd=tmp_path)
+    refused = command_without_tensorflow(
+        "train", *arguments, "--strategy", "mirrored", "--output_dir", "r2", cwd=tmp_path
+    )
     assert refused.returncode == 1 and "--strategy mirrored is TensorFlow's" in refused.stderr
     refused = command_without_tensorflow("train", *arguments, "--xla", "--output_dir", "r3", cwd=tmp_path)
     assert refused.returncode == 1 and "always compiled with XLA" in refused.stderr
@@ -185,8 +196,18 @@ def test_scn_train_without_tensorflow_writes_a_folder_that_tensorflow_predicts_f
     result = command_without_tensorflow("predict", "--model_dir", run, "--output", "jax.csv", image, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     result = command_without_tensorflow(
-        "evaluate", "--predictions", "jax.csv", "--ground_truth", "data/landmarks.csv", "--model_dir", run,
-        "--ids", "data/test.txt", "--output_dir", "evaluation", cwd=tmp_path,
+        "evaluate",
+        "--predictions",
+        "jax.csv",
+        "--ground_truth",
+        "data/landmarks.csv",
+        "--model_dir",
+        run,
+        "--ids",
+        "data/test.txt",
+        "--output_dir",
+        "evaluation",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "evaluation" / "metrics.json").exists()

@@ -56,9 +56,7 @@ def test_loss_terms_by_hand():
 def counters(**values):
     defaults = dict(loss_scale=8.0, clean_steps=5, nonfinite_steps=2, last_nonfinite_step=-1, step=40)
     defaults.update(values)
-    return {
-        name: np.array(value, np.float32 if name == "loss_scale" else np.int64) for name, value in defaults.items()
-    }
+    return {name: np.array(value, np.float32 if name == "loss_scale" else np.int64) for name, value in defaults.items()}
 
 
 def read(values):

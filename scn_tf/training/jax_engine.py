@@ -72,7 +72,9 @@ class JaxEngine:
             self.optimizer.build(self.variables)
         kernels = {id(kernel) for kernel in conv_kernels(self.model)}
         self._kernel_indices = [k for k, variable in enumerate(self.variables) if id(variable) in kernels]
-        self._iterations_index = next(k for k, v in enumerate(self.optimizer.variables) if v is self.optimizer.iterations)
+        self._iterations_index = next(
+            k for k, v in enumerate(self.optimizer.variables) if v is self.optimizer.iterations
+        )
 
     @property
     def state(self) -> dict:
@@ -80,7 +82,9 @@ class JaxEngine:
         count), then the reference that `sync` copies back into them."""
         if self._state is None:
             # copies: the step donates the state's buffers, which must not be the variables' own
-            self._state = {name: [jnp.array(v.value, copy=True) for v in group] for name, group in self._groups().items()}
+            self._state = {
+                name: [jnp.array(v.value, copy=True) for v in group] for name, group in self._groups().items()
+            }
             self._state["learning_rate_scale"] = jnp.array(self.schedule.scale.value, copy=True)
             initial = {"step": 0, "nonfinite_steps": 0, "last_nonfinite_step": -1, "clean_steps": 0}
             initial["loss_scale"] = 2.0**15 if self.config.mixed_precision else 1.0
@@ -217,7 +221,9 @@ class JaxEngine:
         for name, group in self._groups().items():
             stored = sorted(key for key in arrays if key.startswith(f"{name}/"))
             if len(stored) != len(group):
-                raise ValueError(f"{path}: cannot restore ({len(stored)} {name} arrays stored, the model has {len(group)})")
+                raise ValueError(
+                    f"{path}: cannot restore ({len(stored)} {name} arrays stored, the model has {len(group)})"
+                )
             state[name] = []
             for index, variable in enumerate(group):
                 value = arrays[f"{name}/{index:04d}"]

@@ -70,7 +70,9 @@ class TensorFlowEngine:
         self.train_step = tf.function(self._train_step, jit_compile=config.xla)
 
     def _manager(self) -> tf.train.CheckpointManager:
-        return tf.train.CheckpointManager(self.checkpoint, str(self.checkpoint_dir), max_to_keep=self.config.max_to_keep)
+        return tf.train.CheckpointManager(
+            self.checkpoint, str(self.checkpoint_dir), max_to_keep=self.config.max_to_keep
+        )
 
     @property
     def variables(self) -> list:

@@ -252,4 +252,3 @@ class Trainer:
             self.sigma_values(),
             self.model_files if name == "last" else {},
         )
-
