@@ -4,7 +4,7 @@ TensorFlow), timed against the analytic FLOPs.
   python benchmarks/model_step_jax.py [--configs skull2d_paper,spine3d_paper] [--steps 50] [--precision float32]
 
 The models use only Keras layers and keras.ops, so the very classes trained by scn_tf's TensorFlow loop
-run here unchanged, and so does the training step's arithmetic (scn_tf/step.py: the Gaussian targets from
+run here unchanged, and so does the training step's arithmetic (scn_tf/training/step.py: the Gaussian targets from
 learnable sigmas, the loss of eq. (2) with weight decay, clipping by global norm, the non-finite skip): the
 network with dropout, gradients for weights and sigmas, SGD with Nesterov momentum; compiled once with
 jax.jit. Printed: median step time after warm-up, images per second, analytic GFLOP per step (3 x 2 x

@@ -1,4 +1,4 @@
-"""The training step's shared arithmetic (scn_tf/step.py) against hand-computed values."""
+"""The training step's shared arithmetic (scn_tf/training/step.py) against hand-computed values."""
 
 import numpy as np
 import pytest
