@@ -37,7 +37,8 @@ def run_jax(mode: str, weights, tmp_path: Path) -> dict:
         ],
         env=jax_env(),
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="replace",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     with np.load(out) as archive:
@@ -136,7 +137,8 @@ def command_without_tensorflow(module: str, *args, cwd: Path) -> subprocess.Comp
         env=jax_env(),
         cwd=cwd,
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="replace",
     )
 
 
