@@ -19,7 +19,7 @@ from scn_tf.configs import AugmentationConfig, ExperimentConfig, NetworkConfig, 
 pytestmark = pytest.mark.slow
 
 KILLS = 20
-ITERATIONS = 60
+ITERATIONS = 100  # enough steps that 20 kills land before the run ends on a fast machine
 
 
 def train_command(config, data, ids, run):
