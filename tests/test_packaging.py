@@ -1,6 +1,7 @@
 """The package as a user gets it: a wheel installed without the source tree, and the split lists."""
 
 import os
+import site
 import subprocess
 import sys
 import tomllib
@@ -47,8 +48,14 @@ def test_wheel_installed_without_the_source_tree_reads_splits_and_starts_every_s
         cwd=tmp_path,
         env=env,
     )
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, env=env)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
     python, bin_dir = venv / "bin" / "python", venv / "bin"
+    # the dependencies from this interpreter's site-packages (itself perhaps a virtual environment)
+    site_packages = subprocess.run(
+        [python, "-c", "import site; print(site.getsitepackages()[0])"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    others = [p for p in site.getsitepackages() if "site-packages" in p]
+    (Path(site_packages) / "dependencies.pth").write_text("\n".join(others) + "\n")
     subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", *wheels.glob("*.whl")], check=True, env=env)
     probe = (
         "import scn_tf, scn_tf.splits as s; print(scn_tf.__file__); "
