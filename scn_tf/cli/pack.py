@@ -17,7 +17,6 @@ at all, with MANIFEST.json (files, bytes, SHA-256), and refused above --max_mib.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import shutil
@@ -32,6 +31,7 @@ from scn_tf.cli.common import command, resolve_config
 from scn_tf.configs import PRESETS
 from scn_tf.data.io import DataError, read_id_list
 from scn_tf.files import OutputError, inside
+from scn_tf.model_dir import digest
 
 WHEELS = ("keras", "namex", "optree", "SimpleITK")
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
@@ -95,14 +95,6 @@ def data_files(values: flags.FlagValues) -> list[tuple[Path, str]]:
     return list(dict((target, (source, target)) for source, target in files).values())
 
 
-def sha256(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
-
-
 def finish(staging: Path, output: Path, max_mib: int, overwrite: bool) -> dict:
     """Checks the size, writes MANIFEST.json and moves the staging folder to `output`; returns the manifest."""
     files = sorted(p for p in staging.rglob("*") if p.is_file())
@@ -116,7 +108,7 @@ def finish(staging: Path, output: Path, max_mib: int, overwrite: bool) -> dict:
         )
     manifest = {
         "bytes": total,
-        "files": {str(p.relative_to(staging)): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in files},
+        "files": {str(p.relative_to(staging)): {"bytes": p.stat().st_size, "sha256": digest(p)} for p in files},
     }
     (staging / "MANIFEST.json").write_text(json.dumps(manifest, indent=2))
     staging.chmod(0o755)
