@@ -26,17 +26,44 @@ from scn_tf.data.io import write_landmarks_csv
 from scn_tf.data.pipeline import LandmarkSource, make_dataset, sample_order
 from scn_tf.distribution import distribute_batches, is_chief, make_strategy, worker_dir
 from scn_tf.evaluation import Normalization, error_units, evaluate
-from scn_tf.files import RunLock, check_writable_dir, inside, write_json_atomic
+from scn_tf.files import (
+    LOCK_NAME,
+    STAGING_PREFIX,
+    OutputError,
+    RunLock,
+    StagedOutputs,
+    check_writable_dir,
+    inside,
+    write_json_atomic,
+)
 from scn_tf.inference import Predictor
 from scn_tf.model_dir import check_resume, write_model_files
 from scn_tf.models import build_model, count_trainable_weights
 from scn_tf.preflight import check_inputs
-from scn_tf.reports import write_reports
+from scn_tf.reports import REPORT_FILES, write_reports
 from scn_tf.runtime import dtype_policy, seeded
 from scn_tf.training import Trainer, backends
 from scn_tf.visualization import save_overlay
 
 log = logging.getLogger("scn_tf")
+
+# What a run writes into its folder: an --overwrite run removes these of the earlier run first.
+RUN_OUTPUTS = (
+    "checkpoints",
+    "logs",
+    "overlays",
+    "config.json",
+    "preprocessing.json",
+    "*.weights.h5",
+    "sigmas.json",
+    "*.sigmas.json",
+    "confidence.json",
+    "best.json",
+    "metrics_best.json",
+    "predictions.csv",
+    "sigmas.png",
+    *REPORT_FILES,
+)
 
 
 def probe_input_shape(model: keras.Model) -> tuple[int, ...]:
@@ -67,6 +94,45 @@ def split_validation(ids: Sequence[str], fraction: float, seed: int) -> tuple[li
     return ([i for k, i in enumerate(ids) if k not in held_out], [i for k, i in enumerate(ids) if k in held_out])
 
 
+def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
+    """An OutputError unless training may write into `output_dir`: a new or empty folder, its own run with
+    `resume`, or any folder with `overwrite` (whose earlier run is then removed)."""
+    if resume and overwrite:
+        raise OutputError("--resume continues the run in --output_dir, --overwrite replaces it: give one of them")
+    if not output_dir.exists() or overwrite:
+        return
+    if not output_dir.is_dir():
+        raise OutputError(f"{output_dir}: exists and is not a folder")
+    entries = sorted(
+        path.name
+        for path in output_dir.iterdir()
+        if path.name != LOCK_NAME and not path.name.startswith(STAGING_PREFIX)
+    )
+    is_run = (output_dir / "config.json").exists() or (output_dir / "checkpoints").exists()
+    if resume and (is_run or not entries):
+        return
+    if is_run:
+        raise OutputError(
+            f"{output_dir} already holds a run: pass --resume to continue it, --overwrite to replace it, "
+            "or choose another --output_dir"
+        )
+    if entries:
+        listed = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+        raise OutputError(
+            f"{output_dir}: holds {listed}, not a run{' to resume' if resume else ''}; training writes only "
+            "into a new or empty folder: choose another --output_dir, or pass --overwrite"
+        )
+
+
+def remove_run_outputs(output_dir: Path) -> None:
+    """Removes what an earlier run wrote into `output_dir` (RUN_OUTPUTS), so that none of it passes for this run's."""
+    removed = [path for pattern in RUN_OUTPUTS for path in sorted(output_dir.glob(pattern))]
+    for path in removed:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if removed:
+        log.warning("--overwrite: removed the earlier run's %s", ", ".join(path.name for path in removed))
+
+
 class Experiment:
     """Trains the configured network on `train_ids` and evaluates the last weights on `test_ids`."""
 
@@ -82,6 +148,7 @@ class Experiment:
         validation_fraction: float = 0.0,
         workers: int = 2,
         strategy: str = "none",
+        overwrite: bool = False,
     ):
         self.config = config
         self.strategy_name = strategy
@@ -89,10 +156,8 @@ class Experiment:
         self.output_dir = Path(output_dir)
         self.eval_every = eval_every
         self.workers = workers
-        if (self.output_dir / "checkpoints").exists() and not resume:
-            raise ValueError(
-                f"{self.output_dir} already holds a run: pass --resume to continue it, or choose another --output_dir"
-            )
+        self.overwrite = overwrite
+        check_output_dir(self.output_dir, resume, overwrite)
         self.train_ids, self.validation_ids = split_validation(train_ids, validation_fraction, config.training.seed)
         self.test_ids = list(test_ids)
         self.best_error = math.inf
@@ -137,6 +202,8 @@ class Experiment:
         test = LandmarkSource(config.data, self.data_dir, self.test_ids, self.workers) if self.test_ids else None
         check_writable_dir(run_dir)
         with RunLock(run_dir), contextlib.ExitStack() as stack:
+            if self.overwrite and chief:
+                remove_run_outputs(self.output_dir)
             batches = self._batches(strategy, train, stack)
             return self._train(strategy, chief, run_dir, train, validation, test, batches)
 
@@ -261,22 +328,33 @@ class Experiment:
             Normalization.parse(data.pe_normalization),
         )
         if write:
-            write_landmarks_csv(self.output_dir / "predictions.csv", predictions)
-            sigmas_mm = details[source.ids[0]].sigma_mm
+            self.write_results(source, predictions, details, metrics)
+        return metrics
+
+    def write_results(self, source: LandmarkSource, predictions: dict, details: dict, metrics: dict) -> None:
+        """predictions.csv, the reports and the overlays of the first four images, replaced together."""
+        data = self.config.data
+        sigmas_mm = details[source.ids[0]].sigma_mm
+        shown = source.ids[:4]
+        staged = StagedOutputs(overwrite=True)
+        staged.claim(self.output_dir / "predictions.csv")
+        reports = REPORT_FILES + (("sigmas.png",) if sigmas_mm is not None else ())
+        staged.claim_all(self.output_dir, reports)
+        staged.claim_all(self.output_dir / "overlays", [f"{image_id}.png" for image_id in shown])
+        with staged:
+            write_landmarks_csv(staged.path(self.output_dir / "predictions.csv"), predictions)
             write_reports(
-                self.output_dir,
+                staged.folder(self.output_dir),
                 metrics,
                 NETWORK_NAMES[self.config.network.network],
                 data.landmark_names,
                 None if sigmas_mm is None else sigmas_mm.tolist(),
                 error_units(data.landmark_units, data.pe_normalization),
             )
-            overlays = self.output_dir / "overlays"
-            overlays.mkdir(exist_ok=True)
-            for image_id in source.ids[:4]:
+            for image_id in shown:
                 image = source.images[image_id]
                 save_overlay(
-                    inside(overlays, f"{image_id}.png"),
+                    staged.path(inside(self.output_dir / "overlays", f"{image_id}.png")),
                     sitk.GetArrayFromImage(image),
                     image.GetSpacing(),
                     landmarks=source.pixel_annotations(image_id),
@@ -284,4 +362,3 @@ class Experiment:
                     names=data.landmark_names,
                     title=f"{image_id}: annotation (o) and prediction (x)",
                 )
-        return metrics

@@ -14,6 +14,8 @@ from scn_tf.evaluation import cumulative_curve
 from scn_tf.figures import save_figure
 from scn_tf.files import write_json_atomic, write_text_atomic
 
+REPORT_FILES = ("metrics.json", "per_landmark.csv", "summary.txt", "cumulative_ipe.png")
+
 
 def summary_table(metrics: Mapping, name: str = "SCN", units: str = "mm") -> str:
     """One row in the layout of the paper's tables: PE median, mean +- SD, outliers per radius, ID rate."""

@@ -111,9 +111,12 @@ def test_isbi2015_challenge_ground_truth_only_where_it_equals_senior(tmp_path):
     assert sorted(read_landmarks_csv(annotations / "senior_mm.csv", 19, 2)) == ["300", "301"]
     challenge = tmp_path / "all_challenge.csv"
     challenge.write_text("".join(f"{i}," + ",".join(["1.5"] * 38) + "\n" for i in ("300", "301")))
-    result = convert_isbi(tmp_path, "--challenge_csv", str(challenge))
+    again = convert_isbi(tmp_path, "--challenge_csv", str(challenge))
+    assert again.returncode == 1 and "senior_mm.csv: exists; pass --overwrite" in again.stderr
+    assert sorted(read_landmarks_csv(annotations / "challenge_mm.csv", 19, 2)) == ["300"]  # nothing replaced
+    result = convert_isbi(tmp_path, "--challenge_csv", str(challenge), "--overwrite")
     assert result.returncode == 0, result.stderr
     assert (annotations / "challenge_mm.csv").read_text() == challenge.read_text()
     challenge.write_text("301,1,2\n")
-    bad = convert_isbi(tmp_path, "--challenge_csv", str(challenge))
+    bad = convert_isbi(tmp_path, "--challenge_csv", str(challenge), "--overwrite")
     assert bad.returncode != 0 and "all_challenge.csv, row 1" in bad.stderr

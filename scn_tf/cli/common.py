@@ -13,6 +13,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from scn_tf.configs import ExperimentConfig, load_config, preset
+from scn_tf.files import OutputError, Terminated, disk_full, interrupts_raised
 
 HELP_ARGUMENTS = ("-h", "--help", "-help", "--helpshort", "--helpfull")
 
@@ -65,7 +66,9 @@ def command(
 
     Each call defines the command's flags on a fresh FlagValues (so a command runs twice in one process, as
     in the tests), prints `doc` and the flags for --help/-h (exit 0), reports flag and usage errors with a
-    pointer to --help (exit 1), and otherwise calls `main(values, positional arguments)`.
+    pointer to --help (exit 1), and otherwise calls `main(values, positional arguments)`. SIGINT and SIGTERM
+    end it through an exception, so that partial outputs are removed: exit 130 for SIGINT, 1 for SIGTERM,
+    with a message; an output error or a full disk that the command did not report ends it with exit 1.
     """
 
     def run(argv: Sequence[str] | None = None) -> int:
@@ -87,9 +90,24 @@ def command(
         absl_logging.use_absl_handler()
         absl_logging.set_verbosity(absl_logging.INFO)
         try:
-            return int(main(values, arguments[1:]) or 0)
+            with interrupts_raised():
+                return int(main(values, arguments[1:]) or 0)
         except app.UsageError as error:
             sys.stderr.write(f"{program}: {error}\nTry {program} --help.\n")
+            return 1
+        except KeyboardInterrupt:
+            absl_logging.error("%s: interrupted (SIGINT); no partial output left", program)
+            return 130
+        except Terminated:
+            absl_logging.error("%s: interrupted (SIGTERM); no partial output left", program)
+            return 1
+        except OutputError as error:
+            absl_logging.error("%s", error)
+            return 1
+        except OSError as error:
+            if not disk_full(error):
+                raise
+            absl_logging.error("disk full: %s", error)
             return 1
 
     return run

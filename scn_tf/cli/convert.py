@@ -14,6 +14,9 @@ suffix, for `--config`.
 hand / spine: images are linked as images/<id>.<ext> for every id of the landmark CSV (the file named <id>,
 or <id> followed by `_`, `-`, `.` or a space: `31` never matches `310.mha`), and the CSV is copied (all.csv /
 points_world_coordinates.csv).
+Every output is checked before the first is written: a source file is never deleted or replaced (an output
+path that is, or resolves to, one of the inputs is refused; a link already pointing at its image is kept),
+other existing files are replaced only with --overwrite, and the outputs appear together at the end.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from absl import app, flags, logging
 from scn_tf.cli.common import command
 from scn_tf.data.ids import validate_ids
 from scn_tf.data.io import IMAGE_SUFFIXES, DataError, read_landmarks_csv, strip_image_suffix, write_landmarks_csv
-from scn_tf.files import OutputError, atomic_path, check_writable_dir, inside, write_json_atomic
+from scn_tf.files import OutputError, StagedOutputs, inside, write_json_atomic
 
 
 def define_flags(values: flags.FlagValues) -> None:
@@ -50,6 +53,9 @@ def define_flags(values: flags.FlagValues) -> None:
         flag_values=values,
     )
     flags.DEFINE_string("output_dir", None, "Dataset folder to create.", required=True, flag_values=values)
+    flags.DEFINE_bool(
+        "overwrite", False, "Replace existing files in --output_dir (never a source file).", flag_values=values
+    )
 
 
 ISBI_PIXEL_MM = 0.1
@@ -78,11 +84,18 @@ def matching_image(images: dict[str, Path], image_id: str) -> Path | None:
     return candidates[0] if candidates else None
 
 
-def link(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists() or target.is_symlink():
-        target.unlink()
-    os.symlink(source.resolve(), target)
+def plan_links(staged: StagedOutputs, links: dict[Path, Path]) -> dict[Path, Path]:
+    """Claims every target of {target: source} but those already linking to their source (kept as they are)."""
+    planned = {}
+    for target, source in links.items():
+        if not (target.is_symlink() and target.resolve() == source.resolve()):
+            planned[staged.claim(target)] = source
+    return planned
+
+
+def write_links(staged: StagedOutputs, links: dict[Path, Path]) -> None:
+    for target, source in links.items():
+        os.symlink(source.resolve(), staged.path(target))
 
 
 def suffix_of(path: Path) -> str:
@@ -108,6 +121,7 @@ def convert_isbi(
     images: dict[str, Path],
     annotations: Path,
     output: Path,
+    staged: StagedOutputs,
     challenge: Path | None = None,
     images_dir: Path | None = None,
 ) -> None:
@@ -125,28 +139,43 @@ def convert_isbi(
         raise DataError(
             f"no id has both an image in {images_dir or 'the image folder'} and an annotation in {annotations}"
         )
-    for image_id in validate_ids(ids, str(annotations)):
-        link(images[image_id], inside(output, Path("images") / f"{image_id}{suffix_of(images[image_id])}"))
-    write_landmarks_csv(output / "annotations" / "senior_mm.csv", {i: tables["senior"][i] for i in ids})
-    if challenge is None:
-        write_landmarks_csv(
-            output / "annotations" / "challenge_mm.csv",
-            {i: tables["senior"][i] for i in ids if i.isdigit() and int(i) <= ISBI_LAST_SENIOR_EQUALS_CHALLENGE},
-        )
-    else:
-        with atomic_path(output / "annotations" / "challenge_mm.csv") as temporary:
-            shutil.copyfile(challenge, temporary)
-    junior = [i for i in ids if i in tables["junior"]]
-    write_landmarks_csv(output / "annotations" / "junior_mm.csv", {i: tables["junior"][i] for i in junior})
-    write_landmarks_csv(
-        output / "annotations" / "mean_mm.csv", {i: (tables["senior"][i] + tables["junior"][i]) / 2 for i in junior}
+    links = plan_links(
+        staged,
+        {
+            inside(output, Path("images") / f"{i}{suffix_of(images[i])}"): images[i]
+            for i in validate_ids(ids, str(annotations))
+        },
     )
-    write_json_atomic(output / "data.json", {"data": {"image_suffix": suffix_of(images[ids[0]])}})
+    junior = [i for i in ids if i in tables["junior"]]
+    tables = {
+        "senior_mm.csv": {i: tables["senior"][i] for i in ids},
+        "challenge_mm.csv": None
+        if challenge is not None
+        else {i: tables["senior"][i] for i in ids if i.isdigit() and int(i) <= ISBI_LAST_SENIOR_EQUALS_CHALLENGE},
+        "junior_mm.csv": {i: tables["junior"][i] for i in junior},
+        "mean_mm.csv": {i: (tables["senior"][i] + tables["junior"][i]) / 2 for i in junior},
+    }
+    staged.claim_all(output / "annotations", tables)
+    staged.claim(output / "data.json")
+    with staged:
+        write_links(staged, links)
+        for name, table in tables.items():
+            target = staged.path(output / "annotations" / name)
+            if table is None:
+                shutil.copyfile(challenge, target)
+            else:
+                write_landmarks_csv(target, table)
+        write_json_atomic(staged.path(output / "data.json"), {"data": {"image_suffix": suffix_of(images[ids[0]])}})
     logging.info("%d cephalograms laid out in %s", len(ids), output)
 
 
 def convert_listed(
-    images: dict[str, Path], landmarks: Path, output: Path, csv_name: str, images_dir: Path | None = None
+    images: dict[str, Path],
+    landmarks: Path,
+    output: Path,
+    csv_name: str,
+    staged: StagedOutputs,
+    images_dir: Path | None = None,
 ) -> None:
     """Links the image of every id of the landmark CSV into `output`/images and copies the CSV as `csv_name`."""
     if not landmarks.exists():
@@ -154,19 +183,21 @@ def convert_listed(
     ids = validate_ids(
         [line.split(",", 1)[0].strip() for line in landmarks.read_text().splitlines() if line.strip()], str(landmarks)
     )
-    found = 0
-    for image_id in ids:
-        match = matching_image(images, image_id)
-        if match is not None:
-            link(match, inside(output, Path("images") / f"{image_id}{suffix_of(match)}"))
-            found += 1
-    if not found:
+    matches = {image_id: matching_image(images, image_id) for image_id in ids}
+    matches = {image_id: path for image_id, path in matches.items() if path is not None}
+    if not matches:
         raise DataError(f"no image in {images_dir or 'the image folder'} matches an id of {landmarks}")
-    output.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(landmarks, output / csv_name)
-    suffixes = {suffix_of(p) for p in (output / "images").iterdir()}
-    write_json_atomic(output / "data.json", {"data": {"image_suffix": sorted(suffixes)[0]}})
-    logging.info("%d of %d ids have an image; laid out in %s", found, len(ids), output)
+    links = plan_links(
+        staged, {inside(output, Path("images") / f"{i}{suffix_of(path)}"): path for i, path in matches.items()}
+    )
+    staged.claim(output / csv_name)
+    staged.claim(output / "data.json")
+    with staged:
+        write_links(staged, links)
+        shutil.copyfile(landmarks, staged.path(output / csv_name))
+        suffix = sorted(suffix_of(path) for path in matches.values())[0]
+        write_json_atomic(staged.path(output / "data.json"), {"data": {"image_suffix": suffix}})
+    logging.info("%d of %d ids have an image; laid out in %s", len(matches), len(ids), output)
 
 
 def main(values: flags.FlagValues, arguments: list[str]) -> int:
@@ -174,8 +205,11 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
         raise app.UsageError(f"unexpected arguments: {' '.join(arguments)}")
     output, images_dir = Path(values.output_dir), Path(values.images)
     try:
-        check_writable_dir(output)
         images = find_images(images_dir)
+        sources = [*images.values(), *(Path(v) for v in (values.landmarks, values.challenge_csv) if v)]
+        if values.annotations:
+            sources += Path(values.annotations).rglob("*.txt")
+        staged = StagedOutputs(values.overwrite, sources)
         if values.dataset == "isbi2015":
             if not values.annotations:
                 raise app.UsageError("--annotations is required for isbi2015")
@@ -183,6 +217,7 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
                 images,
                 Path(values.annotations),
                 output,
+                staged,
                 Path(values.challenge_csv) if values.challenge_csv else None,
                 images_dir,
             )
@@ -190,7 +225,7 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
             if not values.landmarks:
                 raise app.UsageError("--landmarks is required")
             name = "all.csv" if values.dataset == "hand" else "points_world_coordinates.csv"
-            convert_listed(images, Path(values.landmarks), output, name, images_dir)
+            convert_listed(images, Path(values.landmarks), output, name, staged, images_dir)
     except (DataError, OutputError) as error:
         logging.error("%s", error)
         return 1

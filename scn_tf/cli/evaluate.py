@@ -3,7 +3,9 @@
   scn-evaluate --predictions P.csv --ground_truth G.csv --output_dir DIR [--ids LIST_FILE]
       [--radii 2,4,10] [--normalization wrist:1,5,50] [--model_dir RUN | --method NAME --units px]
 
-Writes metrics.json, per_landmark.csv, summary.txt (the paper's table layout) and cumulative_ipe.png. The
+Writes metrics.json, per_landmark.csv, summary.txt (the paper's table layout) and cumulative_ipe.png, all
+together at the end and only after every input (--compare's files included) was read; existing reports are
+replaced only with --overwrite. The
 method name, landmark names and units come from the flags, else from --model_dir's config.json, else from
 the JSON that scn-predict writes beside its CSV: px for landmarks in pixels, mm otherwise.
 """
@@ -22,8 +24,8 @@ from scn_tf.cli.common import command
 from scn_tf.configs import NETWORK_NAMES, load_config
 from scn_tf.data.io import DataError, read_id_list, read_landmarks_csv
 from scn_tf.evaluation import Normalization, error_units, evaluate
-from scn_tf.files import OutputError, check_writable_dir
-from scn_tf.reports import plot_cumulative_ipe, write_reports
+from scn_tf.files import OutputError, StagedOutputs
+from scn_tf.reports import REPORT_FILES, plot_cumulative_ipe, write_reports
 
 
 def define_flags(values: flags.FlagValues) -> None:
@@ -66,9 +68,6 @@ def define_flags(values: flags.FlagValues) -> None:
     flags.DEFINE_bool(
         "overwrite", False, "Replace the reports of an earlier evaluation in --output_dir.", flag_values=values
     )
-
-
-REPORT_FILES = ("metrics.json", "per_landmark.csv", "summary.txt", "cumulative_ipe.png")
 
 
 @dataclasses.dataclass
@@ -115,13 +114,10 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
     if arguments:
         raise app.UsageError(f"unexpected arguments: {' '.join(arguments)}")
     predictions_path, truth_path = Path(values.predictions), Path(values.ground_truth)
+    inputs = [predictions_path, truth_path, predictions_path.with_suffix(".json"), *map(Path, values.compare)]
+    staged = StagedOutputs(values.overwrite, inputs + ([Path(values.ids)] if values.ids else []))
     try:
-        check_writable_dir(values.output_dir)
-        existing = [name for name in REPORT_FILES if (Path(values.output_dir) / name).exists()]
-        if existing and not values.overwrite:
-            raise OutputError(
-                f"{values.output_dir}: holds {', '.join(existing)} already; pass --overwrite to replace them"
-            )
+        staged.claim_all(values.output_dir, REPORT_FILES)
         for path in (predictions_path, truth_path):
             if not path.exists():
                 raise DataError(f"{path}: file does not exist")
@@ -151,21 +147,35 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
         metrics = evaluate(
             ids, np.stack([predictions[i] for i in ids]), np.stack([truth[i] for i in ids]), values.radii, normalization
         )
+        method = values.method or labels.method
+        curves = {method: metrics["ipe"].values(), **compared_curves(values.compare)}
     except (DataError, OutputError, ValueError, OSError) as error:
         logging.error("%s", error)
         return 1
-    method = values.method or labels.method
     names = labels.landmark_names if labels.landmark_names and len(labels.landmark_names) == num_landmarks else None
     units = values.units or error_units(labels.landmark_units, values.normalization)
-    write_reports(values.output_dir, metrics, method, names, units=units)
-    if values.compare:
-        curves = {method: metrics["ipe"].values()}
-        for path in values.compare:
-            other = json.loads(Path(path).read_text())
-            curves[other.get("method") or Path(path).parent.name or path] = other["ipe"].values()
-        plot_cumulative_ipe(Path(values.output_dir) / "cumulative_ipe.png", curves, units)
-    print((Path(values.output_dir) / "summary.txt").read_text(), end="")
+    with staged:
+        folder = staged.folder(values.output_dir)
+        write_reports(folder, metrics, method, names, units=units)
+        if values.compare:
+            plot_cumulative_ipe(folder / "cumulative_ipe.png", curves, units)
+        summary = (folder / "summary.txt").read_text()
+    print(summary, end="")
     return 0
+
+
+def compared_curves(paths: list[str]) -> dict[str, list[float]]:
+    """{method: image point errors} of other evaluations' metrics.json, each named by its method or folder."""
+    curves = {}
+    for path in paths:
+        try:
+            other = json.loads(Path(path).read_text())
+            curves[other.get("method") or Path(path).parent.name or path] = list(other["ipe"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise DataError(
+                f"{path} (--compare): not a readable metrics.json ({type(error).__name__}: {error})"
+            ) from None
+    return curves
 
 
 run = command(main, define_flags, __doc__)

@@ -7,8 +7,10 @@ Writes the annotation CSV format in the model's landmark units, one row per imag
 extensions; where names repeat, with as many parent folders as tell them apart: `scans__a`), and beside it a
 JSON with each image's file, each landmark's confidence (heatmap peak), its scale against the training
 images' peaks (scn_tf.confidence) and sigma in mm; warns for images far below the model's usual.
-Every input is read before anything is written: a bad one ends the command with exit 1 and no output, unless
---skip_bad (the JSON's "skipped" lists the files left out). Existing outputs are replaced only with --overwrite.
+Every input is read and every output path checked before anything is written: a bad one ends the command with
+exit 1 and no output, unless --skip_bad (the JSON's "skipped" lists the files left out). Existing outputs
+(the CSV, the JSON, overlays, heatmaps) are replaced only with --overwrite, and never an input. The outputs
+appear together at the end: after an error, SIGINT or SIGTERM, or a full disk, none of them is left.
 Millimetres are in the model's `data.image_frame`: "header" is the file's physical space, "zero_origin" the
 image with origin 0 and identity direction (mm from the first voxel along the index axes), as its training
 landmarks.
@@ -27,7 +29,7 @@ from scn_tf.cli.common import command, import_backend_quietly
 from scn_tf.configs import NETWORK_NAMES
 from scn_tf.data.ids import unique_ids
 from scn_tf.data.io import DataError, read_image, write_landmarks_csv
-from scn_tf.files import OutputError, atomic_path, check_output_file, check_writable_dir, inside, write_json_atomic
+from scn_tf.files import OutputError, StagedOutputs, inside, write_json_atomic
 from scn_tf.model_dir import ModelDirError, load_model_dir
 from scn_tf.visualization import save_overlay
 
@@ -61,6 +63,14 @@ def define_flags(values: flags.FlagValues) -> None:
     flags.DEFINE_bool("overwrite", False, "Replace existing output files.", flag_values=values)
 
 
+MODEL_FILE_PATTERNS = ("config.json", "preprocessing.json", "*.weights.h5", "*sigmas.json", "confidence*.json")
+
+
+def model_files(model_dir: str) -> list[Path]:
+    """The files of a model folder that prediction reads (never an output)."""
+    return [path for pattern in MODEL_FILE_PATTERNS for path in Path(model_dir).glob(pattern)]
+
+
 def main(values: flags.FlagValues, arguments: list[str]) -> int:
     paths = [Path(p) for p in arguments]
     if not paths:
@@ -70,17 +80,11 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
         logging.error("image file(s) do not exist: %s", ", ".join(missing))
         return 1
     import_backend_quietly()
-    import keras
-
-    from scn_tf.inference import Predictor, source_frame_heatmaps
-
     output = Path(values.output)
+    staged = StagedOutputs(values.overwrite, inputs=paths + model_files(values.model_dir))
     try:
-        for target in (output, output.with_suffix(".json")):
-            check_output_file(target, values.overwrite)
-        for folder in (values.overlay_dir, values.save_heatmaps):
-            if folder:
-                check_writable_dir(folder)
+        staged.claim(output)
+        staged.claim(output.with_suffix(".json"))
         config, model, sigmas, quantiles = load_model_dir(values.model_dir, values.checkpoint)
     except (ModelDirError, OutputError, ValueError) as error:
         logging.error("%s", error)
@@ -107,6 +111,28 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
     if not inputs:
         logging.error("no usable input image")
         return 1
+    try:
+        for image_id in inputs:
+            if values.save_heatmaps:
+                staged.claim(inside(values.save_heatmaps, f"{image_id}.mha"))
+            if values.overlay_dir:
+                staged.claim(inside(values.overlay_dir, f"{image_id}.png"))
+    except OutputError as error:
+        logging.error("%s", error)
+        return 1
+    with staged:
+        predict_all(values, config, model, sigmas, quantiles, inputs, bad, staged)
+    logging.info("wrote %s (%d images)", output, len(inputs))
+    return 0
+
+
+def predict_all(values, config, model, sigmas, quantiles, inputs: dict, bad: list, staged: StagedOutputs) -> None:
+    """Predicts every input and writes the outputs that `staged` checked, under its staged names."""
+    import keras
+
+    from scn_tf.inference import Predictor, source_frame_heatmaps
+
+    data, output = config.data, Path(values.output)
     reference = confidence.load_reference(values.model_dir, values.checkpoint)
     predictor = Predictor(model, data, sigmas, quantiles, confidence_reference=reference)
     rows, details = {}, {}
@@ -138,11 +164,11 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
                 "" if data.ndim != 2 or values.mirror == "auto" else ", or try --mirror auto",
             )
         if values.save_heatmaps:
-            with atomic_path(inside(values.save_heatmaps, f"{image_id}.mha"), values.overwrite) as temporary:
-                sitk.WriteImage(source_frame_heatmaps(prediction, image, data.image_frame), str(temporary))
+            heatmaps = source_frame_heatmaps(prediction, image, data.image_frame)
+            sitk.WriteImage(heatmaps, str(staged.path(inside(values.save_heatmaps, f"{image_id}.mha"))))
         if values.overlay_dir:
             save_overlay(
-                inside(values.overlay_dir, f"{image_id}.png"),
+                staged.path(inside(values.overlay_dir, f"{image_id}.png")),
                 sitk.GetArrayFromImage(image),
                 image.GetSpacing(),
                 predicted=prediction.indices,
@@ -150,28 +176,21 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
                 title=f"{image_id}: predicted landmarks",
             )
         progress.add(1)
-    try:
-        write_json_atomic(
-            output.with_suffix(".json"),
-            {
-                "landmark_units": data.landmark_units,
-                "image_frame": data.image_frame,
-                "num_landmarks": data.num_landmarks,
-                "ndim": data.ndim,
-                "method": NETWORK_NAMES[config.network.network],
-                "landmark_names": data.landmark_names,
-                "confidence_meaning": confidence.MEANING if reference else confidence.UNAVAILABLE,
-                "images": details,
-                "skipped": bad,
-            },
-            values.overwrite,
-        )
-        write_landmarks_csv(output, rows, values.overwrite)
-    except OutputError as error:
-        logging.error("%s", error)
-        return 1
-    logging.info("wrote %s (%d images)", output, len(rows))
-    return 0
+    write_json_atomic(
+        staged.path(output.with_suffix(".json")),
+        {
+            "landmark_units": data.landmark_units,
+            "image_frame": data.image_frame,
+            "num_landmarks": data.num_landmarks,
+            "ndim": data.ndim,
+            "method": NETWORK_NAMES[config.network.network],
+            "landmark_names": data.landmark_names,
+            "confidence_meaning": confidence.MEANING if reference else confidence.UNAVAILABLE,
+            "images": details,
+            "skipped": bad,
+        },
+    )
+    write_landmarks_csv(staged.path(output), rows)
 
 
 run = command(main, define_flags, __doc__)

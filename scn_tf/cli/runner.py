@@ -18,6 +18,7 @@ from absl import flags
 
 from scn_tf.configs import ExperimentConfig, load_config
 from scn_tf.data.io import DataError, read_id_list
+from scn_tf.files import Terminated, disk_full
 from scn_tf.splits import SPLITS_DIR as SPLITS_DIR
 
 
@@ -35,6 +36,7 @@ class RunOptions:
     learning_rate: float | None = None
     seed: int | None = None
     resume: bool = False
+    overwrite: bool = False
     eval_every: int = 0
     validation_fraction: float = 0.0
     train_ids: str | None = None
@@ -79,6 +81,13 @@ def define_flags(
     define("float", "learning_rate", None, "Learning rate.")
     define("integer", "seed", None, "Random seed.")
     define("bool", "resume", False, "Continue the run in --output_dir from its last checkpoint.")
+    define(
+        "bool",
+        "overwrite",
+        False,
+        "Train a new run in an --output_dir that holds files: an earlier run's checkpoints, logs, weights and "
+        "reports are removed first (without it, training writes only into a new or empty folder, or --resume).",
+    )
     define("integer", "eval_every", 0, "Evaluate every N iterations, for curves only (0: at the end only).")
     define(
         "float",
@@ -236,6 +245,7 @@ def run(
             test_ids,
             output_dir,
             resume=options.resume,
+            overwrite=options.overwrite,
             eval_every=options.eval_every,
             validation_fraction=options.validation_fraction,
             workers=options.workers,
@@ -243,8 +253,18 @@ def run(
         )
         metrics = experiment.run()
     except (ValueError, DataError, OSError) as error:  # DataError, OutputError, ModelDirError, TrainingError
-        logging.error("%s", error)
+        logging.error("%s%s", "disk full: " if disk_full(error) and not isinstance(error, ValueError) else "", error)
         return 1
+    except Exception as error:  # a framework's own error for a full disk while it writes a checkpoint
+        if not disk_full(error):
+            raise
+        logging.error(
+            "disk full while training into %s: %s; the checkpoints written so far are kept", output_dir, error
+        )
+        return 1
+    except (KeyboardInterrupt, Terminated):
+        logging.info("%s: the checkpoints written so far are kept; --resume continues the run", output_dir)
+        raise
     if metrics:
         sys.stdout.write((output_dir / "summary.txt").read_text())
     logging.info("run folder: %s", output_dir)
