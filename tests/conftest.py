@@ -76,6 +76,32 @@ def write_dataset(root: Path, ids=("a", "b", "c"), size=(60, 50), spacing=(0.8, 
     )
 
 
+def write_untrained_model(root: Path) -> Path:
+    """A model folder `root`/run (4-filter SCN, untrained, seed 0) for the tiny data set written to `root`/data."""
+    import keras
+
+    from scn_tf.configs import AugmentationConfig, ExperimentConfig, NetworkConfig, TrainingConfig
+    from scn_tf.files import write_json_atomic
+    from scn_tf.model_dir import write_model_files
+    from scn_tf.models import build_model
+
+    data = write_dataset(root / "data")
+    config = ExperimentConfig(
+        data,
+        AugmentationConfig(),
+        NetworkConfig(filters=4, levels=2, spatial_kernel_size=3, spatial_downsampling=4),
+        TrainingConfig(),
+    )
+    keras.utils.set_random_seed(0)
+    model = build_model(config.network, config.data)
+    model(np.zeros((1, 32, 32, 1), np.float32))
+    run = root / "run"
+    write_model_files(run, config)
+    model.save_weights(run / "last.weights.h5")
+    write_json_atomic(run / "sigmas.json", {"step": 0, "sigmas": [2.0, 2.5, 3.0]})
+    return run
+
+
 _FILE_SECONDS: collections.Counter = collections.Counter()
 
 

@@ -5,16 +5,11 @@ import shutil
 import subprocess
 import sys
 
-import keras
-import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import write_dataset
-from scn_tf.configs import AugmentationConfig, ExperimentConfig, NetworkConfig, TrainingConfig
+from conftest import write_untrained_model
 from scn_tf.files import write_json_atomic
-from scn_tf.model_dir import write_model_files
-from scn_tf.models import build_model
 
 # Every test here starts a process that imports TensorFlow.
 pytestmark = pytest.mark.slow
@@ -32,20 +27,7 @@ def command(module, *args):
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("cmd")
-    data = write_dataset(root / "data")
-    config = ExperimentConfig(
-        data,
-        AugmentationConfig(),
-        NetworkConfig(filters=4, levels=2, spatial_kernel_size=3, spatial_downsampling=4),
-        TrainingConfig(),
-    )
-    keras.utils.set_random_seed(0)
-    model = build_model(config.network, config.data)
-    model(np.zeros((1, 32, 32, 1), np.float32))
-    run = root / "run"
-    write_model_files(run, config)
-    model.save_weights(run / "last.weights.h5")
-    write_json_atomic(run / "sigmas.json", {"step": 0, "sigmas": [2.0, 2.5, 3.0]})
+    write_untrained_model(root)
     return root
 
 
