@@ -238,3 +238,66 @@ def test_augment_replaces_its_samples_only_with_overwrite(tmp_path):
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(f"a_{k}{suffix}" for k in (0, 1) for suffix in (".nii.gz", ".csv", ".png"))
     assert sitk.ReadImage(str(out / "a_1.nii.gz")).GetSize() == (32, 32)
+
+
+def tiny_training(tmp_path, iterations: int, checkpoint_every: int) -> list:
+    """scn-train arguments for a 4-filter SCN on the tiny data set, test images included."""
+    config = tmp_path / "config.json"
+    config.write_text(
+        '{"data": {"name": "tiny", "ndim": 2, "num_landmarks": 3, "image_suffix": ".mha", "image_size": [32, 32],'
+        ' "intensity_scale": 0.01, "spacing": null}, "network": {"filters": 4, "levels": 2, "spatial_kernel_size": 3,'
+        ' "spatial_downsampling": 4}, "training": {"optimizer": "adam", "learning_rate": 0.001, "log_every": 1,'
+        f' "iterations": {iterations}, "checkpoint_every": {checkpoint_every}}}}}'
+    )
+    write_dataset(tmp_path / "data")
+    (tmp_path / "train.txt").write_text("a\nb\n")
+    (tmp_path / "test.txt").write_text("c\n")
+    return ["--config", config, "--data_dir", tmp_path / "data", "--train_ids", tmp_path / "train.txt",
+            "--test_ids", tmp_path / "test.txt", "--workers", 1]  # fmt: skip
+
+
+def temporary_files(folder) -> list:
+    return [p for p in folder.rglob("*") if p.name.startswith((".tmp-", STAGING_PREFIX)) or "_temp" in p.name]
+
+
+@pytest.mark.slow
+def test_train_writes_only_into_a_new_or_empty_folder_its_run_or_with_overwrite(tmp_path):
+    arguments = tiny_training(tmp_path, iterations=2, checkpoint_every=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    for extra in ((), ("--resume",)):
+        result = command("train", *arguments, "--output_dir", run, *extra)
+        assert result.returncode == 1 and "holds notes.txt, not a run" in result.stderr, result.stderr
+        assert snapshot(run) == {"notes.txt": b"mine"}
+    (run / "notes.txt").unlink()
+    result = command("train", *arguments, "--output_dir", run)  # an empty folder is fine
+    assert result.returncode == 0, result.stderr
+    before = snapshot(run)
+    result = command("train", *arguments, "--output_dir", run)
+    assert result.returncode == 1 and "already holds a run: pass --resume to continue it, --overwrite" in result.stderr
+    assert snapshot(run) == before
+    (run / "best.weights.h5").write_bytes(b"an earlier run's")
+    result = command("train", *arguments, "--output_dir", run, "--overwrite", "--seed", 1)
+    assert result.returncode == 0, result.stderr
+    assert "removed the earlier run's" in result.stderr and not (run / "best.weights.h5").exists()
+    assert (run / "last.weights.h5").read_bytes() != before["last.weights.h5"] and not temporary_files(run)
+
+
+@pytest.mark.slow
+def test_train_interrupted_keeps_its_checkpoints_and_no_temporary_file(tmp_path):
+    arguments = tiny_training(tmp_path, iterations=400, checkpoint_every=5)
+    run = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scn_tf.cli.train", *map(str, arguments), "--output_dir", str(run)],
+        stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    while not list(run.glob("checkpoints/ckpt-*.index")) and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode == 1 and "interrupted (SIGTERM)" in stderr and "--resume continues" in stderr, stderr
+    assert list(run.glob("checkpoints/ckpt-*.index")) and not temporary_files(run)
+    assert not (run / "metrics.json").exists() and not (run / "last.weights.h5").exists()
