@@ -301,3 +301,12 @@ def test_train_interrupted_keeps_its_checkpoints_and_no_temporary_file(tmp_path)
     assert process.returncode == 1 and "interrupted (SIGTERM)" in stderr and "--resume continues" in stderr, stderr
     assert list(run.glob("checkpoints/ckpt-*.index")) and not temporary_files(run)
     assert not (run / "metrics.json").exists() and not (run / "last.weights.h5").exists()
+
+
+@pytest.mark.slow
+def test_train_on_a_full_disk_says_so_and_leaves_no_temporary_file(tmp_path):
+    arguments = tiny_training(tmp_path, iterations=20, checkpoint_every=5)
+    run = tmp_path / "run"
+    result = command("train", *arguments, "--output_dir", run, preexec_fn=limited_file_size(30_000))
+    assert result.returncode == 1 and "disk full while training into" in result.stderr, result.stderr
+    assert "File too large" in result.stderr and not temporary_files(run)

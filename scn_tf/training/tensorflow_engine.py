@@ -10,6 +10,7 @@ that `step_counters` adjusts.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import keras
@@ -216,7 +217,17 @@ class TensorFlowEngine:
         self.manager = self._manager()
 
     def save(self, number: int) -> None:
-        self.manager.save(checkpoint_number=number)
+        """Saves checkpoint `number`; a save that fails (a full disk) or is interrupted leaves none of its files
+        (TensorFlow writes into `ckpt-N_temp*` first and keeps that folder on an error)."""
+        try:
+            self.manager.save(checkpoint_number=number)
+        except BaseException:
+            for leftover in self.checkpoint_dir.glob(f"ckpt-{number}_temp*"):
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
+            raise
 
     def save_weights(self, path: str | os.PathLike) -> None:
         self.model.save_weights(path)
