@@ -4,31 +4,180 @@ An `ExperimentConfig` has four sections, `data`, `augmentation`, `network` and `
 JSON and back; a user's own dataset is a JSON file of the same form. Coordinates and sizes are in
 (x, y[, z]) order; lengths in millimetres of the image's physical space (pixels where the image has
 identity spacing, as the hand radiographs).
+
+Every construction validates (a JSON file, a preset, `updated`, `dataclasses.replace`): each value's type by
+its field's annotation, then each section's ranges and choices, then whether the network runs on inputs of
+`data.image_size`; a ValueError names the key, the value and what is allowed, before a run writes anything.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
+import types
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 
+from scn_tf.evaluation import Normalization
+
 # The networks, by configuration name, with the names that tables and plots give them.
 NETWORK_NAMES = {"scn": "SCN", "unet": "U-Net", "la": "LA-Net"}
+PADDINGS = ("same", "reflect")  # scn_tf.models.layers.Conv
+UNET_VARIANTS = ("paper", "released")  # scn_tf.models.unet.VARIANTS
+# The models' values for the network settings left null: build_model's levels, scn_tf.models.scn.DEFAULTS.
+DEFAULT_LEVELS = {"scn": 4, "la": 4, "unet": 5}
+DIMENSION_DEFAULTS = {
+    2: {"spatial_kernel_size": 11, "spatial_downsampling": 16, "padding": "same"},
+    3: {"spatial_kernel_size": 7, "spatial_downsampling": 8, "padding": "reflect"},
+}
+MAX_IMAGE_SIDE = 8192  # network input pixels per axis; the memory check (scn_tf.preflight) bounds the product
+MAX_LEVELS = int(math.log2(MAX_IMAGE_SIDE)) + 1  # 2**(levels - 1) divides every side
 
 
 def _check_choice(key: str, value, choices: Iterable) -> None:
     """A ValueError naming the key, the allowed values and the value given, unless it is one of them."""
     choices = list(choices)
     if value not in choices:
-        allowed = ", ".join(repr(choice) for choice in choices)
+        allowed = ", ".join("null" if choice is None else repr(choice) for choice in choices)
         raise ValueError(f"{key} must be one of {allowed}, got {value!r}")
 
 
+def _require(
+    name: str,
+    value,
+    minimum: int | None = None,
+    above: int | None = None,
+    maximum: int | None = None,
+    below: int | None = None,
+) -> None:
+    """A ValueError naming the key unless `value` (a number, or a string of one) is finite and within bounds."""
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
+    if above is not None and number <= above:
+        raise ValueError(f"{name} must be greater than {above}, got {value!r}")
+    if maximum is not None and number > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {value!r}")
+    if below is not None and number >= below:
+        raise ValueError(f"{name} must be below {below}, got {value!r}")
+
+
+class _TypeMismatch(Exception):
+    """A value that does not have its field's annotated type."""
+
+
+_EXPECTED = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false", type(None): "null"}
+_EXPECTED_ITEMS = {int: "integers", float: "finite numbers", str: "strings"}
+_KINDS = ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"), (dict, "an object"))
+
+
+def _is_union(annotation) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def _typed(value, annotation):
+    """`value` if it has the annotated type (int, float, str, bool, None, list[X] and unions of them), else
+    _TypeMismatch; an int where a float is annotated comes back as a float (Keras's SGD refuses an integer
+    momentum). A bool is neither an int nor a float, and a float is no int even when integral (8.0): JSON
+    writes integers without a point, so a point there is more likely a slip than meant. Floats are finite."""
+    if _is_union(annotation):
+        for option in typing.get_args(annotation):
+            try:
+                return _typed(value, option)
+            except _TypeMismatch:
+                pass
+        raise _TypeMismatch
+    if typing.get_origin(annotation) is list:
+        if not isinstance(value, list):
+            raise _TypeMismatch
+        return [_typed(item, typing.get_args(annotation)[0]) for item in value]
+    if annotation is float and type(value) is int:
+        try:
+            value = float(value)
+        except OverflowError:
+            raise _TypeMismatch from None
+    if isinstance(value, bool) != (annotation is bool) or not isinstance(value, annotation):
+        raise _TypeMismatch
+    if annotation is float and not math.isfinite(value):
+        raise _TypeMismatch
+    return value
+
+
+def _expected(annotation) -> str:
+    """What an annotation allows, in the words of a message."""
+    if _is_union(annotation):
+        return " or ".join(_expected(option) for option in typing.get_args(annotation))
+    if typing.get_origin(annotation) is list:
+        items = typing.get_args(annotation)[0]
+        return f"a list of {' or '.join(_EXPECTED_ITEMS[item] for item in typing.get_args(items) or [items])}"
+    return _EXPECTED[annotation]
+
+
+def _checked(key: str, value, annotation):
+    """`value`, typed by `_typed`; a ValueError naming the key, the value and the type allowed if it is not."""
+    try:
+        return _typed(value, annotation)
+    except _TypeMismatch:
+        pass
+    if value is None:
+        shown = "null"
+    else:
+        kind = next((name for kind, name in _KINDS if isinstance(value, kind)), f"a {type(value).__name__}")
+        shown = f"{value!r}" if isinstance(value, list) else f"{value!r} ({kind})"
+    raise ValueError(f"{key} must be {_expected(annotation)}, got {shown}")
+
+
+@functools.cache
+def _field_types(cls: type) -> dict:
+    """The dataclass fields' annotations, resolved (the module's annotations are strings)."""
+    hints = typing.get_type_hints(cls)
+    return {field.name: hints[field.name] for field in dataclasses.fields(cls)}
+
+
+def _json_object(name: str, values) -> dict:
+    if not isinstance(values, dict):
+        raise ValueError(f"{name} must be a JSON object of keys and values, got {values!r}")
+    return values
+
+
 class _Section:
-    """JSON round trip for a dataclass section; unknown keys are an error that names them."""
+    """A dataclass section: JSON round trip, and validation at construction, every value's type by its
+    field's annotation (an int given for a float is stored as a float), then `validate`'s ranges and
+    choices. Unknown keys are an error that names them."""
+
+    section = ""  # the section's key in the configuration, which messages name
+
+    def __post_init__(self):
+        for name, annotation in _field_types(type(self)).items():
+            setattr(self, name, _checked(f"{self.section}.{name}", getattr(self, name), annotation))
+        self.validate()
+
+    def validate(self) -> None:
+        """The section's ranges and choices, its values' types being right."""
+
+    def _in_range(self, keys: str, **bounds: int) -> None:
+        """`_require` for each of the space-separated keys: every item of a list; null passes."""
+        for key in keys.split():
+            value = getattr(self, key)
+            items = value if isinstance(value, list) else [] if value is None else [value]
+            for item in items:
+                _require(f"{self.section}.{key}", item, **bounds)
+
+    def _check_length(self, key: str, length: int, why: str = "") -> None:
+        value = getattr(self, key)
+        if value is not None and len(value) != length:
+            raise ValueError(f"{self.section}.{key} must have {length} values{why}, got {value!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -36,36 +185,10 @@ class _Section:
     @classmethod
     def from_dict(cls, values: dict):
         names = {field.name for field in dataclasses.fields(cls)}
-        unknown = set(values) - names
+        unknown = set(_json_object(cls.section, values)) - names
         if unknown:
             raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}; known: {sorted(names)}")
         return cls(**values)
-
-
-MAX_IMAGE_SIDE = 8192  # network input pixels per axis; the memory check (scn_tf.preflight) bounds the product
-
-
-def _require(
-    name: str,
-    value,
-    minimum: float | None = None,
-    above: float | None = None,
-    maximum: float | None = None,
-    integer: bool = False,
-) -> None:
-    """A ValueError naming the key unless `value` is a finite number (an integer if asked) in range."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if isinstance(value, bool) or not math.isfinite(number) or (integer and number != int(number)):
-        raise ValueError(f"{name} must be a finite {'integer' if integer else 'number'}, got {value!r}")
-    if minimum is not None and number < minimum:
-        raise ValueError(f"{name} must be at least {minimum:g}, got {value!r}")
-    if above is not None and number <= above:
-        raise ValueError(f"{name} must be greater than {above:g}, got {value!r}")
-    if maximum is not None and number > maximum:
-        raise ValueError(f"{name} must be at most {maximum:g}, got {value!r}")
 
 
 @dataclasses.dataclass
@@ -101,18 +224,17 @@ class TrainingConfig(_Section):
     xla: bool = False
     mixed_precision: bool = False
 
-    def __post_init__(self):
+    section = "training"
+
+    def validate(self) -> None:
         _check_choice("training.optimizer", self.optimizer, ("sgd", "adam"))
         _check_choice("training.lr_schedule", self.lr_schedule, ("constant", "cosine"))
-        for key in ("iterations", "batch_size", "log_every", "checkpoint_every", "max_to_keep"):
-            _require(f"training.{key}", getattr(self, key), minimum=1, integer=True)
-        for key in ("learning_rate", "sigma_init", "sigma_min", "gamma"):
-            _require(f"training.{key}", getattr(self, key), above=0.0)
-        for key in ("alpha", "weight_decay", "momentum", "lr_warmup", "lr_final_factor", "max_recoveries"):
-            _require(f"training.{key}", getattr(self, key), minimum=0.0)
-        _require("training.nonfinite_lr_factor", self.nonfinite_lr_factor, above=0.0, maximum=1.0)
-        if self.clip_norm is not None:
-            _require("training.clip_norm", self.clip_norm, above=0.0)
+        self._in_range("iterations batch_size log_every checkpoint_every max_to_keep", minimum=1)
+        self._in_range("learning_rate sigma_init sigma_min gamma clip_norm", above=0)
+        self._in_range("alpha weight_decay lr_warmup lr_final_factor max_recoveries", minimum=0)
+        self._in_range("momentum", minimum=0, maximum=1)  # Keras's SGD
+        self._in_range("nonfinite_lr_factor", above=0, maximum=1)
+        self._in_range("seed", minimum=0, maximum=2**32 - 1)  # NumPy's global seed
         if self.sigma_min >= self.sigma_init:
             raise ValueError(
                 f"training.sigma_min ({self.sigma_min}) must be below training.sigma_init ({self.sigma_init})"
@@ -158,10 +280,12 @@ class DataConfig(_Section):
     outside_value: float = 0.0
     resampling: str = "field"
     window_step: int = 64
-    outlier_radii: list[str] = dataclasses.field(default_factory=lambda: ["2", "4", "10"])
+    outlier_radii: list[str | int | float] = dataclasses.field(default_factory=lambda: ["2", "4", "10"])
     pe_normalization: str | None = None
 
-    def __post_init__(self):
+    section = "data"
+
+    def validate(self) -> None:
         _check_choice("data.ndim", self.ndim, (2, 3))
         _check_choice("data.landmark_units", self.landmark_units, ("mm", "pixel"))
         _check_choice("data.image_frame", self.image_frame, ("header", "zero_origin"))
@@ -170,21 +294,46 @@ class DataConfig(_Section):
         if self.normalization == "histogram_matching" and not self.histogram_reference:
             raise ValueError("data.normalization 'histogram_matching' needs data.histogram_reference (an id)")
         for key in ("image_size", "spacing", "image_spacing"):
-            value = getattr(self, key)
-            if value is not None and len(value) != self.ndim:
-                raise ValueError(f"data.{key} has {len(value)} values, data.ndim is {self.ndim}")
-        _require("data.num_landmarks", self.num_landmarks, minimum=1, integer=True)
-        for side in self.image_size:
-            _require("data.image_size", side, minimum=1, maximum=MAX_IMAGE_SIDE, integer=True)
-        for key in ("spacing", "image_spacing"):
-            for value in getattr(self, key) or ():
-                _require(f"data.{key}", value, above=0.0)
-        _require("data.smoothing_sigma", self.smoothing_sigma, minimum=0.0)
-        for radius in self.outlier_radii:
-            _require("data.outlier_radii", radius, above=0.0)
+            self._check_length(key, self.ndim, f" (data.ndim is {self.ndim})")
+        self._in_range("num_landmarks window_step", minimum=1)
+        self._in_range("image_size", minimum=1, maximum=MAX_IMAGE_SIDE)
+        self._in_range("spacing image_spacing outlier_radii", above=0)
+        self._in_range("smoothing_sigma", minimum=0)
+        if self.intensity_scale == 0:
+            raise ValueError(f"data.intensity_scale must not be 0 (a constant input), got {self.intensity_scale}")
+        self._check_length("intensity_clamp", 2)
+        if self.intensity_clamp is not None and not self.intensity_clamp[0] < self.intensity_clamp[1]:
+            raise ValueError(f"data.intensity_clamp must be [low, high] with low < high, got {self.intensity_clamp}")
+        self._check_length("percentiles", 2)
+        if not 0 <= self.percentiles[0] < self.percentiles[1] <= 100:
+            raise ValueError(f"data.percentiles must be [low, high], 0 <= low < high <= 100, got {self.percentiles}")
         if self.landmark_names is not None and len(self.landmark_names) != self.num_landmarks:
             raise ValueError(
                 f"data.landmark_names has {len(self.landmark_names)} names for {self.num_landmarks} landmarks"
+            )
+        self._check_pe_normalization()
+
+    def _check_pe_normalization(self) -> None:
+        """'NAME:first,second,distance' with two different landmarks of the data and a positive distance, as the
+        evaluation after training will read it."""
+        if self.pe_normalization is None:
+            return
+        try:
+            parsed = Normalization.parse(self.pe_normalization)
+        except ValueError:
+            parsed = None
+        landmarks = range(self.num_landmarks)
+        if (
+            parsed is None
+            or parsed.first == parsed.second
+            or parsed.first not in landmarks
+            or parsed.second not in landmarks
+            or not 0 < parsed.distance < math.inf
+        ):
+            raise ValueError(
+                "data.pe_normalization must be null or 'NAME:first,second,distance' with two different 0-based "
+                f"landmark indices below data.num_landmarks ({self.num_landmarks}) and a positive distance in mm, "
+                f"got {self.pe_normalization!r}"
             )
 
 
@@ -219,14 +368,20 @@ class AugmentationConfig(_Section):
     spatial_units: str = "mm"
     elastic_space: str = "network"
 
-    def __post_init__(self):
+    section = "augmentation"
+
+    def validate(self) -> None:
         _check_choice("augmentation.spatial_units", self.spatial_units, ("mm", "network_pixels"))
         _check_choice("augmentation.elastic_space", self.elastic_space, ("network", "source"))
+        self._in_range(
+            "translation rotation elastic_grid elastic_magnitude intensity_shift max_min_distance", minimum=0
+        )
+        self._in_range("scale scale_axis intensity_scale", minimum=0, below=1)  # factors 1 +- s stay positive
 
 
 @dataclasses.dataclass
 class NetworkConfig(_Section):
-    """Network choice and size; null values take the model's defaults for the dimension."""
+    """Network choice and size; null values take the model's defaults for the network and dimension."""
 
     network: str = "scn"
     filters: int | None = None
@@ -237,8 +392,57 @@ class NetworkConfig(_Section):
     padding: str | None = None
     unet_variant: str = "paper"
 
-    def __post_init__(self):
+    section = "network"
+
+    def validate(self) -> None:
         _check_choice("network.network", self.network, NETWORK_NAMES)
+        _check_choice("network.padding", self.padding, (None, *PADDINGS))
+        _check_choice("network.unet_variant", self.unet_variant, UNET_VARIANTS)
+        self._in_range("filters spatial_kernel_size", minimum=1)
+        self._in_range("levels", minimum=1, maximum=MAX_LEVELS)
+        self._in_range("spatial_downsampling", minimum=1, maximum=MAX_IMAGE_SIDE)
+        self._in_range("dropout_rate", minimum=0, below=1)  # Keras's Dropout
+
+    def resolved(self, ndim: int) -> dict:
+        """levels, spatial_kernel_size, spatial_downsampling and padding as the model is built with them."""
+        defaults = {"levels": DEFAULT_LEVELS[self.network], **DIMENSION_DEFAULTS[ndim]}
+        return {key: default if getattr(self, key) is None else getattr(self, key) for key, default in defaults.items()}
+
+
+def _pools_to(sizes: list[int], factor: int, smallest: int) -> bool:
+    """Whether every side divides by `factor` into at least `smallest` pixels."""
+    return all(side % factor == 0 and side // factor >= smallest for side in sizes)
+
+
+def check_network_fits(network: NetworkConfig, data: DataConfig) -> None:
+    """A ValueError unless the network runs on inputs of `data.image_size`, which Keras would otherwise find at
+    the first step: every side must divide by 2**(levels - 1), as each level's skip meets the upsampled
+    deeper level, and for the SCN by spatial_downsampling, whose pooled map is upsampled back to the input
+    size; with 'reflect' padding (TensorFlow's) a padded map must be larger than its padding, so the
+    deepest level keeps 2 pixels per side and the spatial configuration spatial_kernel_size // 2 + 1."""
+    sizes = data.image_size
+    resolved = network.resolved(data.ndim)
+    reflect = resolved["padding"] == "reflect"
+    # (key, pooling factor of a value, pixels per side needed after pooling, the values worth trying)
+    constraints = [("levels", lambda n: 2 ** (n - 1), 2 if reflect else 1, range(1, MAX_LEVELS + 1))]
+    if network.network == "scn":
+        smallest = resolved["spatial_kernel_size"] // 2 + 1 if reflect else 1
+        constraints.append(("spatial_downsampling", lambda n: n, smallest, range(1, min(sizes) + 1)))
+    for key, factor, smallest, candidates in constraints:
+        value = resolved[key]
+        if _pools_to(sizes, factor(value), smallest):
+            continue
+        given = value if getattr(network, key) is not None else f"null ({value} by default)"
+        allowed = [n for n in candidates if _pools_to(sizes, factor(n), smallest)]
+        raise ValueError(
+            f"network.{key} {given} needs every side of data.image_size {sizes} divisible by {factor(value)}"
+            + (f", with at least {smallest} pixels per side after pooling ('reflect' padding)" if smallest > 1 else "")
+            + (
+                f"; the values that fit are {', '.join(map(str, allowed))} (the largest: {allowed[-1]})"
+                if allowed
+                else "; no value fits"
+            )
+        )
 
 
 SECTIONS = {
@@ -256,6 +460,9 @@ class ExperimentConfig:
     network: NetworkConfig
     training: TrainingConfig
 
+    def __post_init__(self):
+        check_network_fits(self.network, self.data)
+
     def to_dict(self) -> dict:
         return {name: getattr(self, name).to_dict() for name in SECTIONS}
 
@@ -264,7 +471,7 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> ExperimentConfig:
-        unknown = set(values) - set(SECTIONS)
+        unknown = set(_json_object("a configuration", values)) - set(SECTIONS)
         if unknown:
             raise ValueError(f"unknown configuration sections: {sorted(unknown)}; known: {sorted(SECTIONS)}")
         return cls(**{name: section.from_dict(values.get(name, {})) for name, section in SECTIONS.items()})
@@ -272,10 +479,10 @@ class ExperimentConfig:
     def updated(self, overrides: dict) -> ExperimentConfig:
         """A copy with {section: {key: value}} overrides applied (unknown keys are an error)."""
         merged = self.to_dict()
-        for section, values in overrides.items():
+        for section, values in _json_object("a configuration", overrides).items():
             if section not in SECTIONS:
                 raise ValueError(f"unknown configuration section {section!r}")
-            merged[section].update(values)
+            merged[section].update(_json_object(section, values))
         return ExperimentConfig.from_dict(merged)
 
 

@@ -47,6 +47,8 @@ from scn_tf.visualization import save_overlay
 
 log = logging.getLogger("scn_tf")
 
+# Files written into a run folder before the run starts: by scn_tf.script_runs and experiments/skull2d.py.
+PREPARED_FILES = ("run.log", "run.json", "annotations_mean_mm.csv")
 # What a run writes into its folder: an --overwrite run removes these of the earlier run first.
 RUN_OUTPUTS = (
     "checkpoints",
@@ -103,11 +105,8 @@ def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
         return
     if not output_dir.is_dir():
         raise OutputError(f"{output_dir}: exists and is not a folder")
-    entries = sorted(
-        path.name
-        for path in output_dir.iterdir()
-        if path.name != LOCK_NAME and not path.name.startswith(STAGING_PREFIX)
-    )
+    ignored = (LOCK_NAME, STAGING_PREFIX, *PREPARED_FILES)
+    entries = sorted(path.name for path in output_dir.iterdir() if not path.name.startswith(ignored))
     is_run = (output_dir / "config.json").exists() or (output_dir / "checkpoints").exists()
     if resume and (is_run or not entries):
         return
