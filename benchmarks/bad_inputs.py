@@ -1,7 +1,7 @@
 """Runs the commands on bad inputs and prints, per input class, the exit code, the first error line and what
 was left on disk, as a Markdown table.
 
-  python benchmarks/bad_inputs.py [--root REPO]      # REPO: the scn_tf checkout to test (default: this one)
+  python benchmarks/bad_inputs.py [--root REPO] [--only GROUP]   # REPO: the checkout to test (default: this one)
 
 Each case builds its own tiny data set (conftest.write_dataset) in a temporary folder; the training cases
 train a 4-filter SCN for 2 iterations.
@@ -12,9 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +30,15 @@ from conftest import write_dataset  # noqa: E402
 from scn_tf.configs import AugmentationConfig, ExperimentConfig, NetworkConfig, TrainingConfig  # noqa: E402
 
 
-def run(root: Path, module: str, *args) -> tuple[int, str]:
+def run(root: Path, module: str, *args, file_size_limit: int | None = None) -> tuple[int, str]:
+    """The command's exit status and its first error line; with `file_size_limit`, files above that many bytes
+    fail to be written (EFBIG, SIGXFSZ ignored), as on a full disk."""
     environment = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
     result = subprocess.run(
         [sys.executable, "-m", f"scn_tf.cli.{module}", *map(str, args)],
         capture_output=True,
@@ -35,8 +46,31 @@ def run(root: Path, module: str, *args) -> tuple[int, str]:
         errors="replace",
         env=environment,
         cwd=root,
+        preexec_fn=limit if file_size_limit else None,
     )
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    return result.returncode, first_error(result.stderr)
+
+
+def interrupted(root: Path, module: str, *args, watch: Path, number: int = signal.SIGTERM) -> tuple[int, str]:
+    """The command, sent signal `number` once a file appears below `watch` (as it starts writing)."""
+    environment = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", f"scn_tf.cli.{module}", *map(str, args)],
+        stderr=subprocess.PIPE,
+        encoding="utf-8",
+        errors="replace",
+        env=environment,
+        cwd=root,
+    )
+    while process.poll() is None and not any(path.is_file() for path in watch.rglob("*")):
+        time.sleep(0.005)
+    process.send_signal(number)
+    _, stderr = process.communicate()
+    return process.returncode, first_error(stderr)
+
+
+def first_error(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
     errors = [
         line
         for line in lines
@@ -52,7 +86,7 @@ def run(root: Path, module: str, *args) -> tuple[int, str]:
     else:  # no error: the first warning of the package, if any
         warnings = [line for line in lines if line.startswith("WARNING ") and "tensorflow" not in line]
         first = f"(warning) {warnings[0][len('WARNING ') :]}" if warnings else ""
-    return result.returncode, first[:150]
+    return first[:150]
 
 
 def setup(folder: Path) -> dict:
@@ -242,14 +276,145 @@ def cases(root: Path, folder: Path):
     yield "convert hand: id 31 without an image, 310 with one", code, line, f"31 -> {linked}"
 
 
+def listing(folder: Path) -> str:
+    """The files below `folder` (links marked), or 'nothing'."""
+    names = sorted(
+        str(path.relative_to(folder)) + (" (link)" if path.is_symlink() else "")
+        for path in folder.rglob("*")
+        if path.is_file() or path.is_symlink()
+    )
+    return ", ".join(names[:6]) + (f" +{len(names) - 6}" if len(names) > 6 else "") if names else "nothing"
+
+
+def output_cases(root: Path, folder: Path):
+    """Data loss, partial outputs, interruptions and full disks."""
+    paths = setup(folder)
+    data, images = paths["data"], paths["data"] / "images"
+    trained = folder / "trained"
+    run(root, "train", *train_args(paths, trained))
+
+    own = folder / "own"
+    shutil.copytree(data, own)
+    (own / "all.csv").write_text((own / "landmarks.csv").read_text())
+    code, line = run(
+        root, "convert", "--dataset", "hand", "--images", own / "images", "--landmarks", own / "all.csv",
+        "--output_dir", own,
+    )  # fmt: skip
+    regular = sum(1 for path in (own / "images").iterdir() if path.is_file() and not path.is_symlink())
+    yield "convert into the download's own folder", code, line, f"image files left: {regular} of 3"
+
+    target = folder / "converted"
+    (target / "images").mkdir(parents=True)
+    (target / "images" / "a.mha").write_text("mine")
+    code, line = run(
+        root, "convert", "--dataset", "hand", "--images", images, "--landmarks", own / "all.csv", "--output_dir", target
+    )
+    mine = (target / "images" / "a.mha").is_file() and not (target / "images" / "a.mha").is_symlink()
+    yield "convert into a folder holding a user's a.mha", code, line, f"user's file kept: {mine}"
+
+    overlays = folder / "overlays"
+    overlays.mkdir()
+    (overlays / "a.png").write_text("mine")
+    code, line = run(
+        root,
+        "predict",
+        "--model_dir",
+        trained,
+        "--output",
+        folder / "o.csv",
+        "--overlay_dir",
+        overlays,
+        images / "a.mha",
+    )
+    yield (
+        "predict --overlay_dir holding a.png",
+        code,
+        line,
+        f"user's a.png kept: {(overlays / 'a.png').read_bytes() == b'mine'}",
+    )
+
+    augmented = folder / "augmented"
+    augmented.mkdir()
+    (augmented / "a_0.png").write_text("mine")
+    code, line = run(
+        root, "augment", "--config", paths["config"], "--data_dir", data, "--ids", "a", "--samples", "1",
+        "--output_dir", augmented,
+    )  # fmt: skip
+    yield (
+        "augment onto an existing a_0.png",
+        code,
+        line,
+        f"user's a_0.png kept: {(augmented / 'a_0.png').read_bytes() == b'mine'}",
+    )
+
+    evaluate = ["--predictions", trained / "predictions.csv", "--ground_truth", data / "landmarks.csv", "--ids",
+                paths["test"], "--ndim", "2"]  # fmt: skip
+    code, line = run(root, "evaluate", *evaluate, "--output_dir", folder / "cmp", "--compare", folder / "no.json")
+    yield (
+        "evaluate --compare missing.json",
+        code,
+        line,
+        f"left: {listing(folder / 'cmp')}",
+    )
+
+    code, line = run(root, "evaluate", *evaluate, "--output_dir", folder / "full", file_size_limit=8000)
+    yield (
+        "evaluate, disk full (8 kB file limit)",
+        code,
+        line,
+        f"left: {listing(folder / 'full')}",
+    )
+
+    many = folder / "many"
+    many.mkdir()
+    for k in range(30):
+        shutil.copy(images / "a.mha", many / f"i{k:02d}.mha")
+    stopped = folder / "stopped"
+    stopped.mkdir()
+    code, line = interrupted(
+        root, "predict", "--model_dir", trained, "--output", stopped / "p.csv", "--overlay_dir", stopped / "ov",
+        "--save_heatmaps", stopped / "hm", *sorted(many.iterdir()), watch=stopped,
+    )  # fmt: skip
+    yield "predict, SIGTERM at its first output file", code, line, f"left: {listing(stopped)}"
+
+    code, line = run(
+        root, "train", *train_args(paths, folder / "fulltrain", None, "--iterations", "20"), file_size_limit=30_000
+    )
+    temporary = [p.name for p in (folder / "fulltrain").rglob("*") if "_temp" in p.name or p.name.startswith(".tmp")]
+    yield "train, disk full (30 kB file limit)", code, line, f"temporary files left: {temporary or 'none'}"
+
+    base = json.loads(paths["config"].read_text())
+    for name, section, key, value in (
+        ('"filters": "8"', "network", "filters", "8"),
+        ('"filters": true', "network", "filters", True),
+        ('"image_size": null', "data", "image_size", None),
+        ('"levels": 10 on 32x32', "network", "levels", 10),
+        ('"dropout_rate": 1.5', "network", "dropout_rate", 1.5),
+        ('"intensity_scale": 0', "data", "intensity_scale", 0),
+    ):
+        values = json.loads(json.dumps(base))
+        values[section][key] = value
+        bad = folder / f"bad_{key}.json"
+        bad.write_text(json.dumps(values))
+        out = folder / f"cfg_{key}_{value}"
+        code, line = run(root, "train", *train_args({**paths, "config": bad}, out))
+        yield f"train, config {name}", code, line, f"left: {listing(out)}"
+
+
+GROUPS = {"first": cases, "outputs": output_cases}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=str(HERE), help="scn_tf checkout whose commands are run")
-    root = Path(parser.parse_args().root).resolve()
+    parser.add_argument("--only", choices=sorted(GROUPS), action="append", help="run only these groups of cases")
+    arguments = parser.parse_args()
+    root = Path(arguments.root).resolve()
     print(f"root: {root}\n\n| input | exit | first error line | on disk |\n|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
-        for name, code, line, effect in cases(root, Path(folder)):
-            print(f"| {name} | {code} | {line.replace('|', '/')} | {effect} |", flush=True)
+        for group in arguments.only or GROUPS:
+            for name, code, line, effect in GROUPS[group](root, Path(folder) / group):
+                print(f"| {name} | {code} | {line.replace('|', '/')} | {effect} |", flush=True)
 
 
 if __name__ == "__main__":
