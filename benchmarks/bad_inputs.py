@@ -30,14 +30,20 @@ from conftest import write_dataset  # noqa: E402
 from scn_tf.configs import AugmentationConfig, ExperimentConfig, NetworkConfig, TrainingConfig  # noqa: E402
 
 
-def run(root: Path, module: str, *args, file_size_limit: int | None = None) -> tuple[int, str]:
+def run(
+    root: Path, module: str, *args, file_size_limit: int | None = None, address_space: int | None = None
+) -> tuple[int, str]:
     """The command's exit status and its first error line; with `file_size_limit`, files above that many bytes
-    fail to be written (EFBIG, SIGXFSZ ignored), as on a full disk."""
+    fail to be written (EFBIG, SIGXFSZ ignored), as on a full disk; with `address_space`, the process may map
+    at most that many bytes (so that a decoder asked for 30 GiB fails instead of swapping)."""
     environment = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
 
     def limit():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+        if file_size_limit:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+        if address_space:
+            resource.setrlimit(resource.RLIMIT_AS, (address_space, resource.RLIM_INFINITY))
 
     result = subprocess.run(
         [sys.executable, "-m", f"scn_tf.cli.{module}", *map(str, args)],
@@ -46,7 +52,7 @@ def run(root: Path, module: str, *args, file_size_limit: int | None = None) -> t
         errors="replace",
         env=environment,
         cwd=root,
-        preexec_fn=limit if file_size_limit else None,
+        preexec_fn=limit if file_size_limit or address_space else None,
     )
     return result.returncode, first_error(result.stderr)
 
@@ -401,7 +407,122 @@ def output_cases(root: Path, folder: Path):
         yield f"train, config {name}", code, line, f"left: {listing(out)}"
 
 
-GROUPS = {"first": cases, "outputs": output_cases}
+def landmark_shift(csv: Path, reference: Path) -> str:
+    """The largest distance between the landmarks of a one-row prediction CSV and those of `reference`."""
+    if not csv.exists():
+        return "no prediction"
+    rows = [np.array(path.read_text().split(",")[1:], float).reshape(-1, 2) for path in (csv, reference)]
+    return f"landmarks moved up to {np.nanmax(np.linalg.norm(rows[0] - rows[1], axis=1)):.1f} px"
+
+
+def content_cases(root: Path, folder: Path):
+    """Images and tables that are not what the model expects."""
+    from PIL import Image
+
+    sys.path.insert(0, str(HERE / "tests"))
+    from test_input_content import write_compressed_meta_header, write_png_header
+
+    paths = setup(folder)
+    pngs = folder / "pngs"
+    write_dataset(pngs, spacing=(1.0, 1.0))  # landmarks in mm = px
+    for path in sorted((pngs / "images").glob("*.mha")):
+        array = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        Image.fromarray(np.round(array / array.max() * 255).astype(np.uint8)).save(path.with_suffix(".png"))
+        path.unlink()
+    values = json.loads(paths["config"].read_text())
+    values["data"].update(image_suffix=".png", intensity_scale=1 / 255)
+    png_config = folder / "png.json"
+    png_config.write_text(json.dumps(values))
+    model = folder / "png_model"
+    run(root, "train", *train_args({**paths, "data": pngs, "config": png_config}, model))
+    picture = np.asarray(Image.open(pngs / "images" / "a.png"))
+
+    def predict(name: str, *extra) -> tuple[int, str, Path]:
+        output = folder / "predicted" / name / "p.csv"
+        code, line = run(root, "predict", "--model_dir", model, "--output", output, *extra)
+        return code, line, output
+
+    _, _, reference = predict("reference", pngs / "images" / "a.png")
+    wide = folder / "wide" / "a.png"
+    wide.parent.mkdir()
+    Image.fromarray(picture.astype(np.uint16) * 257).save(wide)  # the same grey levels in 16 bits
+    code, line, output = predict("wide", wide)
+    yield "predict a 16-bit PNG (8-bit model)", code, line, landmark_shift(output, reference)
+    code, line, output = predict("wide_rescaled", wide, "--pixel_type_policy", "rescale")
+    yield "same, --pixel_type_policy rescale", code, line, landmark_shift(output, reference)
+    rgba = folder / "rgba" / "a.png"
+    rgba.parent.mkdir()
+    Image.fromarray(np.stack([picture] * 3 + [np.full_like(picture, 64)], axis=-1), "RGBA").save(rgba)
+    code, line, output = predict("rgba", rgba)
+    yield "predict an RGBA PNG (alpha 64)", code, line, landmark_shift(output, reference)
+    dot = folder / "dot" / "a.png"
+    dot.parent.mkdir()
+    Image.fromarray(picture[:1, :1]).save(dot)
+    code, line, output = predict("dot", dot)
+    coordinates = np.array(output.read_text().split(",")[1:], float) if output.exists() else None
+    yield (
+        "predict a 1x1 PNG",
+        code,
+        line,
+        "no prediction" if coordinates is None else f"smallest coordinate {np.nanmin(coordinates):.1f} px",
+    )
+    huge = folder / "huge"
+    huge.mkdir()
+    write_png_header(huge / "a.png", 100_000, 100_000)
+    write_compressed_meta_header(huge / "b.mha", 60_000)
+    for name, path in (
+        ("PNG header 100000x100000", huge / "a.png"),
+        ("compressed MHA header 60000x60000", huge / "b.mha"),
+    ):
+        start = time.perf_counter()
+        output = folder / "predicted" / path.name / "p.csv"
+        code, line = run(root, "predict", "--model_dir", model, "--output", output, path, address_space=16 * 2**30)
+        yield f"predict a {name} (16 GiB address space)", code, line, f"{time.perf_counter() - start:.0f} s"
+
+    data = paths["data"]
+    rows = (data / "landmarks.csv").read_text().splitlines()
+    evaluate = ["--predictions", data / "landmarks.csv", "--ids", paths["test"], "--ndim", "2", "--units", "mm"]
+    tables = folder / "tables"
+    tables.mkdir()
+    infinite = tables / "inf.csv"
+    infinite.write_text("\n".join(rows[:2] + [rows[2].replace(rows[2].split(",")[1], "inf", 1)]) + "\n")
+    code, line = run(root, "evaluate", *evaluate, "--ground_truth", infinite, "--output_dir", folder / "ev_inf")
+    yield "evaluate, ground truth with inf", code, line, f"left: {listing(folder / 'ev_inf')}"
+    bom = tables / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + (data / "landmarks.csv").read_bytes())
+    first = tables / "first.txt"
+    first.write_text(rows[0].split(",")[0] + "\n")
+    code, line = run(
+        root, "evaluate", *evaluate, "--ids", first, "--ground_truth", bom, "--output_dir", folder / "ev_bom"
+    )
+    yield "evaluate, ground truth CSV with a UTF-8 BOM, its first id", code, line, f"left: {listing(folder / 'ev_bom')}"
+    twice = tables / "twice.txt"
+    twice.write_text("c\nc\n")
+    out = folder / "ev_twice"
+    code, line = run(root, "evaluate", *evaluate, "--ids", twice, "--ground_truth", data / "landmarks.csv",
+                     "--output_dir", out)  # fmt: skip
+    counted = (
+        json.loads((out / "metrics.json").read_text()).get("num_images") if (out / "metrics.json").exists() else None
+    )
+    yield "evaluate --ids listing c twice", code, line, f"images counted: {counted}"
+
+    overlap = tables / "overlap.txt"
+    overlap.write_text("a\nc\n")
+    code, line = run(root, "train", *train_args(paths, folder / "tr_overlap", overlap))
+    yield "train, test ids a,c with a a training id", code, line, ""
+    empty = folder / "empty_data"
+    shutil.copytree(data, empty)
+    (empty / "landmarks.csv").write_text("\n".join([rows[0].split(",")[0] + ",nan" * 6, *rows[1:]]) + "\n")
+    code, line = run(root, "train", *train_args({**paths, "data": empty}, folder / "tr_empty"))
+    yield "train, a training row without landmarks", code, line, ""
+    resumed = folder / "tr_resume"
+    run(root, "train", *train_args({**paths, "data": empty}, resumed))
+    (empty / "landmarks.csv").write_text("\n".join(rows) + "\n")
+    code, line = run(root, "train", *train_args({**paths, "data": empty}, resumed, None, "--resume", "--iterations", 3))
+    yield "train --resume after the annotations changed", code, line, ""
+
+
+GROUPS = {"first": cases, "outputs": output_cases, "content": content_cases}
 
 
 def main() -> None:

@@ -31,8 +31,8 @@ UNET_VARIANTS = ("paper", "released")  # scn_tf.models.unet.VARIANTS
 # The models' values for the network settings left null: build_model's levels, scn_tf.models.scn.DEFAULTS.
 DEFAULT_LEVELS = {"scn": 4, "la": 4, "unet": 5}
 DIMENSION_DEFAULTS = {
-    2: {"spatial_kernel_size": 11, "spatial_downsampling": 16, "padding": "same"},
-    3: {"spatial_kernel_size": 7, "spatial_downsampling": 8, "padding": "reflect"},
+    2: {"filters": 128, "spatial_kernel_size": 11, "spatial_downsampling": 16, "padding": "same"},
+    3: {"filters": 64, "spatial_kernel_size": 7, "spatial_downsampling": 8, "padding": "reflect"},
 }
 MAX_IMAGE_SIDE = 8192  # network input pixels per axis; the memory check (scn_tf.preflight) bounds the product
 MAX_LEVELS = int(math.log2(MAX_IMAGE_SIDE)) + 1  # 2**(levels - 1) divides every side
@@ -255,7 +255,10 @@ class DataConfig(_Section):
     original's -3024 HU, -1 after normalisation, also the padding of short test volumes). `resampling` "field"
     evaluates the spatial transform on a coarse grid and interpolates it, exactly at every pixel of the cells
     where the grid misses (fast; source positions at most 0.06 mm off for the presets,
-    docs/pipeline_speed.md), "exact" at every pixel.
+    docs/pipeline_speed.md), "exact" at every pixel. `pixel_type_policy` is what prediction does, under fixed
+    intensity normalisation, with an image whose pixel type (uint8, uint16, float32, ...) none of the training
+    images had: "refuse" it, or "rescale" its values onto the training type's range
+    (scn_tf.data.io.conform_pixel_type).
     """
 
     name: str = "custom"
@@ -282,11 +285,13 @@ class DataConfig(_Section):
     window_step: int = 64
     outlier_radii: list[str | int | float] = dataclasses.field(default_factory=lambda: ["2", "4", "10"])
     pe_normalization: str | None = None
+    pixel_type_policy: str = "refuse"
 
     section = "data"
 
     def validate(self) -> None:
         _check_choice("data.ndim", self.ndim, (2, 3))
+        _check_choice("data.pixel_type_policy", self.pixel_type_policy, ("refuse", "rescale"))
         _check_choice("data.landmark_units", self.landmark_units, ("mm", "pixel"))
         _check_choice("data.image_frame", self.image_frame, ("header", "zero_origin"))
         _check_choice("data.normalization", self.normalization, ("fixed", "percentile", "histogram_matching"))
@@ -404,7 +409,7 @@ class NetworkConfig(_Section):
         self._in_range("dropout_rate", minimum=0, below=1)  # Keras's Dropout
 
     def resolved(self, ndim: int) -> dict:
-        """levels, spatial_kernel_size, spatial_downsampling and padding as the model is built with them."""
+        """levels, filters, spatial_kernel_size, spatial_downsampling and padding as the model is built with them."""
         defaults = {"levels": DEFAULT_LEVELS[self.network], **DIMENSION_DEFAULTS[ndim]}
         return {key: default if getattr(self, key) is None else getattr(self, key) for key, default in defaults.items()}
 

@@ -37,9 +37,9 @@ from scn_tf.files import (
     write_json_atomic,
 )
 from scn_tf.inference import Predictor
-from scn_tf.model_dir import check_resume, write_model_files
+from scn_tf.model_dir import DATA_DIGEST_FILE, PIXEL_TYPES_FILE, check_resume, write_data_digest, write_model_files
 from scn_tf.models import build_model, count_trainable_weights
-from scn_tf.preflight import check_inputs
+from scn_tf.preflight import check_inputs, check_training_data
 from scn_tf.reports import REPORT_FILES, write_reports
 from scn_tf.runtime import dtype_policy, seeded
 from scn_tf.training import Trainer, backends
@@ -56,6 +56,8 @@ RUN_OUTPUTS = (
     "overlays",
     "config.json",
     "preprocessing.json",
+    PIXEL_TYPES_FILE,
+    DATA_DIGEST_FILE,
     "*.weights.h5",
     "sigmas.json",
     "*.sigmas.json",
@@ -187,8 +189,10 @@ class Experiment:
                 if ids
             },
         )
-        check_resume(self.output_dir, config)
-        backends.check_checkpoints(run_dir / "checkpoints")
+        data_digest = check_training_data(config, self.data_dir, self.train_ids + self.validation_ids, self.test_ids)
+        if not self.overwrite:  # an --overwrite run replaces the earlier one, whatever it was
+            check_resume(self.output_dir, config, data_digest)
+            backends.check_checkpoints(run_dir / "checkpoints")
         log.info("loading %d training images", len(self.train_ids))
         train = LandmarkSource(config.data, self.data_dir, self.train_ids, self.workers)
         validation = (
@@ -203,6 +207,8 @@ class Experiment:
         with RunLock(run_dir), contextlib.ExitStack() as stack:
             if self.overwrite and chief:
                 remove_run_outputs(self.output_dir)
+            if chief and not backends.checkpoint_backends(self.output_dir / "checkpoints"):
+                write_data_digest(self.output_dir, data_digest)  # a new run, all checks passed
             batches = self._batches(strategy, train, stack)
             return self._train(strategy, chief, run_dir, train, validation, test, batches)
 
@@ -244,6 +250,7 @@ class Experiment:
         model_files = {"config.json": config.to_dict()}
         if train.reference_quantiles is not None:
             model_files["preprocessing.json"] = {"histogram_quantiles": np.asarray(train.reference_quantiles).tolist()}
+        model_files[PIXEL_TYPES_FILE] = train.pixel_type_record()
         if chief and not backends.checkpoint_backends(run_dir / "checkpoints"):
             write_model_files(self.output_dir, config, train.reference_quantiles)  # a new run: its configuration
         if strategy is not None and strategy.num_replicas_in_sync > 1:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable
 
 import keras
@@ -14,11 +15,19 @@ import numpy as np
 import SimpleITK as sitk
 
 from scn_tf.confidence import ConfidenceReference, image_score
-from scn_tf.configs import DataConfig
+from scn_tf.configs import DataConfig, ExperimentConfig
 from scn_tf.data.augmentation import SpatialTransform, make_transform
-from scn_tf.data.io import apply_image_frame, physical_to_pixel, pixel_to_physical, read_image
+from scn_tf.data.io import (
+    apply_image_frame,
+    conform_pixel_type,
+    physical_to_pixel,
+    pixel_to_physical,
+    read_image,
+    read_image_typed,
+)
 from scn_tf.data.preprocessing import normalize_intensity, prepare_source
 from scn_tf.heatmaps import decode_heatmaps
+from scn_tf.preflight import check_image_extent
 
 
 @dataclasses.dataclass
@@ -163,6 +172,30 @@ class Predictor:
 
     def predict_file(self, path, image_id: str) -> Prediction:
         return self.predict_image(read_image(path, self.data.ndim, self.data.image_spacing), image_id)
+
+
+def read_model_input(
+    path: str | os.PathLike, config: ExperimentConfig, pixel_types: dict | None, policy: str | None = None
+) -> sitk.Image:
+    """An image file read for the model of `config`, as scn-predict reads its inputs: io.read_image; a
+    DataError where it is smaller than the network can use (preflight.check_image_extent); and, under fixed
+    intensity normalisation (percentile normalisation and histogram matching do not depend on the values'
+    scale), its pixel type checked against the training images' (`pixel_types`: model_dir.load_pixel_types,
+    None for a model folder without the record) by `policy`, default `data.pixel_type_policy`
+    (io.conform_pixel_type)."""
+    data = config.data
+    image, pixel_type = read_image_typed(path, data.ndim, data.image_spacing)
+    check_image_extent(path, image.GetSize(), image.GetSpacing(), config)
+    if pixel_types is not None and data.normalization == "fixed":
+        image = conform_pixel_type(
+            image,
+            path,
+            pixel_type,
+            pixel_types["pixel_types"],
+            policy or data.pixel_type_policy,
+            pixel_types["value_range"],
+        )
+    return image
 
 
 def mirror_x(image: sitk.Image) -> sitk.Image:

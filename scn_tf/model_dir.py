@@ -1,6 +1,8 @@
 """A training run's folder as a deployable model: config.json, <last|best>.weights.h5, sigmas.json (best:
-best.sigmas.json), confidence.json (the training images' heatmap peaks, scn_tf.confidence) and, where the
-configuration matches histograms, preprocessing.json with the reference quantiles.
+best.sigmas.json), confidence.json (the training images' heatmap peaks, scn_tf.confidence), pixel_types.json
+(the training images' pixel types and value range, which prediction checks its inputs against) and, where the
+configuration matches histograms, preprocessing.json with the reference quantiles. The run folder also holds
+data_digest.json, the digest of the training ids and annotations its first start trained on.
 
 A model is written as one unit (`write_model`): the weights and the JSON files under temporary names, renamed,
 and the sigmas file last, holding the SHA-256 of the weights and of those files. `load_model_dir` checks the
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +23,11 @@ import numpy as np
 
 from scn_tf.configs import ExperimentConfig, load_config
 from scn_tf.files import atomic_path, write_json_atomic
+
+log = logging.getLogger("scn_tf")
+
+PIXEL_TYPES_FILE = "pixel_types.json"
+DATA_DIGEST_FILE = "data_digest.json"
 
 ARCHITECTURE_KEYS = {  # what the weights and the meaning of their outputs depend on: fixed by a run's first start
     "network": (
@@ -143,18 +151,65 @@ def architecture_differences(saved: ExperimentConfig, requested: ExperimentConfi
     return differences
 
 
-def check_resume(output_dir: str | os.PathLike, config: ExperimentConfig) -> None:
+def check_resume(output_dir: str | os.PathLike, config: ExperimentConfig, data_digest: str | None = None) -> None:
     """Before a resumed run writes anything: its saved configuration must agree with the requested one on every
-    architecture and geometry key (other keys, as the iterations and the learning rate, may change)."""
-    path = Path(output_dir) / "config.json"
-    if not path.exists():
+    architecture and geometry key (other keys, as the iterations and the learning rate, may change). Where the
+    run has checkpoints and `data_digest` (preflight.check_training_data) differs from the one its first start
+    recorded, a warning: the run continues on other training ids or annotations."""
+    output_dir = Path(output_dir)
+    path = output_dir / "config.json"
+    if path.exists():
+        differences = architecture_differences(load_config(path), config)
+        if differences:
+            raise ModelDirError(
+                f"{output_dir}: --resume with another architecture or geometry than the saved run's "
+                f"({'; '.join(differences)}); use the saved values or another --output_dir"
+            )
+    recorded = output_dir / DATA_DIGEST_FILE
+    if data_digest is None or not recorded.exists() or not any((output_dir / "checkpoints").glob("ckpt-*")):
         return
-    differences = architecture_differences(load_config(path), config)
-    if differences:
-        raise ModelDirError(
-            f"{output_dir}: --resume with another architecture or geometry than the saved run's "
-            f"({'; '.join(differences)}); use the saved values or another --output_dir"
+    try:
+        saved = json.loads(recorded.read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        log.warning("%s: unreadable (%s); cannot tell whether the training data changed", recorded, error)
+        return
+    if saved != data_digest:
+        log.warning(
+            "%s: --resume with other training data than the run started with: the training ids or their "
+            "annotation rows differ from those %s recorded; the model will have learnt from both",
+            output_dir,
+            recorded.name,
         )
+
+
+def write_data_digest(output_dir: str | os.PathLike, data_digest: str) -> None:
+    """data_digest.json for a new run, once every check passed; a resumed run keeps its first start's, so that
+    every resume compares with the data the run started with."""
+    write_json_atomic(Path(output_dir) / DATA_DIGEST_FILE, {"sha256": data_digest})
+
+
+def load_pixel_types(model_dir: str | os.PathLike) -> dict | None:
+    """{"pixel_types": [...], "value_range": [minimum, maximum]} that training recorded for its images
+    (most frequent type first), for io.conform_pixel_type; None, with a warning, for a model folder written
+    before the record."""
+    path = Path(model_dir) / PIXEL_TYPES_FILE
+    if not path.exists():
+        log.warning(
+            "%s: no %s (a model written before it was recorded): the input images' pixel type cannot be "
+            "checked against the training images'",
+            model_dir,
+            PIXEL_TYPES_FILE,
+        )
+        return None
+    try:
+        record = json.loads(path.read_text())
+        types = [str(name) for name in record["pixel_types"]]
+        value_range = [float(v) for v in record["value_range"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelDirError(f"{path}: not a pixel type record ({type(error).__name__}: {error})") from None
+    if not types or len(value_range) != 2:
+        raise ModelDirError(f"{path}: needs a non-empty pixel_types list and a [minimum, maximum] value_range")
+    return {"pixel_types": types, "value_range": value_range}
 
 
 def load_model_dir(model_dir: str | os.PathLike, checkpoint: str = "last"):

@@ -1,5 +1,7 @@
 """Checks before a training run writes anything or takes its first step: every listed image is there with a
-sane header, every id has an annotation row, and the configuration fits the machine's memory.
+sane header and at least the network's smallest size (which prediction checks too), every id has an
+annotation row, and the configuration fits the machine's memory; warnings for test ids among the training
+ids and training rows without landmarks, and the training data's digest that a resumed run compares.
 
 The memory estimate is deliberately rough (activations kept for the backward pass dominate): per level of the
 network, batch x voxels at that level x filters x ACTIVATION_COPIES x 4 bytes, plus the heatmap-sized tensors
@@ -9,21 +11,24 @@ meant to stop configurations that cannot work (a 30000 x 30000 input), not to pl
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import SimpleITK as sitk
+import numpy as np
 
 from scn_tf.configs import ExperimentConfig
 from scn_tf.data.ids import validate_ids
-from scn_tf.data.io import MAX_IMAGE_VOXELS, DataError, read_landmarks_csv
+from scn_tf.data.io import DataError, ImageHeader, check_header, gib, read_header, read_landmarks_csv
+
+log = logging.getLogger("scn_tf")
 
 ACTIVATION_COPIES = 8  # per conv block: two convolutions, activations, dropout mask, their gradients
 HEATMAP_COPIES = 8  # predictions, targets, local and spatial components, their gradients
 SOURCE_COPIES = 2  # the decoded image and its prepared (smoothed, float32) copy
-DEFAULT_FILTERS = 128
 
 
 class ResourceError(DataError):
@@ -37,19 +42,14 @@ def machine_memory() -> int:
 
 def training_memory(config: ExperimentConfig, source_voxels: int = 0) -> int:
     """Rough bytes a training run of `config` needs (see the module docstring)."""
-    data, network = config.data, config.network
+    data, resolved = config.data, config.network.resolved(config.data.ndim)
     voxels = math.prod(data.image_size)
-    filters = network.filters or DEFAULT_FILTERS
-    levels = network.levels or (5 if network.network == "unet" else 4)
+    filters, levels = resolved["filters"], resolved["levels"]
     level_sum = sum(2.0 ** (-data.ndim * level) for level in range(levels))
     batch = config.training.batch_size
     activations = batch * voxels * filters * ACTIVATION_COPIES * 4 * level_sum
     heatmaps = batch * voxels * data.num_landmarks * HEATMAP_COPIES * 4
     return int(activations + heatmaps + source_voxels * SOURCE_COPIES * 4)
-
-
-def gib(count: int) -> str:
-    return f"{count / 2**30:.1f} GiB"
 
 
 def check_memory(config: ExperimentConfig, source_voxels: int = 0, available: int | None = None) -> int:
@@ -61,41 +61,66 @@ def check_memory(config: ExperimentConfig, source_voxels: int = 0, available: in
         raise ResourceError(
             f"this configuration needs about {gib(needed)} of memory, the machine has {gib(available)}: batch "
             f"{config.training.batch_size} x input {'x'.join(map(str, data.image_size))} x "
-            f"{config.network.filters or DEFAULT_FILTERS} filters, and {source_voxels:,} source voxels; "
+            f"{config.network.resolved(data.ndim)['filters']} filters, and {source_voxels:,} source voxels; "
             "lower data.image_size, network.filters or training.batch_size"
         )
     return needed
 
 
-def image_header(path: Path) -> tuple[int, ...]:
-    """The size in the header of `path` (a file or a DICOM folder), read without the pixels."""
-    if not path.exists():
-        raise DataError(f"{path}: image file does not exist")
-    if path.is_dir():
-        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path))
-        if not files:
-            raise DataError(f"{path}: directory holds no DICOM series")
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(files[0])
-        reader.ReadImageInformation()
-        return tuple(reader.GetSize()[:2]) + (len(files),)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as error:
-        raise DataError(f"{path}: cannot read the image header ({str(error).strip().splitlines()[-1]})") from error
-    size, spacing = tuple(reader.GetSize()), reader.GetSpacing()
-    if min(size) < 1 or math.prod(size) > MAX_IMAGE_VOXELS:
-        raise DataError(f"{path}: image size {size} in the header is not between 1 and {MAX_IMAGE_VOXELS} voxels")
-    if not all(math.isfinite(s) and s > 0 for s in spacing):
-        raise DataError(f"{path}: image spacing {spacing} in the header is not positive and finite")
-    return size
+def image_header(path: Path) -> ImageHeader:
+    """The header of `path` (a file or a DICOM folder), read without the pixels and checked (io.check_header:
+    size, memory to read it, spacing)."""
+    header = read_header(path)
+    check_header(path, header)
+    return header
+
+
+def network_downsampling(config: ExperimentConfig) -> int:
+    """The network's total downsampling factor: its deepest map has one pixel per this many input pixels
+    along every axis (2**(levels - 1) for the U-Net and LA-Net; for the SCN also `spatial_downsampling`, the
+    spatial configuration's pooling: their least common multiple)."""
+    resolved = config.network.resolved(config.data.ndim)
+    factor = 2 ** (resolved["levels"] - 1)
+    if config.network.network == "scn":
+        factor = math.lcm(factor, resolved["spatial_downsampling"])
+    return factor
+
+
+def check_image_extent(
+    path: str | os.PathLike, size: Sequence[int], spacing: Sequence[float], config: ExperimentConfig
+) -> None:
+    """A DataError where an image is smaller than the smallest the network can use: along every axis it must
+    have at least D pixels, D the network's total downsampling factor (network_downsampling), and, with a
+    fixed network pixel size (`data.spacing`), span at least D network pixels. Less is less than one pixel
+    of the network's deepest map: a 1x1 image stretched over the input, or a 2 mm image in a 1 mm network,
+    yields landmarks outside the image. Where `data.spacing` is null the image is fitted into
+    `data.image_size`, so its extent fills the input by construction and the pixel count alone applies. A
+    single-slice 3D image counts as 2D; other dimension mismatches are left to read_image."""
+    data = config.data
+    size, spacing = list(size), list(spacing)
+    if len(size) == 3 and size[2] == 1 and data.ndim == 2:
+        size, spacing = size[:2], spacing[:2]
+    if len(size) != data.ndim:
+        return
+    minimum = network_downsampling(config)
+    extent = [n * s for n, s in zip(size, spacing, strict=True)]
+    network_pixels = [math.inf] * data.ndim
+    if data.spacing is not None:
+        network_pixels = [e / s for e, s in zip(extent, data.spacing, strict=True)]
+    for axis, (pixels, covered) in enumerate(zip(size, network_pixels, strict=True)):
+        if pixels < minimum or covered < minimum - 1e-6:
+            spans = f" and spans {covered:.1f} network pixels of {data.spacing[axis]:g} mm" if data.spacing else ""
+            raise DataError(
+                f"{path}: image size {tuple(size)} ({' x '.join(f'{e:g}' for e in extent)} mm) has {pixels} "
+                f"pixel(s){spans} along {'xyz'[axis]}; the network needs at least {minimum} along every axis "
+                "(its total downsampling factor)"
+            )
 
 
 def check_inputs(config: ExperimentConfig, data_dir: str | os.PathLike, splits: dict[str, Sequence[str]]) -> int:
-    """Every id of every split ({name: ids}) valid, annotated and with a readable image header, and the run's
-    memory estimate within the machine's; returns the total source voxels."""
+    """Every id of every split ({name: ids}) valid, annotated and with a readable image header of at least the
+    network's smallest size, and the run's memory estimate within the machine's; returns the total source
+    voxels."""
     data = config.data
     data_dir = Path(data_dir)
     csv = data_dir / data.landmarks_csv
@@ -107,7 +132,49 @@ def check_inputs(config: ExperimentConfig, data_dir: str | os.PathLike, splits: 
         if missing:
             raise DataError(f"{csv}: no annotation row for {name} id(s) {', '.join(missing[:10])}")
         for image_id in ids:
-            size = image_header(data_dir / data.image_dir / f"{image_id}{data.image_suffix}")
-            voxels += math.prod(size)
+            path = data_dir / data.image_dir / f"{image_id}{data.image_suffix}"
+            header = image_header(path)
+            check_image_extent(path, header.size, data.image_spacing or header.spacing, config)
+            voxels += math.prod(header.size)
     check_memory(config, voxels)
     return voxels
+
+
+def training_data_digest(annotations: dict[str, np.ndarray], ids: Sequence[str]) -> str:
+    """SHA-256 over the sorted ids and their annotation rows as read (NaN for every missing coordinate): what
+    a resumed run compares with the data its first start trained on."""
+    hasher = hashlib.sha256()
+    for image_id in sorted(set(ids)):
+        row = np.asarray(annotations[image_id], "<f8")
+        hasher.update(image_id.encode() + b"\0" + np.where(np.isnan(row), np.nan, row).tobytes())
+    return hasher.hexdigest()
+
+
+def check_training_data(
+    config: ExperimentConfig, data_dir: str | os.PathLike, train_ids: Sequence[str], test_ids: Sequence[str]
+) -> str:
+    """Warnings for test ids that are training ids too (optimistic test metrics) and for training rows without
+    any annotated landmark (nothing to learn from); returns the training data's digest
+    (training_data_digest). Call it after check_inputs, which refuses ids without a row."""
+    data = config.data
+    annotations = read_landmarks_csv(Path(data_dir) / data.landmarks_csv, data.num_landmarks, data.ndim)
+    training = set(train_ids)
+    shared = [i for i in test_ids if i in training]
+    if shared:
+        log.warning(
+            "%d of %d test id(s) are training ids too (%s%s): the test metrics will be optimistic",
+            len(shared),
+            len(test_ids),
+            ", ".join(shared[:5]),
+            ", ..." if len(shared) > 5 else "",
+        )
+    empty = [i for i in train_ids if not np.isfinite(annotations[i]).all(axis=1).any()]
+    if empty:
+        log.warning(
+            "%s: %d training id(s) without any annotated landmark, which teach the network nothing: %s%s",
+            Path(data_dir) / data.landmarks_csv,
+            len(empty),
+            ", ".join(empty[:10]),
+            ", ..." if len(empty) > 10 else "",
+        )
+    return training_data_digest(annotations, train_ids)

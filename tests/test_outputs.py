@@ -278,7 +278,7 @@ def test_train_writes_only_into_a_new_or_empty_folder_its_run_or_with_overwrite(
     assert result.returncode == 1 and "already holds a run: pass --resume to continue it, --overwrite" in result.stderr
     assert snapshot(run) == before
     (run / "best.weights.h5").write_bytes(b"an earlier run's")
-    result = command("train", *arguments, "--output_dir", run, "--overwrite", "--seed", 1)
+    result = command("train", *arguments, "--output_dir", run, "--overwrite", "--filters", 6)  # another network
     assert result.returncode == 0, result.stderr
     assert "removed the earlier run's" in result.stderr and not (run / "best.weights.h5").exists()
     assert (run / "last.weights.h5").read_bytes() != before["last.weights.h5"] and not temporary_files(run)

@@ -7,6 +7,10 @@ Writes the annotation CSV format in the model's landmark units, one row per imag
 extensions; where names repeat, with as many parent folders as tell them apart: `scans__a`), and beside it a
 JSON with each image's file, each landmark's confidence (heatmap peak), its scale against the training
 images' peaks (scn_tf.confidence) and sigma in mm; warns for images far below the model's usual.
+An image smaller than the network's field of view is refused; so is, under fixed intensity normalisation, one
+whose pixel type the training images did not have (a 16-bit image for an 8-bit model), unless
+--pixel_type_policy rescale (default: the model's data.pixel_type_policy) maps its values onto the training
+type's range.
 Every input is read and every output path checked before anything is written: a bad one ends the command with
 exit 1 and no output, unless --skip_bad (the JSON's "skipped" lists the files left out). Existing outputs
 (the CSV, the JSON, overlays, heatmaps) are replaced only with --overwrite, and never an input. The outputs
@@ -18,6 +22,8 @@ landmarks.
 
 from __future__ import annotations
 
+import contextlib
+import logging as std_logging
 import sys
 from pathlib import Path
 
@@ -26,11 +32,11 @@ from absl import app, flags, logging
 
 from scn_tf import confidence
 from scn_tf.cli.common import command, import_backend_quietly
-from scn_tf.configs import NETWORK_NAMES
+from scn_tf.configs import NETWORK_NAMES, ExperimentConfig
 from scn_tf.data.ids import unique_ids
-from scn_tf.data.io import DataError, read_image, write_landmarks_csv
+from scn_tf.data.io import PIXEL_TYPE_POLICIES, DataError, write_landmarks_csv
 from scn_tf.files import OutputError, StagedOutputs, inside, write_json_atomic
-from scn_tf.model_dir import ModelDirError, load_model_dir
+from scn_tf.model_dir import PIXEL_TYPES_FILE, ModelDirError, load_model_dir, load_pixel_types
 from scn_tf.visualization import save_overlay
 
 
@@ -60,10 +66,25 @@ def define_flags(values: flags.FlagValues) -> None:
         "with nothing written at the first bad input.",
         flag_values=values,
     )
+    flags.DEFINE_enum(
+        "pixel_type_policy",
+        None,
+        list(PIXEL_TYPE_POLICIES),
+        "An image whose pixel type the training images did not have: 'refuse' it or 'rescale' its values onto "
+        "the training type's range (default: the model's data.pixel_type_policy).",
+        flag_values=values,
+    )
     flags.DEFINE_bool("overwrite", False, "Replace existing output files.", flag_values=values)
 
 
-MODEL_FILE_PATTERNS = ("config.json", "preprocessing.json", "*.weights.h5", "*sigmas.json", "confidence*.json")
+MODEL_FILE_PATTERNS = (
+    "config.json",
+    "preprocessing.json",
+    PIXEL_TYPES_FILE,
+    "*.weights.h5",
+    "*sigmas.json",
+    "confidence*.json",
+)
 
 
 def model_files(model_dir: str) -> list[Path]:
@@ -86,6 +107,7 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
         staged.claim(output)
         staged.claim(output.with_suffix(".json"))
         config, model, sigmas, quantiles = load_model_dir(values.model_dir, values.checkpoint)
+        pixel_types = load_pixel_types(values.model_dir)
     except (ModelDirError, OutputError, ValueError) as error:
         logging.error("%s", error)
         return 1
@@ -93,10 +115,15 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
     if values.mirror == "auto" and data.ndim != 2:
         logging.error("--mirror auto is for 2D models; %s is %dD", values.model_dir, data.ndim)
         return 1
+    from scn_tf.inference import read_model_input
+
+    def read(path: Path):
+        return read_model_input(path, config, pixel_types, values.pixel_type_policy)
+
     inputs, bad = {}, []
     for image_id, path in zip(unique_ids(paths), paths, strict=True):  # every input checked before anything is written
         try:
-            read_image(path, data.ndim, data.image_spacing)
+            read(path)
             inputs[image_id] = path
         except DataError as error:
             bad.append(str(path))
@@ -121,13 +148,28 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
         logging.error("%s", error)
         return 1
     with staged:
-        predict_all(values, config, model, sigmas, quantiles, inputs, bad, staged)
+        predict_all(values, config, model, sigmas, quantiles, read, inputs, bad, staged)
     logging.info("wrote %s (%d images)", output, len(inputs))
     return 0
 
 
-def predict_all(values, config, model, sigmas, quantiles, inputs: dict, bad: list, staged: StagedOutputs) -> None:
-    """Predicts every input and writes the outputs that `staged` checked, under its staged names."""
+@contextlib.contextmanager
+def warnings_said_before():
+    """scn_tf's warnings and notes off: reading an input the second time repeats what the check said."""
+    logger = std_logging.getLogger("scn_tf")
+    level = logger.level
+    logger.setLevel(std_logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def predict_all(
+    values, config: ExperimentConfig, model, sigmas, quantiles, read, inputs: dict, bad: list, staged: StagedOutputs
+) -> None:
+    """Predicts every input, read by `read` as the check before it read them, and writes the outputs that
+    `staged` checked, under its staged names."""
     import keras
 
     from scn_tf.inference import Predictor, source_frame_heatmaps
@@ -138,7 +180,8 @@ def predict_all(values, config, model, sigmas, quantiles, inputs: dict, bad: lis
     rows, details = {}, {}
     progress = keras.utils.Progbar(len(inputs), unit_name="image")
     for image_id, path in inputs.items():
-        image = read_image(path, data.ndim, data.image_spacing)
+        with warnings_said_before():
+            image = read(path)
         prediction = predictor.predict_image(image, image_id, values.mirror, keep_heatmaps=bool(values.save_heatmaps))
         rows[image_id] = prediction.in_units(data.landmark_units)
         details[image_id] = {

@@ -26,12 +26,17 @@ def id_problem(image_id: str) -> str | None:
 
 
 def validate_ids(ids: Iterable[str], source: str) -> list[str]:
-    """`ids` as a list; a DataError naming the first bad id and `source` (the list file or flag) otherwise."""
+    """`ids` as a list; a DataError naming the first bad or repeated id and `source` (the list file or flag)
+    otherwise: an id names one image, and one listed twice would count twice in training and evaluation."""
     ids = list(ids)
-    for image_id in ids:
+    positions: dict[str, int] = {}
+    for position, image_id in enumerate(ids, start=1):
         problem = id_problem(image_id)
         if problem:
             raise DataError(f"{source}: id {image_id!r} {problem}; an id is a file name without folders")
+        if image_id in positions:
+            raise DataError(f"{source}: id {image_id!r} appears twice (entries {positions[image_id]} and {position})")
+        positions[image_id] = position
     return ids
 
 

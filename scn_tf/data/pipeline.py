@@ -9,6 +9,7 @@ number of parallel workers.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import logging
@@ -29,7 +30,7 @@ from scn_tf.data.io import (
     outside_extent,
     physical_to_pixel,
     pixel_to_physical,
-    read_image,
+    read_image_typed,
     read_landmarks_csv,
 )
 from scn_tf.data.preprocessing import foreground_quantiles, normalize_intensity, prepare_source, smooth
@@ -57,6 +58,7 @@ class LandmarkSource:
         if missing:
             raise DataError(f"{csv}: no annotation row for id(s) {', '.join(missing[:10])}")
         self.reference_quantiles = None
+        self.pixel_info: dict[str, tuple[str, float, float]] = {}  # id: (pixel type, minimum, maximum) as read
         if data.normalization == "histogram_matching":
             self.reference_quantiles = foreground_quantiles(
                 sitk.GetArrayFromImage(smooth(self._read(data.histogram_reference), data.smoothing_sigma))
@@ -73,6 +75,25 @@ class LandmarkSource:
         self.annotations = {i: annotations[i] for i in self.ids}
         self.points = {i: self._to_physical(self.images[i], annotations[i]) for i in self.ids}
         check_extent(csv, data.image_frame, self.images, self.points)
+        counts = collections.Counter(self.pixel_info[i][0] for i in self.ids)
+        if len(counts) > 1 and data.normalization == "fixed":
+            logging.warning(
+                "images of several pixel types (%s): under fixed intensity normalisation their values differ in "
+                "scale; convert them to one type, or use data.normalization 'percentile'",
+                ", ".join(f"{name}: {count}" for name, count in counts.most_common()),
+            )
+
+    def pixel_type_record(self) -> dict:
+        """What prediction checks its inputs against (model_dir.PIXEL_TYPES_FILE, io.conform_pixel_type): the
+        images' pixel types, most frequent first, and the [minimum, maximum] of their values as read."""
+        counts = collections.Counter(self.pixel_info[i][0] for i in self.ids)
+        return {
+            "pixel_types": [name for name, _ in counts.most_common()],
+            "value_range": [
+                min(self.pixel_info[i][1] for i in self.ids),
+                max(self.pixel_info[i][2] for i in self.ids),
+            ],
+        }
 
     def image_path(self, image_id: str) -> Path:
         return self.data_dir / self.data.image_dir / f"{image_id}{self.data.image_suffix}"
@@ -81,7 +102,10 @@ class LandmarkSource:
         path = self.image_path(image_id)
         if not path.exists():
             raise DataError(f"id {image_id}: image {path} does not exist")
-        return apply_image_frame(read_image(path, self.data.ndim, self.data.image_spacing), self.data.image_frame)
+        image, pixel_type = read_image_typed(path, self.data.ndim, self.data.image_spacing)
+        array = sitk.GetArrayViewFromImage(image)
+        self.pixel_info[image_id] = (pixel_type, float(array.min()), float(array.max()))
+        return apply_image_frame(image, self.data.image_frame)
 
     def prepare(self, image: sitk.Image) -> sitk.Image:
         """Smoothing and histogram matching, as for every source image (inference uses it too)."""
