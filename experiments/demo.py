@@ -53,9 +53,11 @@ def define_flags(values: flags.FlagValues) -> None:
     flags.DEFINE_integer("workers", 2, "Parallel data-pipeline workers.", flag_values=values)
 
 
-# In 2D the local appearance sees a fifth of the image width, as at the paper's 512x512 (4 levels: 102 of
-# 512 pixels); the U-Net keeps its full depth (5 levels) and sees the whole image. 3D: 4 levels for all.
-LEVELS_2D = {"scn": 2, "la": 2, "unet": 5}
+# In 2D every network sees the share of the image width it sees at the paper's 512x512: the local
+# appearance (SCN and LA-Net) a fifth (4 levels there: 102 of 512 pixels; 2 levels here: 24 of 128), the
+# U-Net under half (5 levels there: 232 of 512, 45%; 3 levels here: 52 of 128, 41%), the spatial
+# configuration the whole image. 3D: 4 levels for all.
+LEVELS_2D = {"scn": 2, "la": 2, "unet": 3}
 ITERATIONS_2D = 1500
 
 
@@ -64,7 +66,8 @@ def demo_config(ndim: int, network: str, iterations: int, seed: int) -> Experime
 
     In 2D the local appearance has 2 levels (a 24-pixel receptive field: one blob, not its neighbours 16 mm
     away), so that only the spatial configuration (at 1/4, 7x7 kernels, seeing the whole image) tells the
-    look-alikes apart, as in the paper's regime; the U-Net has all 5 levels.
+    look-alikes apart, as in the paper's regime; the U-Net has 3 levels (52 pixels, 41% of the width, as
+    its 5 levels see 45% of the paper's 512-pixel input).
     """
     synthetic = synthetic_config(ndim)
     data = DataConfig(

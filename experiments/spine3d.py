@@ -19,11 +19,11 @@ from scn_tf.cli.common import command
 from scn_tf.configs import preset
 from scn_tf.splits import CV_FOLDS, split_ids
 
-# The spine U-Net of the original trains longer with a smaller learning rate.
+# The spine U-Net of the original trains longer with a smaller learning rate and pads with zeros everywhere.
 NETWORK_OVERRIDES = {
     "unet": {
         "training": {"learning_rate": 5e-9, "iterations": 80_000},
-        "network": {"unet_variant": "released", "filters": 64},
+        "network": {"unet_variant": "released", "filters": 64, "padding": "same"},  # zeros, not the SCN's reflect
     }
 }
 

@@ -34,6 +34,7 @@ DIMENSION_DEFAULTS = {
     2: {"filters": 128, "spatial_kernel_size": 11, "spatial_downsampling": 16, "padding": "same"},
     3: {"filters": 64, "spatial_kernel_size": 7, "spatial_downsampling": 8, "padding": "reflect"},
 }
+UNET_PADDING = "same"  # the original's U-Nets pad with zeros in 2D and 3D (scn_tf.models.unet)
 MAX_IMAGE_SIDE = 8192  # network input pixels per axis; the memory check (scn_tf.preflight) bounds the product
 MAX_LEVELS = int(math.log2(MAX_IMAGE_SIDE)) + 1  # 2**(levels - 1) divides every side
 
@@ -411,6 +412,8 @@ class NetworkConfig(_Section):
     def resolved(self, ndim: int) -> dict:
         """levels, filters, spatial_kernel_size, spatial_downsampling and padding as the model is built with them."""
         defaults = {"levels": DEFAULT_LEVELS[self.network], **DIMENSION_DEFAULTS[ndim]}
+        if self.network == "unet":
+            defaults["padding"] = UNET_PADDING
         return {key: default if getattr(self, key) is None else getattr(self, key) for key, default in defaults.items()}
 
 

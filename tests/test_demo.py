@@ -15,22 +15,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_2d_demo_is_in_the_papers_regime():
-    """The local appearance sees one blob and not its neighbours; the spatial configuration and the U-Net
-    see the whole chain; the input is as wide as the synthetic image at its 1 mm spacing."""
+    """Every network sees the share of the input width it sees at the paper's 512x512 (local appearance
+    102 px, 20%; U-Net 232 px, 45%): the local appearance one blob and not its neighbours, the U-Net less
+    than half the image, the spatial configuration all of it; the input is as wide as the synthetic image."""
     demo, synthetic = load_experiment("demo"), synthetic_config(2)
+    paper_local, paper_unet = receptive_fields.local_appearance(4) / 512, receptive_fields.unet(5) / 512
+    assert (round(100 * paper_local), round(100 * paper_unet)) == (20, 45)
     scn = demo.demo_config(2, "scn", 10, 0)
     width = scn.data.image_size[0]
     assert width == synthetic.size[0] and synthetic.spacing[0] == 1.0
     local = receptive_fields.local_appearance(scn.network.levels)
-    assert 2 * synthetic.blob_radius < local < 2 * synthetic.gap * 0.8 and local <= width / 4
-    chain = synthetic.gap * 1.25 * 1.1 * (synthetic.num_landmarks - 1)
+    assert 2 * synthetic.blob_radius < local < 2 * synthetic.gap * 0.8 and 0.1 <= local / width <= 0.3
+    la = demo.demo_config(2, "la", 10, 0).network
+    assert 0.1 <= receptive_fields.local_appearance(la.levels) / width <= 0.3
     spatial = receptive_fields.spatial_configuration(
         scn.network.levels, scn.network.spatial_kernel_size, scn.network.spatial_downsampling
     )
-    unet = demo.demo_config(2, "unet", 10, 0).network
-    assert spatial >= width > chain and receptive_fields.unet(unet.levels) >= width
+    chain = synthetic.gap * 1.25 * 1.1 * (synthetic.num_landmarks - 1)
+    assert spatial >= 0.9 * width and width > chain
+    unet = receptive_fields.unet(demo.demo_config(2, "unet", 10, 0).network.levels)
+    assert 0.35 <= unet / width <= 0.55
     line = demo.geometry_line(2, ["scn", "unet", "la"])
     assert line.startswith("input 128x128 px") and f"SCN local appearance {local} px (19%)" in line
+    assert f"U-Net {unet} px ({round(100 * unet / width)}%)" in line and f"LA-Net local appearance {local} px" in line
 
 
 @pytest.mark.slow

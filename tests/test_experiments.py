@@ -51,6 +51,14 @@ def test_describe_counts_original_weights(name, expected, tmp_path):
     assert json.loads(again.stdout) == described
 
 
+def test_spine_unet_is_the_released_one_with_zero_padding():
+    result = script("spine3d", "--describe", "--network", "unet")
+    assert result.returncode == 0, result.stderr
+    described = json.loads(result.stdout)
+    assert described["network"]["padding"] == "same" and described["network"]["unet_variant"] == "released"
+    assert described["trainable_weights"] == 2_702_234
+
+
 def write_volumes(root: Path, ids, num_landmarks: int, csv_name: str, size=(24, 24, 90), spacing=(4.0, 4.0, 5.0)):
     """NIfTI volumes (anisotropic spacing, non-zero origin, longer than the network window) with a blob at each
     landmark, and a CSV in the zero-origin frame of the 3D presets with NaN for landmarks outside the scan."""

@@ -214,8 +214,8 @@ def test_released_unet_weight_counts(num_landmarks, ndim, expected):
 
 
 def test_spine_padding_per_layer():
-    """3D: reflection only in the level convs and the spatial-configuration convs; conv0 and the heatmap
-    convs keep zero 'same' padding (SCN and released U-Net)."""
+    """3D SCN: reflection only in the level convs and the spatial-configuration convs; conv0 and the heatmap
+    convs keep zero 'same' padding. The released (spine) U-Net pads every convolution with zeros."""
     scn = SpatialConfigurationNet(num_landmarks=3, ndim=3, filters=4, levels=2, spatial_downsampling=2)
     local, spatial = scn.local_appearance, scn.spatial_configuration
     assert scn.get_config()["padding"] == "reflect"
@@ -224,6 +224,7 @@ def test_spine_padding_per_layer():
     assert {conv.padding for conv in level_convs + spatial.convs + [spatial.spatial_downsampled]} == {"reflect"}
     unet = LocalizationUNet(num_landmarks=3, ndim=3, filters=4, levels=2, variant="released")
     assert unet.conv0.padding == "same" and unet.heatmaps.padding == "same"
-    assert {conv.padding for block in unet.contracting + unet.expanding for conv in block} == {"reflect"}
+    assert unet.get_config()["padding"] == "same"
+    assert {conv.padding for block in unet.contracting + unet.expanding for conv in block} == {"same"}
     unet(zeros(1, 8, 8, 8, 1))
     assert 5e-5 < np.asarray(unet.heatmaps.conv.kernel).std() < 2e-4  # init std 1e-4

@@ -20,8 +20,9 @@ class LocalizationUNet(keras.Model):
     dropout); 1x1 heatmap conv in 2D, conv0 and a 3x3x3 heatmap conv in 3D as in the spine code. Its
     framework template runs the expanding block at every level, the deepest included (there on the deepest
     contracting output, without a skip), and its conv0 and heatmap conv use zero 'same' padding whatever
-    `padding` the blocks use. The heatmap conv starts with truncated normal std `heatmap_init_std`
-    (default 1e-4, as the original's U-Nets).
+    `padding` the blocks use. `padding` defaults to zero 'same' in 2D and 3D: the original's U-Nets,
+    the spine U-Net included, reflect nowhere (unlike the 3D SCN). The heatmap conv starts with truncated
+    normal std `heatmap_init_std` (default 1e-4, as the original's U-Nets).
     """
 
     def __init__(
@@ -40,7 +41,8 @@ class LocalizationUNet(keras.Model):
         super().__init__(**kwargs)
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        resolved = resolve_defaults(ndim, filters=filters, padding=padding)
+        resolved = resolve_defaults(ndim, filters=filters)
+        resolved["padding"] = padding or "same"
         resolved["heatmap_init_std"] = 1e-4 if heatmap_init_std is None else heatmap_init_std
         self.hyperparameters = dict(
             num_landmarks=num_landmarks,
