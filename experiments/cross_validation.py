@@ -21,7 +21,7 @@ from absl import flags
 from scn_tf.cli.common import command
 from scn_tf.configs import NETWORK_NAMES, load_config
 from scn_tf.data.io import read_landmarks_csv
-from scn_tf.evaluation import Normalization, error_units, evaluate
+from scn_tf.evaluation import Normalization, coordinate_units, error_units, evaluate
 from scn_tf.files import write_json_atomic, write_text_atomic
 from scn_tf.reports import plot_cumulative_ipe, summary_table
 from scn_tf.script_runs import device_environment, run_script
@@ -109,7 +109,7 @@ def main(values: flags.FlagValues, extra: list[str]) -> int:
         metrics = aggregate([f for (n, _), f in zip(jobs, folders, strict=True) if n == network], cv.data_dir)
         name = NETWORK_NAMES[network]
         write_json_atomic(root / f"metrics_{network}.json", metrics)
-        lines = summary_table(metrics, name, units).splitlines()
+        lines = summary_table(metrics, name, units, coordinate_units(data.landmark_units)).splitlines()
         table.extend(lines if not table else lines[2:])
         csv_rows.append(
             ",".join(

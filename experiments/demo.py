@@ -80,7 +80,7 @@ def demo_config(ndim: int, network: str, iterations: int, seed: int) -> Experime
         image_size=[128, 128] if ndim == 2 else [32, 32, 48],
         spacing=None,
         intensity_clamp=[-1.0, 2.0],
-        outlier_radii=["2", "4", "10"],
+        outlier_radii=[2, 4, 10],
     )
     augmentation = AugmentationConfig(
         translation=8.0 if ndim == 2 else 4.0,

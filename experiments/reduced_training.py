@@ -24,7 +24,7 @@ from absl import flags
 from scn_tf.cli.common import command
 from scn_tf.configs import NETWORK_NAMES
 from scn_tf.data.io import read_landmarks_csv
-from scn_tf.evaluation import evaluate
+from scn_tf.evaluation import evaluate, radius_key
 from scn_tf.files import write_json_atomic, write_text_atomic
 from scn_tf.reports import plot_cumulative_ipe
 from scn_tf.script_runs import run_script, wall_seconds
@@ -75,7 +75,7 @@ def table_rows(results: dict[str, list[dict]], minutes: dict[str, list[float]], 
             mean_sd([m["pe_mean"] for m in draws]),
             mean_sd([m["pe_std"] for m in draws]),
         ]
-        cells += [mean_sd([m["outliers"][r]["count"] for m in draws], 1) for r in radii]
+        cells += [mean_sd([m["outliers"][radius_key(r)]["count"] for m in draws], 1) for r in radii]
         cells += [
             mean_sd([m["id_rate"] for m in draws], 1),
             mean_sd(minutes[name], 1) if minutes[name] else "not timed",

@@ -24,7 +24,7 @@ from absl import app, flags
 from scn_tf.cli.common import command
 from scn_tf.configs import preset
 from scn_tf.data.io import DataError, read_id_list, read_landmarks_csv
-from scn_tf.evaluation import evaluate, mean_offset, point_errors
+from scn_tf.evaluation import evaluate, mean_offset, point_errors, radius_key
 from scn_tf.splits import SPLITS_DIR
 
 SPLITS = SPLITS_DIR / "isbi2015_ceph"
@@ -64,7 +64,7 @@ def summary(ids: list[str], predicted: np.ndarray, truth: np.ndarray, radii: lis
     metrics = evaluate(ids, predicted, truth, radii)
     parts = [f"MRE {metrics['pe_mean']:.3f} mm"]
     for radius in radii:
-        outliers = metrics["outliers"][radius]
+        outliers = metrics["outliers"][radius_key(radius)]
         parts.append(f"SDR {radius} mm {100 - outliers['percent']:.2f}% ({outliers['count']} >= {radius})")
     return ", ".join(parts)
 

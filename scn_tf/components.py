@@ -66,30 +66,51 @@ def plot_components(
     spatial: np.ndarray,
     coords: np.ndarray,
     flipped: np.ndarray | None = None,
-) -> None:
+) -> Figure:
     """Input and the maxima over landmarks of local appearance, spatial configuration and their product.
 
-    2D only: image (y, x), heatmaps (y, x, N), coords (N, 2) in pixels (drawn as circles). Each heatmap panel
-    has its own colour bar; the title says how many landmarks' factors were flipped.
+    2D only: image (y, x), heatmaps (y, x, N), coords (N, 2) in pixels: the annotated landmarks, drawn as
+    circles with a legend. Each heatmap panel has its own colour bar and says that it shows the maximum over
+    the landmarks; where landmarks' factors were flipped (`orient_components`), the factor panels count them
+    and a subtitle says what flipping means. Returns the figure.
     """
-    note = f" ({int(np.sum(flipped))} flipped)" if flipped is not None and np.any(flipped) else ""
+    count = local.shape[-1]
+    flips = int(np.sum(flipped)) if flipped is not None else 0
+    note = f", {flips} flipped" if flips else ""
+    maximum = f"max over {count} landmark{'s' if count != 1 else ''}"
     panels = [
-        ("input", image, "gray"),
-        (f"local appearance{note}", local.max(axis=-1), "magma"),
-        (f"spatial configuration{note}", spatial.max(axis=-1), "magma"),
-        ("SCN = local x spatial", (local * spatial).max(axis=-1), "magma"),
+        ("input image", image, "gray"),
+        (f"local appearance\n({maximum}{note})", local.max(axis=-1), "magma"),
+        (f"spatial configuration\n({maximum}{note})", spatial.max(axis=-1), "magma"),
+        (f"SCN = local x spatial\n({maximum})", (local * spatial).max(axis=-1), "magma"),
     ]
-    figure = Figure(figsize=(18, 4.4))
+    figure = Figure(figsize=(18, 4.8 if flips else 4.4))
     axes = figure.subplots(1, len(panels))
     valid = np.all(np.isfinite(coords), axis=1)
     for axis, (title, picture, colormap) in zip(axes, panels, strict=True):
         shown = axis.imshow(picture, cmap=colormap)
         if colormap != "gray":
             figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
-        axis.scatter(coords[valid, 0], coords[valid, 1], s=30, facecolors="none", edgecolors="lime", linewidths=1)
+        axis.scatter(
+            coords[valid, 0],
+            coords[valid, 1],
+            s=30,
+            facecolors="none",
+            edgecolors="lime",
+            linewidths=1,
+            label="annotated landmark",
+        )
         axis.set_title(title)
         axis.set_axis_off()
+    axes[0].legend(loc="upper right", fontsize=8, framealpha=0.7)
+    if flips:
+        figure.suptitle(
+            f"flipped: for {flips} of {count} landmarks both factors were negative at the product's peak; "
+            "both are shown negated (their product, the SCN's heatmap, is unchanged)",
+            fontsize=10,
+        )
     save_figure(figure, path, dpi=90)
+    return figure
 
 
 def component_points(

@@ -22,7 +22,7 @@ import typing
 from collections.abc import Iterable
 from pathlib import Path
 
-from scn_tf.evaluation import Normalization
+from scn_tf.evaluation import Normalization, radius_number
 
 # The networks, by configuration name, with the names that tables and plots give them.
 NETWORK_NAMES = {"scn": "SCN", "unet": "U-Net", "la": "LA-Net"}
@@ -259,7 +259,10 @@ class DataConfig(_Section):
     docs/pipeline_speed.md), "exact" at every pixel. `pixel_type_policy` is what prediction does, under fixed
     intensity normalisation, with an image whose pixel type (uint8, uint16, float32, ...) none of the training
     images had: "refuse" it, or "rescale" its values onto the training type's range
-    (scn_tf.data.io.conform_pixel_type).
+    (scn_tf.data.io.conform_pixel_type). `histogram_reference` is the id of the image whose Otsu-foreground
+    histogram every image is matched to under `normalization` "histogram_matching". `window_step` (3D) is the
+    z step, in network voxels, of the sliding windows that prediction runs over volumes longer than the input.
+    `outlier_radii` are in the errors' units; strings of numbers are accepted and stored as numbers.
     """
 
     name: str = "custom"
@@ -284,7 +287,7 @@ class DataConfig(_Section):
     outside_value: float = 0.0
     resampling: str = "field"
     window_step: int = 64
-    outlier_radii: list[str | int | float] = dataclasses.field(default_factory=lambda: ["2", "4", "10"])
+    outlier_radii: list[str | int | float] = dataclasses.field(default_factory=lambda: [2, 4, 10])
     pe_normalization: str | None = None
     pixel_type_policy: str = "refuse"
 
@@ -304,6 +307,7 @@ class DataConfig(_Section):
         self._in_range("num_landmarks window_step", minimum=1)
         self._in_range("image_size", minimum=1, maximum=MAX_IMAGE_SIDE)
         self._in_range("spacing image_spacing outlier_radii", above=0)
+        self.outlier_radii = [radius_number(radius) for radius in self.outlier_radii]  # "2" given, 2 written
         self._in_range("smoothing_sigma", minimum=0)
         if self.intensity_scale == 0:
             raise ValueError(f"data.intensity_scale must not be 0 (a constant input), got {self.intensity_scale}")
@@ -553,7 +557,7 @@ def _skull2d() -> ExperimentConfig:
             intensity_scale=1 / 128,
             intensity_clamp=[-1.0, 1.0],
             outside_value=0.0,
-            outlier_radii=["2", "2.5", "3", "4"],
+            outlier_radii=[2, 2.5, 3, 4],
         ),
         augmentation=AugmentationConfig(
             translation=10.0,
@@ -681,7 +685,7 @@ def _spine3d() -> ExperimentConfig:
             intensity_clamp=[-1.0, 1.0],
             outside_value=-3024.0,
             window_step=64,
-            outlier_radii=["10", "20"],
+            outlier_radii=[10, 20],
         ),
         augmentation=AugmentationConfig(
             translation=20.0,

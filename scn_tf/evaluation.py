@@ -5,7 +5,8 @@ annotated wrist width); missing annotations are left out of PE, and so is an ima
 of the normalisation (the original's NaN-aware means); SDs are population SDs (ddof = 0); an outlier at
 radius r has PE >= r; IPE_j is the sum of image j's PEs over the number of landmarks, missing landmarks
 included in the denominator; a landmark counts as identified (Glocker et al. 2013) if the closest annotated
-landmark to its prediction is the right one and at most 20 mm away, in unnormalised distances.
+landmark to its prediction is the right one and at most 20 away, in unnormalised distances: mm for landmarks
+in mm, px for landmarks in pixels.
 """
 
 from __future__ import annotations
@@ -16,7 +17,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-ID_RADIUS_MM = 20.0
+# The ID rate's radius, in the landmarks' own units (mm, or px for pixel data; never normalised).
+ID_RADIUS = 20.0
+
+
+def radius_number(radius: str | int | float) -> int | float:
+    """An outlier radius as a number: "2" and 2.0 give 2, "2.5" gives 2.5 (a ValueError if it is none)."""
+    number = float(radius)
+    return int(number) if number.is_integer() else number
+
+
+def radius_key(radius: str | int | float) -> str:
+    """The key of a radius in metrics.json's "outliers": "2" for "2", 2 and 2.0 alike."""
+    return str(radius_number(radius))
 
 
 @dataclasses.dataclass
@@ -54,9 +67,9 @@ def point_errors(predicted: np.ndarray, truth: np.ndarray, normalization: Normal
     return np.where(annotated, errors, np.nan)
 
 
-def identification_rate(predicted: np.ndarray, truth: np.ndarray, radius: float = ID_RADIUS_MM) -> float:
+def identification_rate(predicted: np.ndarray, truth: np.ndarray, radius: float = ID_RADIUS) -> float:
     """Percent of annotated landmarks whose prediction is closest to their own annotation and within radius
-    (unnormalised distances, as the original)."""
+    (unnormalised distances in the landmarks' units, as the original)."""
     correct = total = 0
     for image_predicted, image_truth in zip(predicted, truth, strict=True):
         annotated = np.flatnonzero(np.all(np.isfinite(image_truth), axis=-1))
@@ -72,7 +85,7 @@ def evaluate(
     ids: Sequence[str],
     predicted: np.ndarray,
     truth: np.ndarray,
-    radii: Sequence[str] = ("2", "4", "10"),
+    radii: Sequence[str | int | float] = (2, 4, 10),
     normalization: Normalization | None = None,
 ) -> dict:
     """metrics.json content for predictions and annotations of shape (images, landmarks, d)."""
@@ -100,7 +113,7 @@ def evaluate(
     outliers = {}
     for radius in radii:
         hits = int(np.sum(values >= float(radius)))
-        outliers[str(radius)] = {"count": hits, "percent": 100.0 * hits / count if count else float("nan")}
+        outliers[radius_key(radius)] = {"count": hits, "percent": 100.0 * hits / count if count else float("nan")}
     per_landmark = []
     for landmark in range(truth.shape[1]):
         column = errors[measured[:, landmark], landmark]
@@ -124,6 +137,7 @@ def evaluate(
         "pe_std": _stat(np.std, values),
         "outliers": outliers,
         "id_rate": identification_rate(predicted, truth),
+        "id_radius": ID_RADIUS,
         "ipe": {image_id: float(value) for image_id, value in zip(ids, ipe, strict=True)},
         "per_landmark": per_landmark,
     }
@@ -153,6 +167,11 @@ def mean_offset(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
 
 
+def coordinate_units(landmark_units: str) -> str:
+    """The unit of coordinates, learned sigmas and the ID radius: "px" for landmarks in pixels, else "mm"."""
+    return "px" if landmark_units == "pixel" else "mm"
+
+
 def error_units(landmark_units: str, normalization: str | None = None) -> str:
-    """The unit of point errors: "px" for landmarks in pixels, "mm" for physical ones or normalised errors."""
-    return "px" if landmark_units == "pixel" and not normalization else "mm"
+    """The unit of point errors: the coordinates' (coordinate_units), or "mm" for normalised errors."""
+    return "mm" if normalization else coordinate_units(landmark_units)

@@ -25,7 +25,7 @@ from scn_tf.data.feed import ProcessFeed
 from scn_tf.data.io import write_landmarks_csv
 from scn_tf.data.pipeline import LandmarkSource, make_dataset, sample_order
 from scn_tf.distribution import distribute_batches, is_chief, make_strategy, worker_dir
-from scn_tf.evaluation import Normalization, error_units, evaluate
+from scn_tf.evaluation import Normalization, coordinate_units, error_units, evaluate
 from scn_tf.files import (
     LOCK_NAME,
     STAGING_PREFIX,
@@ -340,11 +340,11 @@ class Experiment:
     def write_results(self, source: LandmarkSource, predictions: dict, details: dict, metrics: dict) -> None:
         """predictions.csv, the reports and the overlays of the first four images, replaced together."""
         data = self.config.data
-        sigmas_mm = details[source.ids[0]].sigma_mm
+        sigmas = details[source.ids[0]].sigma_in(data.landmark_units)
         shown = source.ids[:4]
         staged = StagedOutputs(overwrite=True)
         staged.claim(self.output_dir / "predictions.csv")
-        reports = REPORT_FILES + (("sigmas.png",) if sigmas_mm is not None else ())
+        reports = REPORT_FILES + (("sigmas.png",) if sigmas is not None else ())
         staged.claim_all(self.output_dir, reports)
         staged.claim_all(self.output_dir / "overlays", [f"{image_id}.png" for image_id in shown])
         with staged:
@@ -354,8 +354,9 @@ class Experiment:
                 metrics,
                 NETWORK_NAMES[self.config.network.network],
                 data.landmark_names,
-                None if sigmas_mm is None else sigmas_mm.tolist(),
+                None if sigmas is None else sigmas.tolist(),
                 error_units(data.landmark_units, data.pe_normalization),
+                coordinate_units(data.landmark_units),
             )
             for image_id in shown:
                 image = source.images[image_id]

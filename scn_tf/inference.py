@@ -37,6 +37,7 @@ class Prediction:
     indices: np.ndarray  # (N, d) continuous pixel indices of the source image (x, y[, z])
     confidence: np.ndarray  # (N,) heatmap value at the maximum
     sigma_mm: np.ndarray | None  # (N,) the learned target width per landmark, in mm
+    sigma_px: np.ndarray | None = None  # (N,) the same in source image pixels (mean over the axes)
     mirrored: bool = False  # read from the left-right mirrored image (mirrored back)
     mirror_scores: dict | None = None  # {"original": s, "mirrored": s} where both were run
     heatmaps: np.ndarray | None = None  # (*spatial, N) network-space heatmaps, where asked for
@@ -45,6 +46,10 @@ class Prediction:
     def in_units(self, units: str) -> np.ndarray:
         """The coordinates in the dataset's landmark units ("mm" or "pixel")."""
         return self.points if units == "mm" else self.indices
+
+    def sigma_in(self, units: str) -> np.ndarray | None:
+        """The learned sigmas in the dataset's landmark units ("mm" or "pixel"), as the coordinates."""
+        return self.sigma_mm if units == "mm" else self.sigma_px
 
 
 def window_starts(length: int, window: int, step: int) -> list[int]:
@@ -159,13 +164,18 @@ class Predictor:
         coords, values = decode_heatmaps(heatmaps[None])
         network_points = np.asarray(coords)[0].astype(np.float64) * transform.geometry.spacing
         points = transform.to_source(network_points)
-        sigma_mm = None if self.sigmas is None else self.sigmas * float(np.mean(transform.geometry.spacing))
+        spacing = np.asarray(transform.geometry.spacing, np.float64)
+        sigma_mm = sigma_px = None
+        if self.sigmas is not None:
+            sigma_mm = self.sigmas * float(np.mean(spacing))
+            sigma_px = self.sigmas * float(np.mean(spacing / np.asarray(source.GetSpacing())))
         return Prediction(
             image_id,
             points,
             physical_to_pixel(source, points),
             np.asarray(values)[0],
             sigma_mm,
+            sigma_px,
             heatmaps=heatmaps if keep_heatmaps else None,
             transform=transform if keep_heatmaps else None,
         )

@@ -19,12 +19,13 @@ def save_overlay(
     predicted: np.ndarray | None = None,
     names: Sequence[str] | None = None,
     title: str | None = None,
-) -> None:
+) -> Figure:
     """Draws landmarks (N, d) given in pixel units (x, y[, z]) over `image` (array order, no channel axis).
 
     `landmarks` are drawn as green circles, `predicted` as red crosses joined to their landmark; each point
-    is numbered from 1 on a dark label, and with `names` a key beside the image lists number and name.
-    3D images are shown as three maximum-intensity projections. Aspect ratios follow `spacing` (x, y[, z]).
+    is numbered from 0 (the landmark's index in the CSVs, reports and flags) on a dark label, and with
+    `names` a key beside the image lists index and name. 3D images are shown as three maximum-intensity
+    projections. Aspect ratios follow `spacing` (x, y[, z]). Returns the figure.
     """
     ndim = image.ndim
     views = [(0, 1, 0)] if ndim == 2 else [(0, 1, 0), (0, 2, 1), (1, 2, 2)]  # (x coord, y coord, MIP axis)
@@ -59,7 +60,7 @@ def save_overlay(
             for index, point in enumerate(labelled):
                 if np.all(np.isfinite(point)):
                     axis.annotate(
-                        str(index + 1),
+                        str(index),
                         (point[cx], point[cy]),
                         xytext=(5, 5),
                         textcoords="offset points",
@@ -75,7 +76,7 @@ def save_overlay(
         legend.text(
             0.0,
             1.0,
-            "\n".join(f"{i + 1:>2}  {name}" for i, name in enumerate(names)),
+            "\n".join(["landmarks"] + [f"{i:>2}  {name}" for i, name in enumerate(names)]),
             va="top",
             ha="left",
             family="monospace",
@@ -85,3 +86,4 @@ def save_overlay(
     if title:
         figure.suptitle(title)
     save_figure(figure, path, dpi=110)
+    return figure

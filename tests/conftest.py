@@ -76,6 +76,39 @@ def write_dataset(root: Path, ids=("a", "b", "c"), size=(60, 50), spacing=(0.8, 
     )
 
 
+def write_pixel_dataset(root: Path, ids=("a", "b", "c"), size=(60, 50), image_spacing=None) -> DataConfig:
+    """2D 8-bit PNGs with a bright blob per landmark and a landmark CSV in pixels (3 named landmarks, one
+    missing in 'b'): own data as a newcomer brings it. `image_spacing` is imposed on the images (mm per px)."""
+    (root / "images").mkdir(parents=True)
+    rows = []
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[: size[1], : size[0]]
+    for image_id in ids:
+        points = rng.uniform(0.2, 0.8, size=(3, 2)) * np.array(size)
+        array = np.full(size[::-1], 20.0)
+        for px, py in points:
+            array += 200 * np.exp(-((x - px) ** 2 + (y - py) ** 2) / 8.0)
+        sitk.WriteImage(
+            sitk.GetImageFromArray(np.clip(array, 0, 255).astype(np.uint8)), str(root / "images" / f"{image_id}.png")
+        )
+        values = points.ravel().astype(object)
+        if image_id == "b":
+            values[2:4] = np.nan
+        rows.append(",".join([image_id] + [str(v) for v in values]))
+    (root / "landmarks.csv").write_text("\n".join(rows) + "\n")
+    return DataConfig(
+        name="tiny_png",
+        ndim=2,
+        num_landmarks=3,
+        landmark_names=["tip", "notch", "corner"],
+        landmark_units="pixel",
+        image_spacing=image_spacing,
+        image_size=[32, 32],
+        intensity_shift=-128.0,
+        intensity_scale=1 / 128,
+    )
+
+
 def write_untrained_model(root: Path) -> Path:
     """A model folder `root`/run (4-filter SCN, untrained, seed 0) for the tiny data set written to `root`/data."""
     import keras

@@ -62,7 +62,8 @@ def test_help_and_print_config_in_fresh_processes_print_no_tensorflow_lines():
             env=WITHOUT_LEVEL,
         )
         assert result.returncode == 0 and result.stderr == "", result.stderr
-    assert json.loads(result.stdout)["data"]["image_frame"] == "header"
+    printed = json.loads(result.stdout)["data"]
+    assert printed["image_frame"] == "header" and printed["outlier_radii"] == [2, 4, 10]  # numbers, not strings
 
 
 @pytest.mark.slow

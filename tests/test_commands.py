@@ -50,7 +50,8 @@ def test_predict_then_evaluate(model_dir):
     assert [r.split(",")[0] for r in rows] == ["a", "b"] and all(len(r.split(",")) == 7 for r in rows)
     details = json.loads((out / "predictions.json").read_text())
     assert len(details["images"]["a"]["confidence"]) == 3 and details["ndim"] == 2
-    assert details["images"]["a"]["sigma_mm"][1] == pytest.approx(2.5 * 60 * 0.8 / 32)
+    assert details["images"]["a"]["sigma_mm"][1] == pytest.approx(2.5 * 60 * 0.8 / 32)  # mm data: kept
+    assert details["images"]["a"]["sigma"] == details["images"]["a"]["sigma_mm"] and details["units"] == "mm"
     assert (out / "overlays" / "a.png").stat().st_size > 1000
 
     ids = model_dir / "ids.txt"

@@ -45,15 +45,30 @@ def test_anisotropic_radius_is_per_axis():
     assert (columns.min(), columns.max(), rows.min(), rows.max()) == (2, 8, 3, 5)
 
 
-def test_component_plot_is_written(tmp_path):
+def test_component_plot_explains_flips_circles_and_maxima(tmp_path):
     shape = (12, 16)
-    local = np.stack([blob(shape, (5, 3), 1.0)], -1)
-    plot_components(
+    local = np.stack([blob(shape, (5, 3), 1.0), blob(shape, (9, 8), 1.0)], -1)
+    figure = plot_components(
         tmp_path / "components.png",
         blob(shape, (5, 3), 3.0),
         local,
         local,
-        np.array([[5.0, 3.0]]),
-        flipped=np.array([True]),
+        np.array([[5.0, 3.0], [9.0, 8.0]]),
+        flipped=np.array([True, False]),
     )
     assert (tmp_path / "components.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    panels = [axis for axis in figure.axes if axis.get_title()]  # the colour bars have none
+    assert [axis.get_title() for axis in panels] == [
+        "input image",
+        "local appearance\n(max over 2 landmarks, 1 flipped)",
+        "spatial configuration\n(max over 2 landmarks, 1 flipped)",
+        "SCN = local x spatial\n(max over 2 landmarks)",
+    ]
+    assert [text.get_text() for text in panels[0].get_legend().get_texts()] == ["annotated landmark"]
+    explanation = figure.get_suptitle()
+    assert explanation.startswith("flipped: for 1 of 2 landmarks both factors were negative at the product's peak")
+    assert "shown negated" in explanation
+
+    unflipped = plot_components(tmp_path / "plain.png", local[..., 0], local, local, np.array([[5.0, 3.0]] * 2))
+    assert unflipped.get_suptitle() == ""
+    assert "flipped" not in " ".join(axis.get_title() for axis in unflipped.axes)

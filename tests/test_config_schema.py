@@ -230,6 +230,18 @@ def test_an_integer_given_for_a_float_is_stored_as_a_float():
     assert json.loads(config.to_json())["training"]["momentum"] == 0.0
 
 
+def test_outlier_radii_are_written_as_numbers_whether_given_as_strings_or_numbers(tmp_path):
+    assert DataConfig().outlier_radii == [2, 4, 10] and preset("skull2d").data.outlier_radii == [2, 2.5, 3, 4]
+    config = tiny({"data": {"outlier_radii": ["2", "2.50", 3.0, 10]}})
+    assert config.data.outlier_radii == [2, 2.5, 3, 10]
+    assert [type(radius) for radius in config.data.outlier_radii] == [int, float, int, int]
+    path = tmp_path / "config.json"
+    path.write_text(config.to_json())
+    assert json.loads(path.read_text())["data"]["outlier_radii"] == [2, 2.5, 3, 10]
+    assert load_config(path).data.outlier_radii == [2, 2.5, 3, 10]
+    refused({"data": {"outlier_radii": ["two"]}}, "data.outlier_radii must be a number, got 'two'")
+
+
 def test_sections_that_are_not_objects_and_file_errors_name_the_place(tmp_path):
     refused({"network": "scn"}, "network must be a JSON object of keys and values, got 'scn'")
     path = tmp_path / "bad.json"

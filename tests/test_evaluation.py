@@ -1,11 +1,21 @@
-"""Metrics against hand-computed cases and an independent loop-based computation."""
+"""Metrics against hand-computed cases and an independent loop-based computation; the reports and plots."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 
-from scn_tf.evaluation import Normalization, evaluate, identification_rate, mean_offset, point_errors
+from scn_tf.evaluation import (
+    Normalization,
+    coordinate_units,
+    error_units,
+    evaluate,
+    identification_rate,
+    mean_offset,
+    point_errors,
+    radius_key,
+)
 
 
 def test_hand_computed_case():
@@ -130,11 +140,84 @@ def test_reports_with_learned_sigmas(tmp_path):
     truth = np.zeros((2, 3, 2))
     predicted = truth + np.array([1.0, 2.0, 4.0])[None, :, None]
     metrics = evaluate(["a", "b"], predicted, truth, radii=["2"])
-    write_reports(tmp_path, metrics, "SCN", ["p", "q", "r"], sigmas_mm=[1.5, 2.5, 3.5])
+    write_reports(tmp_path, metrics, "SCN", ["p", "q", "r"], sigmas=[1.5, 2.5, 3.5])
     rows = (tmp_path / "per_landmark.csv").read_text().splitlines()
     assert rows[0].endswith(",sigma_mm") and rows[3].startswith("2,r,2,5.6569") and rows[3].endswith(",3.5000")
-    assert "Spearman rank correlation with the landmark's mean PE: 1.00" in (tmp_path / "summary.txt").read_text()
+    summary = (tmp_path / "summary.txt").read_text()
+    assert (
+        "Learned sigma per landmark: 1.50 to 3.50 mm; Spearman rank correlation with the landmark's mean PE: 1.00"
+        in (summary)
+    )
+    assert "| ID rate (<= 20 mm) |" in summary and "at most 20 mm away" in summary
     assert (tmp_path / "sigmas.png").stat().st_size > 1000
+
+
+def test_reports_of_pixel_data_say_px_everywhere(tmp_path):
+    """Landmarks in pixels: errors, sigmas and the ID radius in px; normalised errors in mm, the rest in px."""
+    from scn_tf.reports import write_reports
+
+    truth = np.zeros((2, 3, 2))
+    truth[:, 1, 0] = 40.0
+    predicted = truth + np.array([1.0, 2.0, 4.0])[None, :, None]
+    metrics = evaluate(["a", "b"], predicted, truth, radii=[2, 4])
+    write_reports(tmp_path, metrics, "SCN", None, [1.5, 2.5, 3.5], error_units("pixel"), coordinate_units("pixel"))
+    rows = (tmp_path / "per_landmark.csv").read_text().splitlines()
+    assert rows[0] == "landmark,name,count,mean_px,median_px,std_px,sigma_px"
+    summary = (tmp_path / "summary.txt").read_text()
+    assert "mm" not in summary
+    assert "| PE median (px) |" in summary and "| #O >= 4 px |" in summary and "| ID rate (<= 20 px) |" in summary
+    assert "Learned sigma per landmark: 1.50 to 3.50 px;" in summary
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert (written["units"], written["id_radius"], written["id_radius_units"]) == ("px", 20.0, "px")
+
+    normalised = tmp_path / "normalised"
+    metrics = evaluate(["a", "b"], predicted, truth, [2], Normalization(0, 1, 50.0))
+    write_reports(normalised, metrics, "SCN", None, [1.5, 2.5, 3.5], error_units("pixel", "w:0,1,50"), "px")
+    summary = (normalised / "summary.txt").read_text()
+    assert "| PE median (mm) |" in summary and "| ID rate (<= 20 px) |" in summary and "3.50 px;" in summary
+    assert (
+        (normalised / "per_landmark.csv")
+        .read_text()
+        .startswith("landmark,name,count,mean_mm,median_mm,std_mm,sigma_px")
+    )
+
+
+def test_outlier_radii_as_numbers_or_strings_give_the_same_keys():
+    truth = np.zeros((1, 2, 2))
+    predicted = truth + np.array([[[1.0, 0.0], [3.0, 0.0]]])
+    as_strings = evaluate(["a"], predicted, truth, ["2", "2.5", "10.0"])
+    as_numbers = evaluate(["a"], predicted, truth, [2, 2.5, 10.0])
+    assert list(as_strings["outliers"]) == list(as_numbers["outliers"]) == ["2", "2.5", "10"]
+    assert as_strings["outliers"] == as_numbers["outliers"]
+    assert as_numbers["outliers"]["2"]["count"] == 1 and as_numbers["outliers"]["10"]["count"] == 0
+    assert [radius_key(r) for r in ("4", 4, 4.0, "4.50")] == ["4", "4", "4", "4.5"]
+
+
+def test_cumulative_ipe_plot_is_titled_with_the_image_count(tmp_path):
+    from scn_tf.reports import plot_cumulative_ipe
+
+    figure = plot_cumulative_ipe(tmp_path / "one.png", {"SCN": [1.0, 2.0, float("nan")]}, "px")
+    (axis,) = figure.axes
+    assert axis.get_title() == "cumulative image point error over 2 images"
+    assert axis.get_xlabel() == "image point error, IPE (px)" and axis.get_ylabel().endswith("(%)")
+    assert [text.get_text() for text in axis.get_legend().get_texts()] == ["SCN"]
+    figure = plot_cumulative_ipe(tmp_path / "two.png", {"SCN": [1.0, 2.0, 3.0], "U-Net": [2.0]})
+    (axis,) = figure.axes
+    assert axis.get_title() == "cumulative image point error over 1 to 3 images"
+    assert [text.get_text() for text in axis.get_legend().get_texts()] == ["SCN (3 images)", "U-Net (1 image)"]
+    assert (tmp_path / "two.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sigma_plot_numbers_landmarks_from_0_with_names_and_units(tmp_path):
+    from scn_tf.reports import plot_sigmas
+
+    figure = plot_sigmas(tmp_path / "s.png", [1.0, 2.0, 3.0], [0.5, 1.0, 1.5], ["p", "q", "r"], "px", "px")
+    bars, errors = figure.axes
+    assert [label.get_text() for label in bars.get_xticklabels()] == ["0 p", "1 q", "2 r"]
+    assert bars.get_ylabel() == "learned sigma (px)" and errors.get_ylabel() == "mean point error (px)"
+    figure = plot_sigmas(tmp_path / "t.png", [1.0, 2.0], [0.5, 1.0])
+    assert [label.get_text() for label in figure.axes[0].get_xticklabels()] == ["0", "1"]
+    assert figure.axes[0].get_ylabel() == "learned sigma (mm)"
 
 
 def test_mean_offset_skips_missing_pairs():

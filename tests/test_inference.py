@@ -54,7 +54,11 @@ def test_oracle_round_trip_returns_true_landmarks(ndim):
     assert np.abs(prediction.points - points).max() < 0.1
     np.testing.assert_allclose(prediction.indices, index, atol=0.1 / min(image.GetSpacing()))
     assert prediction.confidence.shape == (5,) and np.all(prediction.confidence > 0)
-    assert prediction.sigma_mm == pytest.approx(np.full(5, 2.0 * predictor.transform(image).geometry.spacing[0]))
+    network_spacing = np.asarray(predictor.transform(image).geometry.spacing)
+    assert prediction.sigma_mm == pytest.approx(np.full(5, 2.0 * network_spacing[0]))
+    in_pixels = 2.0 * np.mean(network_spacing / np.asarray(image.GetSpacing()))  # anisotropic source pixels
+    assert prediction.sigma_px == pytest.approx(np.full(5, in_pixels))
+    assert prediction.sigma_in("pixel") is prediction.sigma_px and prediction.sigma_in("mm") is prediction.sigma_mm
 
 
 def test_window_starts():

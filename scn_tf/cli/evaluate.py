@@ -23,7 +23,7 @@ from absl import app, flags, logging
 from scn_tf.cli.common import command
 from scn_tf.configs import NETWORK_NAMES, load_config
 from scn_tf.data.io import DataError, read_id_list, read_landmarks_csv
-from scn_tf.evaluation import Normalization, error_units, evaluate
+from scn_tf.evaluation import Normalization, coordinate_units, error_units, evaluate
 from scn_tf.files import OutputError, StagedOutputs
 from scn_tf.reports import REPORT_FILES, plot_cumulative_ipe, write_reports
 
@@ -154,9 +154,10 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
         return 1
     names = labels.landmark_names if labels.landmark_names and len(labels.landmark_names) == num_landmarks else None
     units = values.units or error_units(labels.landmark_units, values.normalization)
+    data_units = coordinate_units(labels.landmark_units) if values.normalization else units  # the ID radius'
     with staged:
         folder = staged.folder(values.output_dir)
-        write_reports(folder, metrics, method, names, units=units)
+        write_reports(folder, metrics, method, names, units=units, data_units=data_units)
         if values.compare:
             plot_cumulative_ipe(folder / "cumulative_ipe.png", curves, units)
         summary = (folder / "summary.txt").read_text()

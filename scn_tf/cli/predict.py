@@ -6,7 +6,8 @@
 Writes the annotation CSV format in the model's landmark units, one row per image (id = file name without
 extensions; where names repeat, with as many parent folders as tell them apart: `scans__a`), and beside it a
 JSON with each image's file, each landmark's confidence (heatmap peak), its scale against the training
-images' peaks (scn_tf.confidence) and sigma in mm; warns for images far below the model's usual.
+images' peaks (scn_tf.confidence) and learned sigma (`sigma`, in the JSON's `units`: px for a model with
+landmarks in pixels, else mm, then also as `sigma_mm`); warns for images far below the model's usual.
 An image smaller than the network's field of view is refused; so is, under fixed intensity normalisation, one
 whose pixel type the training images did not have (a 16-bit image for an 8-bit model), unless
 --pixel_type_policy rescale (default: the model's data.pixel_type_policy) maps its values onto the training
@@ -35,6 +36,7 @@ from scn_tf.cli.common import command, import_backend_quietly
 from scn_tf.configs import NETWORK_NAMES, ExperimentConfig
 from scn_tf.data.ids import unique_ids
 from scn_tf.data.io import PIXEL_TYPE_POLICIES, DataError, write_landmarks_csv
+from scn_tf.evaluation import coordinate_units
 from scn_tf.files import OutputError, StagedOutputs, inside, write_json_atomic
 from scn_tf.model_dir import PIXEL_TYPES_FILE, ModelDirError, load_model_dir, load_pixel_types
 from scn_tf.visualization import save_overlay
@@ -189,7 +191,7 @@ def predict_all(
             **confidence.describe(prediction.confidence, reference),
             "mirrored": prediction.mirrored,
             "mirror_scores": prediction.mirror_scores,
-            "sigma_mm": None if prediction.sigma_mm is None else prediction.sigma_mm.tolist(),
+            **sigma_entries(prediction, data.landmark_units),
         }
         if prediction.mirror_scores:
             logging.info(
@@ -223,6 +225,7 @@ def predict_all(
         staged.path(output.with_suffix(".json")),
         {
             "landmark_units": data.landmark_units,
+            "units": coordinate_units(data.landmark_units),
             "image_frame": data.image_frame,
             "num_landmarks": data.num_landmarks,
             "ndim": data.ndim,
@@ -234,6 +237,16 @@ def predict_all(
         },
     )
     write_landmarks_csv(staged.path(output), rows)
+
+
+def sigma_entries(prediction, landmark_units: str) -> dict:
+    """The learned sigmas of a prediction as the JSON gives them: `sigma` in the landmarks' units, and for a
+    model in mm the same values as `sigma_mm` (the key earlier versions wrote)."""
+    sigma = prediction.sigma_in(landmark_units)
+    entries = {"sigma": None if sigma is None else sigma.tolist()}
+    if landmark_units == "mm":
+        entries["sigma_mm"] = entries["sigma"]
+    return entries
 
 
 run = command(main, define_flags, __doc__)
