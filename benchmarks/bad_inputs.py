@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(HERE / "tests"))
 from conftest import write_dataset  # noqa: E402
 from scn_tf.configs import AugmentationConfig, ExperimentConfig, NetworkConfig, TrainingConfig  # noqa: E402
+from scn_tf.listing import shortened  # noqa: E402
 
 
 def run(
@@ -289,7 +290,7 @@ def listing(folder: Path) -> str:
         for path in folder.rglob("*")
         if path.is_file() or path.is_symlink()
     )
-    return ", ".join(names[:6]) + (f" +{len(names) - 6}" if len(names) > 6 else "") if names else "nothing"
+    return shortened(names, 6) if names else "nothing"
 
 
 def output_cases(root: Path, folder: Path):

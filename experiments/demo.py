@@ -35,7 +35,6 @@ from scn_tf.data.io import read_id_list
 from scn_tf.evaluation import evaluate
 from scn_tf.files import write_json_atomic, write_text_atomic
 from scn_tf.model_dir import load_model_dir
-from scn_tf.models.receptive_fields import receptive_fields
 from scn_tf.reports import plot_cumulative_ipe, summary_table
 from scn_tf.synthetic import synthetic_config, write_dataset
 
@@ -117,6 +116,8 @@ def demo_config(ndim: int, network: str, iterations: int, seed: int) -> Experime
 
 def geometry_line(ndim: int, networks: list[str]) -> str:
     """The input size and every network's receptive fields, in pixels and as a share of the input width."""
+    from scn_tf.models.receptive_fields import receptive_fields  # scn_tf.models loads the backend
+
     image_size = demo_config(ndim, "scn", 1, 0).data.image_size
     parts = []
     for network in networks:
@@ -146,12 +147,12 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
     if arguments:
         raise app.UsageError(f"unexpected arguments: {' '.join(arguments)}")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
-    import_backend_quietly()
+    ndim = int(values.ndim)
+    iterations = values.iterations or (ITERATIONS_2D if ndim == 2 else 600)
+    import_backend_quietly(demo_config(ndim, "scn", iterations, values.seed))  # every network has 16 filters
     from scn_tf.data.pipeline import LandmarkSource
     from scn_tf.experiment import Experiment
 
-    ndim = int(values.ndim)
-    iterations = values.iterations or (ITERATIONS_2D if ndim == 2 else 600)
     geometry = geometry_line(ndim, values.networks)
     print(geometry, flush=True)
     output = Path(values.output_dir).resolve()

@@ -31,6 +31,7 @@ from scn_tf.cli import runner
 from scn_tf.cli.common import command
 from scn_tf.configs import ExperimentConfig, preset
 from scn_tf.data.io import DataError, read_landmarks_csv, write_landmarks_csv
+from scn_tf.listing import shortened
 from scn_tf.splits import CV_FOLDS, split_ids
 
 
@@ -94,8 +95,7 @@ def check_challenge(data_dir: Path, test_ids: list[str]) -> None:
     missing = [i for i in test_ids if i not in challenge]
     if missing:
         raise DataError(
-            f"{path}: no challenge ground truth for {len(missing)} test id(s) "
-            f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): {advice}"
+            f"{path}: no challenge ground truth for {len(missing)} test id(s) ({shortened(missing, 5)}): {advice}"
         )
     senior_path = data_dir / "annotations" / "senior_mm.csv"
     later = [i for i in test_ids if i.isdigit() and int(i) > 300]

@@ -23,7 +23,7 @@ from scn_tf.cli.common import command, import_backend_quietly
 from scn_tf.data.io import DataError, read_id_list, read_landmarks_csv
 from scn_tf.evaluation import evaluate
 from scn_tf.files import write_text_atomic
-from scn_tf.model_dir import load_model_dir
+from scn_tf.model_dir import load_model_dir, read_model_config
 from scn_tf.reports import plot_cumulative_ipe, summary_table
 from scn_tf.splits import SPLITS_DIR
 
@@ -46,17 +46,24 @@ def define_flags(values: flags.FlagValues) -> None:
 def main(values: flags.FlagValues, arguments: list[str]) -> int:
     if arguments:
         raise app.UsageError(f"unexpected arguments: {' '.join(arguments)}")
-    import_backend_quietly()
+    run_dir = Path(values.run_dir)
+    output = Path(values.output_dir or run_dir)
+    try:  # the inputs, before the backend takes seconds to load
+        config = read_model_config(run_dir)
+        data = config.data
+        if not Path(values.data_dir).is_dir():
+            raise DataError(f"--data_dir {values.data_dir}: folder does not exist")
+        test_ids = read_id_list(values.test_ids)
+        predictions = read_landmarks_csv(run_dir / "predictions.csv", data.num_landmarks, data.ndim)
+    except (DataError, ValueError) as error:
+        logging.error("%s", error)
+        return 1
+    import_backend_quietly(config)
     from scn_tf.components import component_points
     from scn_tf.data.pipeline import LandmarkSource
 
-    run_dir = Path(values.run_dir)
-    output = Path(values.output_dir or run_dir)
-    config, model, _, _ = load_model_dir(run_dir)
-    data = config.data
+    _, model, _, _ = load_model_dir(run_dir)
     try:
-        test_ids = read_id_list(values.test_ids)
-        predictions = read_landmarks_csv(run_dir / "predictions.csv", data.num_landmarks, data.ndim)
         source = LandmarkSource(data, values.data_dir, test_ids, values.workers)
     except DataError as error:
         logging.error("%s", error)

@@ -25,6 +25,7 @@ from scn_tf.cli.common import command
 from scn_tf.configs import preset
 from scn_tf.data.io import DataError, read_id_list, read_landmarks_csv
 from scn_tf.evaluation import evaluate, mean_offset, point_errors, radius_key
+from scn_tf.listing import shortened
 from scn_tf.splits import SPLITS_DIR
 
 SPLITS = SPLITS_DIR / "isbi2015_ceph"
@@ -55,7 +56,7 @@ def stack(landmarks: dict[str, np.ndarray], path: Path, ids: list[str], ids_file
     """The rows of landmark file `path` (read into `landmarks`) for `ids`, as (images, landmarks, 2)."""
     missing = [i for i in ids if i not in landmarks]
     if missing:
-        raise DataError(f"{path}: no row for id(s) {', '.join(missing[:10])} listed in {ids_file}")
+        raise DataError(f"{path}: no row for id(s) {shortened(missing)} listed in {ids_file}")
     return np.stack([landmarks[i] for i in ids])
 
 

@@ -37,9 +37,11 @@ from scn_tf.files import (
     write_json_atomic,
 )
 from scn_tf.inference import Predictor
+from scn_tf.listing import shortened
 from scn_tf.model_dir import DATA_DIGEST_FILE, PIXEL_TYPES_FILE, check_resume, write_data_digest, write_model_files
 from scn_tf.models import build_model, count_trainable_weights
 from scn_tf.preflight import check_inputs, check_training_data
+from scn_tf.progress import progress_bar
 from scn_tf.reports import REPORT_FILES, write_reports
 from scn_tf.runtime import dtype_policy, seeded
 from scn_tf.training import Trainer, backends
@@ -118,7 +120,7 @@ def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
             "or choose another --output_dir"
         )
     if entries:
-        listed = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+        listed = shortened(entries, 5)
         raise OutputError(
             f"{output_dir}: holds {listed}, not a run{' to resume' if resume else ''}; training writes only "
             "into a new or empty folder: choose another --output_dir, or pass --overwrite"
@@ -318,7 +320,7 @@ class Experiment:
         """Predicts every image of `source` and computes the paper's metrics (and writes them if asked)."""
         data = self.config.data
         predictor = Predictor(model, data, trainer.sigma_values(), quantiles)
-        progress = keras.utils.Progbar(len(source.ids), unit_name="image", verbose=1 if write else 0)
+        progress = progress_bar(len(source.ids), "image", write)
         predictions, details = {}, {}
         for image_id in source.ids:
             prediction = predictor.predict_prepared(source.images[image_id], image_id)

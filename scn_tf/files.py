@@ -289,10 +289,13 @@ def _alive(pid: int) -> bool:
 
 
 class RunLock:
-    """An exclusive lock on a run folder (`<folder>/.lock`, flock-ed, holding the owner's pid).
+    """An exclusive lock on a run folder (`<folder>/.lock`, flock-ed, holding the owner's pid), removed when
+    the owner releases it.
 
     A second process asking for it is refused with the owner's pid. The kernel drops the lock when its owner
-    dies, so a lock file left by a dead process is taken over, with a warning naming that process.
+    dies, so a lock file left by a dead process (a crash, SIGKILL) is taken over, with a warning naming that
+    process. The file is removed while still locked, and a lock taken on a file that is no longer the one at
+    the path is taken again, so that two processes never both hold the folder.
     """
 
     def __init__(self, folder: str | os.PathLike):
@@ -301,17 +304,25 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        file = open(self.path, "a+")
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            file.seek(0)
-            owner = file.read().strip() or "unknown"
-            file.close()
-            raise OutputError(
-                f"{self.path.parent}: another process (pid {owner}) is training into this run "
-                "folder; wait for it to end or choose another --output_dir"
-            ) from None
+        while True:
+            file = open(self.path, "a+")
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                file.seek(0)
+                owner = file.read().strip() or "unknown"
+                file.close()
+                raise OutputError(
+                    f"{self.path.parent}: another process (pid {owner}) is training into this run "
+                    "folder; wait for it to end or choose another --output_dir"
+                ) from None
+            try:
+                current = os.stat(self.path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and os.path.samestat(current, os.fstat(file.fileno())):
+                break
+            file.close()  # its owner removed it meanwhile: lock the file now at the path
         file.seek(0)
         previous = file.read().strip()
         if previous.isdigit() and int(previous) != os.getpid():
@@ -330,8 +341,8 @@ class RunLock:
 
     def release(self) -> None:
         if self._file is not None:
-            self._file.seek(0)
-            self._file.truncate()
+            with contextlib.suppress(FileNotFoundError):  # a folder removed by its owner (a worker's)
+                self.path.unlink()
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
             self._file = None

@@ -212,17 +212,23 @@ def load_pixel_types(model_dir: str | os.PathLike) -> dict | None:
     return {"pixel_types": types, "value_range": value_range}
 
 
-def load_model_dir(model_dir: str | os.PathLike, checkpoint: str = "last"):
-    """(config, model with weights, sigmas or None, reference quantiles or None) of a training run."""
-    from scn_tf.models import build_model
-
+def read_model_config(model_dir: str | os.PathLike) -> ExperimentConfig:
+    """The configuration of a model folder (its config.json); a ModelDirError where there is none."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelDirError(f"{model_dir}: model directory does not exist")
     config_path = model_dir / "config.json"
     if not config_path.exists():
         raise ModelDirError(f"{model_dir}: no config.json (is this a training run's output folder?)")
-    config = load_config(config_path)
+    return load_config(config_path)
+
+
+def load_model_dir(model_dir: str | os.PathLike, checkpoint: str = "last"):
+    """(config, model with weights, sigmas or None, reference quantiles or None) of a training run."""
+    from scn_tf.models import build_model
+
+    model_dir = Path(model_dir)
+    config = read_model_config(model_dir)
     weights = model_dir / f"{checkpoint}.weights.h5"
     if not weights.exists():
         raise ModelDirError(

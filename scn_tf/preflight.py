@@ -23,6 +23,7 @@ import numpy as np
 from scn_tf.configs import ExperimentConfig
 from scn_tf.data.ids import validate_ids
 from scn_tf.data.io import DataError, ImageHeader, check_header, gib, read_header, read_landmarks_csv
+from scn_tf.listing import shortened
 
 log = logging.getLogger("scn_tf")
 
@@ -130,7 +131,7 @@ def check_inputs(config: ExperimentConfig, data_dir: str | os.PathLike, splits: 
         ids = validate_ids(ids, f"{name} ids")
         missing = [i for i in ids if i not in annotations]
         if missing:
-            raise DataError(f"{csv}: no annotation row for {name} id(s) {', '.join(missing[:10])}")
+            raise DataError(f"{csv}: no annotation row for {name} id(s) {shortened(missing)}")
         for image_id in ids:
             path = data_dir / data.image_dir / f"{image_id}{data.image_suffix}"
             header = image_header(path)
@@ -162,19 +163,17 @@ def check_training_data(
     shared = [i for i in test_ids if i in training]
     if shared:
         log.warning(
-            "%d of %d test id(s) are training ids too (%s%s): the test metrics will be optimistic",
+            "%d of %d test id(s) are training ids too (%s): the test metrics will be optimistic",
             len(shared),
             len(test_ids),
-            ", ".join(shared[:5]),
-            ", ..." if len(shared) > 5 else "",
+            shortened(shared, 5),
         )
     empty = [i for i in train_ids if not np.isfinite(annotations[i]).all(axis=1).any()]
     if empty:
         log.warning(
-            "%s: %d training id(s) without any annotated landmark, which teach the network nothing: %s%s",
+            "%s: %d training id(s) without any annotated landmark, which teach the network nothing: %s",
             Path(data_dir) / data.landmarks_csv,
             len(empty),
-            ", ".join(empty[:10]),
-            ", ..." if len(empty) > 10 else "",
+            shortened(empty),
         )
     return training_data_digest(annotations, train_ids)

@@ -18,6 +18,7 @@ from conftest import load_experiment, write_dataset
 from scn_tf.cli import common, runner
 from scn_tf.configs import load_config, preset
 from scn_tf.data.io import DataError
+from scn_tf.listing import shortened
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["augment", "train", "predict", "evaluate", "convert"]
@@ -101,6 +102,7 @@ def test_prediction_prints_no_tensorflow_lines(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert cpp_log_lines(result.stderr) == [], result.stderr
+    assert "\x1b[" not in result.stdout + result.stderr and "1/1 images, " in result.stdout  # plain progress
     assert json.loads((tmp_path / "p.json").read_text())["method"] == "SCN"
 
 
@@ -177,6 +179,7 @@ def test_scn_train_preset_cpu2d_trains_with_id_lists_from_data_dir(tmp_path, mon
     assert (config.data.name, config.data.image_frame, config.training.optimizer) == ("cpu2d", "header", "adam")
     assert config.network.spatial_kernel_size == 3 and config.data.image_size == [32, 32]
     assert "PE median (mm)" in (tmp_path / "run" / "summary.txt").read_text()
+    assert not (tmp_path / "run" / ".lock").exists()  # the lock ends with the run
     capsys.readouterr()
 
 
@@ -258,3 +261,91 @@ def test_evaluate_reports_pixels_with_method_and_landmark_names(tmp_path, capsys
     )
     assert "| mine |" in capsys.readouterr().out
     assert "PE median (mm)" in (tmp_path / "named" / "summary.txt").read_text()
+
+
+def test_cut_lists_say_how_many_more():
+    assert shortened(["a", "b"]) == "a, b" and shortened([]) == ""
+    assert shortened(range(12)) == "0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ... (2 more)"
+    assert shortened("abcdef", 5) == "a, b, c, d, e, ... (1 more)"
+
+
+def test_evaluate_says_how_many_unmatched_ids_it_did_not_list(tmp_path, caplog):
+    from scn_tf.cli import evaluate
+
+    (tmp_path / "truth.csv").write_text("".join(f"t{k:02d},1,1,2,2\n" for k in range(22)))
+    (tmp_path / "pred.csv").write_text("".join(f"p{k:02d},1,1,2,2\n" for k in range(22)))
+    arguments = ["--predictions", str(tmp_path / "pred.csv"), "--ground_truth", str(tmp_path / "truth.csv")]
+    assert evaluate.run(["scn-evaluate", *arguments, "--output_dir", str(tmp_path / "report")]) == 1
+    assert "only in" in caplog.text and caplog.text.count("p09, ... (12 more)") == 1
+    assert caplog.text.count("t09, ... (12 more)") == 1 and "p10" not in caplog.text
+
+
+@pytest.fixture
+def backend_refused(monkeypatch):
+    """Loading the backend fails the test: the inputs must be checked before it (TensorFlow takes seconds)."""
+
+    def refuse(config=None):
+        raise AssertionError("the backend was loaded before the inputs were checked")
+
+    from scn_tf.cli import augment
+
+    monkeypatch.setattr(common, "import_backend_quietly", refuse)
+    monkeypatch.setattr(augment, "import_backend_quietly", refuse)
+    components = load("skull2d_components")
+    monkeypatch.setattr(components, "import_backend_quietly", refuse)
+    return components
+
+
+MISSPELT_INPUTS = [
+    ("train", ["--config", "my.jsn"], "my.jsn: cannot read configuration"),
+    ("train", ["--preset", "cpu2d", "--train_ids", "train.txt"], "--data_dir is required"),
+    ("train", ["--preset", "cpu2d", "--data_dir", "dta", "--train_ids", "train.txt"], "--data_dir dta: folder does"),
+    ("train", ["--preset", "cpu2d", "--data_dir", "data", "--train_ids", "trian.txt"], "id list trian.txt not found"),
+    (
+        "train",
+        ["--preset", "cpu2d", "--data_dir", "data", "--train_ids", "train.txt", "--test_ids", "tset.txt"],
+        "id list tset.txt not found",
+    ),
+    ("hand2d", ["--data_dir", "dta"], "--data_dir dta: folder does not exist"),
+    ("augment", ["--config", "my.jsn", "--data_dir", "data", "--ids", "a", "--output_dir", "o"], "my.jsn: cannot"),
+    ("augment", ["--preset", "cpu2d", "--data_dir", "dta", "--ids", "a", "--output_dir", "o"], "--data_dir dta:"),
+    ("augment", ["--preset", "cpu2d", "--data_dir", "data", "--ids", "a/b", "--output_dir", "o"], "path separator"),
+    (
+        "evaluate",
+        ["--predictions", "data/l.csv", "--ground_truth", "data/l.csv", "--output_dir", "o", "--ids", "ids.tx"],
+        "ids.tx: id list does not exist",
+    ),
+    ("skull2d_components", ["--run_dir", "norun", "--data_dir", "data"], "norun: model directory does not exist"),
+    ("skull2d_components", ["--run_dir", "run", "--data_dir", "dta"], "--data_dir dta: folder does not exist"),
+    ("skull2d_components", ["--run_dir", "run", "--data_dir", "data", "--test_ids", "t.tx"], "t.tx: id list does"),
+]
+
+
+@pytest.mark.parametrize("name, arguments, message", MISSPELT_INPUTS)
+def test_misspelt_inputs_are_reported_before_the_backend_loads(
+    name, arguments, message, tmp_path, monkeypatch, capsys, caplog, backend_refused
+):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.txt").write_text("a\n")
+    (tmp_path / "data" / "l.csv").write_text("a,1,1,2,2\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(preset("skull2d_cpu").to_json())
+    monkeypatch.chdir(tmp_path)
+    module = backend_refused if name == "skull2d_components" else load(name)
+    assert module.run([name, *arguments]) == 1
+    assert message in caplog.text + capsys.readouterr().err
+
+
+def test_a_misspelt_id_list_is_reported_at_once_without_tensorflow(tmp_path):
+    (tmp_path / "data").mkdir()
+    code = (
+        "import sys, time\nfrom scn_tf.cli import train\nstart = time.monotonic()\n"
+        "status = train.run(['scn-train', '--preset', 'cpu2d', '--data_dir', 'data', '--train_ids', 'trian.txt'])\n"
+        "print(status, 'tensorflow' in sys.modules, time.monotonic() - start)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, encoding="utf-8", env=WITHOUT_LEVEL
+    )
+    status, loaded, seconds = result.stdout.split()
+    assert (status, loaded) == ("1", "False") and float(seconds) < 0.5, result.stdout
+    assert "id list trian.txt not found" in result.stderr

@@ -100,7 +100,7 @@ def test_predict_then_evaluate(model_dir):
         "--output_dir",
         bad,
     )
-    assert result.returncode != 0 and "only in" in result.stderr and "'c'" in result.stderr
+    assert result.returncode != 0 and "only in" in result.stderr and "landmarks.csv: c (pass --ids" in result.stderr
     assert not bad.exists()
 
 

@@ -1,6 +1,7 @@
 """experiments/demo.py end to end in a tiny setting: table, plots and the component analysis."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -63,8 +64,15 @@ def test_demo_writes_table_and_plots(tmp_path):
         encoding="utf-8",
         errors="replace",
         cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")},
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # redirected output: the project's own lines only, no TensorFlow C++ lines, no terminal control codes
+    for word in ("oneDNN", "cuInit", "Sharding callback", ".cc:", "InitializeLog", "To enable the following"):
+        assert word not in result.stderr, result.stderr
+    assert "\x1b[" not in result.stdout + result.stderr and "\r" not in result.stdout + result.stderr
+    assert "CPU kernels: TF_ENABLE_ONEDNN_OPTS=" in result.stderr and "4/4 steps, " in result.stdout
+    assert not list((tmp_path / "out").rglob(".lock"))  # the run folders' locks end with the runs
     out = tmp_path / "out"
     table = (out / "table.md").read_text()
     for row in ("| SCN |", "| LA-Net |", "| SCN local appearance only |", "| SCN spatial configuration only |"):

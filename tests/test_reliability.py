@@ -1,6 +1,7 @@
 """Bad inputs and interrupted runs: ids and output paths, image files, configuration values, resumed and
 corrupted run folders, the run lock, non-finite training and scn-predict's all-or-nothing output."""
 
+import fcntl
 import json
 import logging
 import os
@@ -254,6 +255,7 @@ def test_run_lock_refuses_a_second_writer_and_takes_over_a_dead_ones(tmp_path, c
         assert (tmp_path / ".lock").read_text() == str(os.getpid())
         with pytest.raises(OutputError, match=f"pid {os.getpid()}"):
             RunLock(tmp_path).acquire()
+    assert not (tmp_path / ".lock").exists()  # released at the end
     dead = subprocess.Popen(["true"])
     dead.wait()
     (tmp_path / ".lock").write_text(str(dead.pid))
@@ -261,6 +263,42 @@ def test_run_lock_refuses_a_second_writer_and_takes_over_a_dead_ones(tmp_path, c
         with RunLock(tmp_path):
             pass
     assert f"taking over the lock of process {dead.pid}, which is no longer running" in caplog.text
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_run_lock_of_a_killed_process_stays_and_is_taken_over(tmp_path, caplog):
+    code = f"import time\nfrom scn_tf.files import RunLock\nlock = RunLock({str(tmp_path)!r}).acquire()\n"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code + "print('locked', flush=True)\ntime.sleep(60)"], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline() == "locked\n"
+    with pytest.raises(OutputError, match=f"pid {holder.pid}"):
+        RunLock(tmp_path).acquire()
+    holder.kill()
+    holder.wait()
+    assert (tmp_path / ".lock").read_text() == str(holder.pid)  # a crash leaves it
+    with caplog.at_level(logging.WARNING, logger="scn_tf"), RunLock(tmp_path):
+        assert (tmp_path / ".lock").read_text() == str(os.getpid())
+    assert f"taking over the lock of process {holder.pid}" in caplog.text and not (tmp_path / ".lock").exists()
+
+
+def test_run_lock_taken_on_a_file_removed_meanwhile_is_taken_again(tmp_path, monkeypatch):
+    """Between opening .lock and locking it, its owner released and removed it and a third process created a
+    new one: the lock must be on the file now at the path, or two processes would hold the folder."""
+    flock = fcntl.flock
+    replaced = []
+
+    def replacing_flock(file, operation):
+        if not replaced:
+            (tmp_path / ".lock").unlink()
+            (tmp_path / ".lock").write_text("")
+            replaced.append(True)
+        return flock(file, operation)
+
+    monkeypatch.setattr(fcntl, "flock", replacing_flock)
+    lock = RunLock(tmp_path).acquire()
+    assert replaced and os.path.samestat(os.fstat(lock._file.fileno()), os.stat(tmp_path / ".lock"))
+    lock.release()
 
 
 # training

@@ -60,15 +60,21 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
     for name in ("data_dir", "ids", "output_dir"):
         if not values[name].value:
             raise app.UsageError(f"--{name} is required")
-    import_backend_quietly()
-    from scn_tf.data.pipeline import LandmarkSource, make_sample
-
     output_dir = Path(values.output_dir)
     data_dir = Path(values.data_dir)
+    try:  # the inputs named on the command line, before the backend takes seconds to load
+        if not data_dir.is_dir():
+            raise DataError(f"--data_dir {data_dir}: folder does not exist")
+        validate_ids(values.ids, "--ids")
+    except DataError as error:
+        logging.error("%s", error)
+        return 1
+    import_backend_quietly(config)
+    from scn_tf.data.pipeline import LandmarkSource, make_sample
+
     inputs = [data_dir / config.data.landmarks_csv, *(data_dir / config.data.image_dir).glob("*")]
     staged = StagedOutputs(values.overwrite, inputs)
     try:
-        validate_ids(values.ids, "--ids")
         names = [f"{image_id}_{k}" for image_id in values.ids for k in range(values.samples)]
         for name in names:
             staged.claim_all(output_dir, [f"{name}{suffix}" for suffix in SAMPLE_SUFFIXES])

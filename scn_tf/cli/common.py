@@ -3,6 +3,7 @@ entry point, --help that lists them, a quiet backend import, and a configuration
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import sys
 import textwrap
@@ -12,26 +13,34 @@ from pathlib import Path
 from absl import app, flags
 from absl import logging as absl_logging
 
+from scn_tf.cli.quiet import LEVEL_VARIABLE, cpp_logs_filtered, without_tensorflow_info
 from scn_tf.configs import ExperimentConfig, load_config, preset
+from scn_tf.cpu_kernels import choose_cpu_kernels
 from scn_tf.files import OutputError, Terminated, disk_full, interrupts_raised
 
 HELP_ARGUMENTS = ("-h", "--help", "-help", "--helpshort", "--helpfull")
 
 
-def import_backend_quietly() -> str:
+def import_backend_quietly(config: ExperimentConfig | None = None) -> str:
     """Imports Keras and its backend, TensorFlow without its C++ start-up lines; returns the backend's name.
 
-    Under TensorFlow (the default) TF_CPP_MIN_LOG_LEVEL is set to 3 unless the user set it; as TensorFlow
+    Under TensorFlow (the default) TF_CPP_MIN_LOG_LEVEL is set to 3 and TensorFlow's Python INFO records are
+    dropped (the commands' INFO verbosity is for their own lines) unless the user set the level; as TensorFlow
     prints some lines before it reads that level, file descriptor 2 points at /dev/null during the import
-    (restored after it). Under another backend (KERAS_BACKEND=jax) TensorFlow is not imported at all.
+    (restored after it). With `config`, TensorFlow's CPU kernels are chosen for its network first
+    (scn_tf.cpu_kernels). Under another backend (KERAS_BACKEND=jax) TensorFlow is not imported at all.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if LEVEL_VARIABLE not in os.environ:
+        os.environ[LEVEL_VARIABLE] = "3"
+        for name in ("absl", "tensorflow"):  # TensorFlow logs through both
+            std_logging.getLogger(name).addFilter(without_tensorflow_info)
     absl_logging.set_verbosity(absl_logging.INFO)
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     if backend != "tensorflow" or "tensorflow" in sys.modules:
         import keras
 
         return keras.backend.backend()
+    choose_cpu_kernels(config)
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -69,10 +78,17 @@ def command(
     pointer to --help (exit 1), and otherwise calls `main(values, positional arguments)`. SIGINT and SIGTERM
     end it through an exception, so that partial outputs are removed: exit 130 for SIGINT, 1 for SIGTERM,
     with a message; an output error or a full disk that the command did not report ends it with exit 1.
+    Run as the process's own command (`argv` None), its stderr passes through `cpp_logs_filtered` for the
+    whole run: TensorFlow's C++ log lines are dropped, everything else is forwarded.
     """
 
     def run(argv: Sequence[str] | None = None) -> int:
-        argv = list(sys.argv if argv is None else argv)
+        if argv is None:
+            with cpp_logs_filtered():
+                return invoke(list(sys.argv))
+        return invoke(list(argv))
+
+    def invoke(argv: list[str]) -> int:
         program = Path(argv[0]).name if argv else "command"
         values = flags.FlagValues()
         define_flags(values)

@@ -33,6 +33,7 @@ from scn_tf.cli.common import command
 from scn_tf.data.ids import validate_ids
 from scn_tf.data.io import IMAGE_SUFFIXES, DataError, read_landmarks_csv, strip_image_suffix, write_landmarks_csv
 from scn_tf.files import OutputError, StagedOutputs, inside, write_json_atomic
+from scn_tf.listing import shortened
 
 
 def define_flags(values: flags.FlagValues) -> None:
@@ -80,7 +81,7 @@ def matching_image(images: dict[str, Path], image_id: str) -> Path | None:
         return images[image_id]
     candidates = [path for name, path in images.items() if name.startswith(image_id) and name[len(image_id)] in "_-. "]
     if len(candidates) > 1:
-        raise DataError(f"id {image_id}: several images match ({', '.join(p.name for p in candidates[:5])})")
+        raise DataError(f"id {image_id}: several images match ({shortened((p.name for p in candidates), 5)})")
     return candidates[0] if candidates else None
 
 

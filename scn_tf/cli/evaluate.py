@@ -25,6 +25,7 @@ from scn_tf.configs import NETWORK_NAMES, load_config
 from scn_tf.data.io import DataError, read_id_list, read_landmarks_csv
 from scn_tf.evaluation import Normalization, coordinate_units, error_units, evaluate
 from scn_tf.files import OutputError, StagedOutputs
+from scn_tf.listing import shortened
 from scn_tf.reports import REPORT_FILES, plot_cumulative_ipe, write_reports
 
 
@@ -133,14 +134,14 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
             ):
                 absent = [i for i in ids if i not in table]
                 if absent:
-                    raise DataError(f"{path}: {name} lack id(s) {', '.join(absent[:10])} listed in {values.ids}")
+                    raise DataError(f"{path}: {name} lack id(s) {shortened(absent)} listed in {values.ids}")
         else:
             only_predicted = sorted(set(predictions) - set(truth))
             only_truth = sorted(set(truth) - set(predictions))
             if only_predicted or only_truth:
                 raise DataError(
-                    f"ids differ: only in {predictions_path}: {only_predicted[:10]}; only in "
-                    f"{truth_path}: {only_truth[:10]} (pass --ids to evaluate a subset)"
+                    f"ids differ: only in {predictions_path}: {shortened(only_predicted) or 'none'}; only in "
+                    f"{truth_path}: {shortened(only_truth) or 'none'} (pass --ids to evaluate a subset)"
                 )
             ids = list(predictions)
         normalization = Normalization.parse(values.normalization)

@@ -38,7 +38,8 @@ from scn_tf.data.ids import unique_ids
 from scn_tf.data.io import PIXEL_TYPE_POLICIES, DataError, write_landmarks_csv
 from scn_tf.evaluation import coordinate_units
 from scn_tf.files import OutputError, StagedOutputs, inside, write_json_atomic
-from scn_tf.model_dir import PIXEL_TYPES_FILE, ModelDirError, load_model_dir, load_pixel_types
+from scn_tf.model_dir import PIXEL_TYPES_FILE, ModelDirError, load_model_dir, load_pixel_types, read_model_config
+from scn_tf.progress import progress_bar
 from scn_tf.visualization import save_overlay
 
 
@@ -102,7 +103,12 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
     if missing and not values.skip_bad:
         logging.error("image file(s) do not exist: %s", ", ".join(missing))
         return 1
-    import_backend_quietly()
+    try:
+        model_config = read_model_config(values.model_dir)
+    except (ModelDirError, ValueError) as error:
+        logging.error("%s", error)
+        return 1
+    import_backend_quietly(model_config)
     output = Path(values.output)
     staged = StagedOutputs(values.overwrite, inputs=paths + model_files(values.model_dir))
     try:
@@ -172,15 +178,13 @@ def predict_all(
 ) -> None:
     """Predicts every input, read by `read` as the check before it read them, and writes the outputs that
     `staged` checked, under its staged names."""
-    import keras
-
     from scn_tf.inference import Predictor, source_frame_heatmaps
 
     data, output = config.data, Path(values.output)
     reference = confidence.load_reference(values.model_dir, values.checkpoint)
     predictor = Predictor(model, data, sigmas, quantiles, confidence_reference=reference)
     rows, details = {}, {}
-    progress = keras.utils.Progbar(len(inputs), unit_name="image")
+    progress = progress_bar(len(inputs), "image")
     for image_id, path in inputs.items():
         with warnings_said_before():
             image = read(path)

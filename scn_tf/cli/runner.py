@@ -207,30 +207,27 @@ def run(
     adapt: Callable[[ExperimentConfig, Path], ExperimentConfig] | None = None,
     network_overrides: dict | None = None,
 ) -> int:
-    """Resolves the configuration and the split, then describes or trains and evaluates one run."""
+    """Resolves the configuration and the split, then describes or trains and evaluates one run.
+
+    The configuration, --data_dir and the id lists are checked before the backend (TensorFlow) is imported,
+    so that a misspelt name is reported at once; the backend's CPU kernels are chosen for the network."""
     from scn_tf.cli.common import import_backend_quietly
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
-    import_backend_quietly()
-    from scn_tf.experiment import Experiment
-
     try:
         config = resolve_config(base, options, network_overrides)
         output_dir = Path(
             options.output_dir or Path("runs") / name / config.network.network / str(options.fold or "run")
         )
-        if adapt is not None:
-            config = adapt(config, output_dir)
-    except (ValueError, DataError) as error:
-        logging.error("%s", error)
-        return 1
-    if options.describe:
-        sys.stdout.write(describe(config) + "\n")
-        return 0
-    if not options.data_dir:
-        logging.error("--data_dir is required")
-        return 1
-    try:
+        if options.describe:
+            config = adapt(config, output_dir) if adapt is not None else config
+            import_backend_quietly(config)
+            sys.stdout.write(describe(config) + "\n")
+            return 0
+        if not options.data_dir:
+            raise DataError("--data_dir is required")
+        if not Path(options.data_dir).is_dir():
+            raise DataError(f"--data_dir {options.data_dir}: folder does not exist")
         train_ids, test_ids = splits(options.fold) if splits is not None else ([], [])
         if options.train_ids:
             train_ids = read_split(find_id_list(options.train_ids, options.data_dir))
@@ -238,6 +235,15 @@ def run(
             test_ids = read_split(find_id_list(options.test_ids, options.data_dir))
         if not train_ids:
             raise DataError("no training ids: give --train_ids FILE")
+        if adapt is not None:
+            config = adapt(config, output_dir)
+    except (ValueError, DataError, OSError) as error:
+        logging.error("%s", error)
+        return 1
+    import_backend_quietly(config)
+    from scn_tf.experiment import Experiment
+
+    try:
         experiment = Experiment(
             config,
             options.data_dir,

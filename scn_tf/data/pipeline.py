@@ -34,6 +34,8 @@ from scn_tf.data.io import (
     read_landmarks_csv,
 )
 from scn_tf.data.preprocessing import foreground_quantiles, normalize_intensity, prepare_source, smooth
+from scn_tf.listing import shortened
+from scn_tf.progress import progress_bar
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -56,16 +58,14 @@ class LandmarkSource:
         annotations = read_landmarks_csv(csv, data.num_landmarks, data.ndim)
         missing = [i for i in self.ids if i not in annotations]
         if missing:
-            raise DataError(f"{csv}: no annotation row for id(s) {', '.join(missing[:10])}")
+            raise DataError(f"{csv}: no annotation row for id(s) {shortened(missing)}")
         self.reference_quantiles = None
         self.pixel_info: dict[str, tuple[str, float, float]] = {}  # id: (pixel type, minimum, maximum) as read
         if data.normalization == "histogram_matching":
             self.reference_quantiles = foreground_quantiles(
                 sitk.GetArrayFromImage(smooth(self._read(data.histogram_reference), data.smoothing_sigma))
             )
-        import keras
-
-        progress = keras.utils.Progbar(len(self.ids), verbose=1 if verbose else 0, unit_name="image")
+        progress = progress_bar(len(self.ids), "image", verbose)
         self.images: dict[str, sitk.Image] = {}
         with concurrent.futures.ThreadPoolExecutor(max(workers, 1)) as pool:
             prepared = pool.map(lambda i: self.prepare(self._read(i)), self.ids)
@@ -128,11 +128,10 @@ def check_extent(csv: Path, frame: str, images: dict[str, sitk.Image], points: d
         return
     annotated = sum(int(np.all(np.isfinite(p), axis=1).sum()) for p in points.values())
     total = sum(outside.values())
-    listing = ", ".join(f"{i} ({count})" for i, count in list(outside.items())[:10])
+    listing = shortened(f"{i} ({count})" for i, count in outside.items())
     message = (
         f"{csv}: {total} of {annotated} annotated landmarks ({100 * total / annotated:.1f}%) lie outside "
         f"their image's extent in the {frame!r} image frame, in {len(outside)} image(s): {listing}"
-        f"{', ...' if len(outside) > 10 else ''}"
     )
     if total > OUT_OF_EXTENT_LIMIT * annotated:
         other = "zero_origin" if frame == "header" else "header"

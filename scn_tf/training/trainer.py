@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from scn_tf.configs import TrainingConfig
+from scn_tf.progress import progress_bar
 from scn_tf.training.backends import check_checkpoints, make_engine
 from scn_tf.training.summaries import summary_writer
 
@@ -147,7 +148,7 @@ class Trainer:
         if not engine.checkpoint_numbers():
             engine.save(step)
         self._writer = self._writer or summary_writer(self.output_dir / "logs")
-        progress = keras.utils.Progbar(config.iterations, stateful_metrics=[*PROGRESS_TERMS, "sigma_mean"])
+        progress = progress_bar(config.iterations)
         progress.update(step)
         seen_nonfinite, failures = self.nonfinite_steps, 0
         values, metrics, batch = {}, {}, first
