@@ -45,6 +45,14 @@ def blob_sample(
     return image[None, ..., None], coords[None], np.ones((1, num_landmarks), bool)
 
 
+def landmark_row(image_id: str, points: np.ndarray) -> str:
+    """A CSV row of `points`; image 'b' has its second landmark missing, as the tests expect."""
+    values = points.ravel().astype(object)
+    if image_id == "b":
+        values[2:4] = np.nan
+    return ",".join([image_id] + [str(v) for v in values])
+
+
 def write_dataset(root: Path, ids=("a", "b", "c"), size=(60, 50), spacing=(0.8, 0.6)):
     """2D .mha images with a blob per landmark and a landmark CSV in mm (3 landmarks, one missing in 'b')."""
     (root / "images").mkdir(parents=True)
@@ -59,10 +67,7 @@ def write_dataset(root: Path, ids=("a", "b", "c"), size=(60, 50), spacing=(0.8, 
         image = sitk.GetImageFromArray(array)
         image.SetSpacing(spacing)
         sitk.WriteImage(image, str(root / "images" / f"{image_id}.mha"))
-        values = points.ravel().astype(object)
-        if image_id == "b":
-            values[2:4] = np.nan
-        rows.append(",".join([image_id] + [str(v) for v in values]))
+        rows.append(landmark_row(image_id, points))
     (root / "landmarks.csv").write_text("\n".join(rows) + "\n")
     return DataConfig(
         name="tiny",
@@ -91,10 +96,7 @@ def write_pixel_dataset(root: Path, ids=("a", "b", "c"), size=(60, 50), image_sp
         sitk.WriteImage(
             sitk.GetImageFromArray(np.clip(array, 0, 255).astype(np.uint8)), str(root / "images" / f"{image_id}.png")
         )
-        values = points.ravel().astype(object)
-        if image_id == "b":
-            values[2:4] = np.nan
-        rows.append(",".join([image_id] + [str(v) for v in values]))
+        rows.append(landmark_row(image_id, points))
     (root / "landmarks.csv").write_text("\n".join(rows) + "\n")
     return DataConfig(
         name="tiny_png",
