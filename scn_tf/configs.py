@@ -363,6 +363,9 @@ class AugmentationConfig(_Section):
     `max_min_distance` (mm; null: none) keeps a landmark that the elastic part moves out of the field of
     view valid at the border pixel while it is at most this far out (the original's 30 mm for cephalograms,
     2 x the spacing for the spine); without the elastic part, landmarks outside the field of view are invalid.
+    `absent_fraction` of the samples are cropped first (scn_tf.data.cropping: one or two sides cut, 50-85% of
+    the axis kept), so that the landmarks cut off train towards a flat heatmap, as missing annotations do:
+    the network learns to say that a landmark is not in the image (0: never, the original).
     """
 
     translation: float = 0.0
@@ -377,6 +380,7 @@ class AugmentationConfig(_Section):
     max_min_distance: float | None = None
     spatial_units: str = "mm"
     elastic_space: str = "network"
+    absent_fraction: float = 0.0
 
     section = "augmentation"
 
@@ -387,6 +391,7 @@ class AugmentationConfig(_Section):
             "translation rotation elastic_grid elastic_magnitude intensity_shift max_min_distance", minimum=0
         )
         self._in_range("scale scale_axis intensity_scale", minimum=0, below=1)  # factors 1 +- s stay positive
+        self._in_range("absent_fraction", minimum=0, maximum=1)
 
 
 @dataclasses.dataclass

@@ -6,7 +6,8 @@ of the normalisation (the original's NaN-aware means); SDs are population SDs (d
 radius r has PE >= r; IPE_j is the sum of image j's PEs over the number of landmarks, missing landmarks
 included in the denominator; a landmark counts as identified (Glocker et al. 2013) if the closest annotated
 landmark to its prediction is the right one and at most 20 away, in unnormalised distances: mm for landmarks
-in mm, px for landmarks in pixels.
+in mm, px for landmarks in pixels. A NaN prediction says that the landmark is absent: PE leaves out such pairs,
+`presence` counts them (false absences where annotated), and the landmark is not identified.
 """
 
 from __future__ import annotations
@@ -99,14 +100,8 @@ def evaluate(
     predicted = np.asarray(predicted, np.float64)
     truth = np.asarray(truth, np.float64)
     annotated = np.all(np.isfinite(truth), axis=-1)
-    missing = annotated & ~np.all(np.isfinite(predicted), axis=-1)
-    if missing.any():
-        image, landmark = np.argwhere(missing)[0]
-        raise ValueError(
-            f"id {ids[image]}: landmark {landmark} is annotated but has no prediction ({int(missing.sum())} such pairs)"
-        )
     errors = point_errors(predicted, truth, normalization)
-    measured = np.isfinite(errors)  # annotated, and normalisable where a normalisation is asked for
+    measured = np.isfinite(errors)  # annotated, predicted, and normalisable where a normalisation is asked for
     values = errors[measured]
     count = values.size
     ipe = np.where(measured.any(axis=1), np.nansum(errors, axis=1) / truth.shape[1], np.nan)
@@ -136,10 +131,35 @@ def evaluate(
         "pe_mean": _stat(np.mean, values),
         "pe_std": _stat(np.std, values),
         "outliers": outliers,
+        "presence": presence_counts(np.all(np.isfinite(predicted), axis=-1), annotated),
         "id_rate": identification_rate(predicted, truth),
         "id_radius": ID_RADIUS,
         "ipe": {image_id: float(value) for image_id, value in zip(ids, ipe, strict=True)},
         "per_landmark": per_landmark,
+    }
+
+
+def presence_counts(predicted: np.ndarray, annotated: np.ndarray) -> dict:
+    """Predicted (a coordinate, not NaN) against annotated landmarks (images, landmarks), as a detection of
+    `present`: false absences (annotated, NaN prediction), false presences (not annotated, predicted), and the
+    precision and recall of `present` and of `absent` (NaN where undefined)."""
+    both = int((predicted & annotated).sum())
+    false_absent = int((~predicted & annotated).sum())
+    false_present = int((predicted & ~annotated).sum())
+    neither = int((~predicted & ~annotated).sum())
+
+    def ratio(part: int, whole: int) -> float:
+        return part / whole if whole else float("nan")
+
+    return {
+        "true_present": both,
+        "true_absent": neither,
+        "false_absent": false_absent,
+        "false_present": false_present,
+        "present_precision": ratio(both, both + false_present),
+        "present_recall": ratio(both, both + false_absent),
+        "absent_precision": ratio(neither, neither + false_absent),
+        "absent_recall": ratio(neither, neither + false_present),
     }
 
 

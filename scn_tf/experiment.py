@@ -19,8 +19,10 @@ import keras
 import numpy as np
 import SimpleITK as sitk
 
+from scn_tf import calibration
 from scn_tf.confidence import measure_reference, write_reference
 from scn_tf.configs import NETWORK_NAMES, ExperimentConfig
+from scn_tf.data import cropping
 from scn_tf.data.feed import ProcessFeed
 from scn_tf.data.io import write_landmarks_csv
 from scn_tf.data.pipeline import LandmarkSource, make_dataset, sample_order
@@ -35,6 +37,7 @@ from scn_tf.files import (
     check_writable_dir,
     inside,
     write_json_atomic,
+    write_text_atomic,
 )
 from scn_tf.inference import Predictor
 from scn_tf.listing import shortened
@@ -51,6 +54,7 @@ log = logging.getLogger("scn_tf")
 
 # Files written into a run folder before the run starts: by scn_tf.script_runs and experiments/skull2d.py.
 PREPARED_FILES = ("run.log", "run.json", "annotations_mean_mm.csv")
+CALIBRATION_IDS_FILE = "calibration_ids.txt"
 # What a run writes into its folder: an --overwrite run removes these of the earlier run first.
 RUN_OUTPUTS = (
     "checkpoints",
@@ -64,6 +68,8 @@ RUN_OUTPUTS = (
     "sigmas.json",
     "*.sigmas.json",
     "confidence.json",
+    calibration.CALIBRATION_FILE,
+    CALIBRATION_IDS_FILE,
     "best.json",
     "metrics_best.json",
     "predictions.csv",
@@ -150,6 +156,7 @@ class Experiment:
         eval_every: int = 0,
         validation_fraction: float = 0.0,
         workers: int = 2,
+        calibration_fraction: float = 0.0,
         strategy: str = "none",
         overwrite: bool = False,
     ):
@@ -161,6 +168,9 @@ class Experiment:
         self.workers = workers
         self.overwrite = overwrite
         check_output_dir(self.output_dir, resume, overwrite)
+        if not 0.0 <= calibration_fraction < 1.0:
+            raise ValueError(f"calibration_fraction must lie in [0, 1), got {calibration_fraction}")
+        train_ids, self.calibration_ids = split_validation(train_ids, calibration_fraction, config.training.seed + 1)
         self.train_ids, self.validation_ids = split_validation(train_ids, validation_fraction, config.training.seed)
         self.test_ids = list(test_ids)
         self.best_error = math.inf
@@ -187,11 +197,17 @@ class Experiment:
             self.data_dir,
             {
                 name: ids
-                for name, ids in (("training", self.train_ids + self.validation_ids), ("test", self.test_ids))
+                for name, ids in (
+                    ("training", self.train_ids + self.validation_ids),
+                    ("calibration", self.calibration_ids),
+                    ("test", self.test_ids),
+                )
                 if ids
             },
         )
-        data_digest = check_training_data(config, self.data_dir, self.train_ids + self.validation_ids, self.test_ids)
+        data_digest = check_training_data(
+            config, self.data_dir, self.train_ids + self.validation_ids + self.calibration_ids, self.test_ids
+        )
         if not self.overwrite:  # an --overwrite run replaces the earlier one, whatever it was
             check_resume(self.output_dir, config, data_digest)
             backends.check_checkpoints(run_dir / "checkpoints")
@@ -304,6 +320,8 @@ class Experiment:
         log.info("heatmap peaks of the %d training images (the scale of scn-predict's confidence)", len(train.ids))
         predictor = Predictor(model, config.data, trainer.sigma_values(), train.reference_quantiles)
         write_reference(self.output_dir, measure_reference(predictor, train.images, train.points))
+        if self.calibration_ids:
+            self.calibrate(predictor)
         if test is None:
             return {}
         log.info("evaluating the last weights on %d test images", len(self.test_ids))
@@ -315,6 +333,24 @@ class Experiment:
             best = self.evaluate(best_model, trainer, test, train.reference_quantiles)
             write_json_atomic(self.output_dir / "metrics_best.json", best)
         return metrics
+
+    def calibrate(self, predictor: Predictor) -> None:
+        """calibration.json from the held-out calibration ids (listed in calibration_ids.txt)."""
+        data = self.config.data
+        write_text_atomic(self.output_dir / CALIBRATION_IDS_FILE, "".join(f"{i}\n" for i in self.calibration_ids))
+        log.info("calibrating on %d held-out images", len(self.calibration_ids))
+        source = LandmarkSource(data, self.data_dir, self.calibration_ids, self.workers, verbose=False)
+        result = calibration.measure(
+            predictor,
+            source.images,
+            source.points,
+            source.annotations,
+            data.landmark_units,
+            crop_seed=self.config.training.seed + 1,
+            crop_outside=cropping.default_outside(data.num_landmarks),
+            progress=progress_bar(len(self.calibration_ids), "image"),
+        )
+        calibration.write_calibration(self.output_dir, result)
 
     def evaluate(self, model, trainer: Trainer, source: LandmarkSource, quantiles, write: bool = False) -> dict:
         """Predicts every image of `source` and computes the paper's metrics (and writes them if asked)."""

@@ -66,7 +66,8 @@ class Predictor:
     """Runs `model` (a Keras model or any callable from batches to heatmaps) on whole images.
 
     Each source image is prepared as during training (smoothing; histogram matching onto
-    `reference_quantiles` where the configuration asks for it); volumes
+    `reference_quantiles` where the configuration asks for it); with `tta` N, the heatmaps are the mean of
+    the image's and of N readings on network grids shifted by whole pixels (`tta_shifts`), shifted back; volumes
     longer along z than the network input are covered by windows of the input length, `data.window_step`
     apart, merged by voxel-wise maximum; `batch_size` windows run at a time, so memory stays bounded.
     """
@@ -79,8 +80,11 @@ class Predictor:
         reference_quantiles: np.ndarray | None = None,
         batch_size: int = 2,
         confidence_reference: ConfidenceReference | None = None,
+        tta: int = 0,
+        tta_seed: int = 0,
     ):
         self.data = data
+        self.tta_shifts = tta_shifts(tta, data.ndim, tta_seed)
         self.confidence_reference = confidence_reference
         self.sigmas = None if sigmas is None else np.asarray(sigmas, np.float64)
         if data.normalization == "histogram_matching" and reference_quantiles is None:
@@ -149,18 +153,12 @@ class Predictor:
 
     def predict_prepared(self, source: sitk.Image, image_id: str = "", keep_heatmaps: bool = False) -> Prediction:
         """Landmarks of a source image already framed, smoothed and matched (as cached for training)."""
-        data = self.data
         transform = self.transform(source)
-        network_image = transform.resample(source, data.outside_value, data.resampling)
-        array = normalize_intensity(
-            sitk.GetArrayFromImage(network_image),
-            data.normalization,
-            data.intensity_shift,
-            data.intensity_scale,
-            data.intensity_clamp,
-            data.percentiles,
-        )
-        heatmaps = self.heatmaps(array)
+        heatmaps = self.heatmaps(self.network_image(source, transform))
+        for shift in self.tta_shifts:
+            moved = shifted(transform, shift)
+            heatmaps += shift_back(self.heatmaps(self.network_image(source, moved)), shift)
+        heatmaps /= 1 + len(self.tta_shifts)
         coords, values = decode_heatmaps(heatmaps[None])
         network_points = np.asarray(coords)[0].astype(np.float64) * transform.geometry.spacing
         points = transform.to_source(network_points)
@@ -180,8 +178,62 @@ class Predictor:
             transform=transform if keep_heatmaps else None,
         )
 
+    def network_image(self, source: sitk.Image, transform: SpatialTransform) -> np.ndarray:
+        """The network input (array order) of a prepared source image through `transform`."""
+        data = self.data
+        network_image = transform.resample(source, data.outside_value, data.resampling)
+        return normalize_intensity(
+            sitk.GetArrayFromImage(network_image),
+            data.normalization,
+            data.intensity_shift,
+            data.intensity_scale,
+            data.intensity_clamp,
+            data.percentiles,
+        )
+
     def predict_file(self, path, image_id: str) -> Prediction:
         return self.predict_image(read_image(path, self.data.ndim, self.data.image_spacing), image_id)
+
+
+TTA_MAX_SHIFT = 3  # network pixels per axis
+
+
+def tta_shifts(count: int, ndim: int, seed: int = 0) -> list[np.ndarray]:
+    """`count` distinct non-zero whole-pixel shifts (x, y[, z]) within +-TTA_MAX_SHIFT, seeded."""
+    if count < 0:
+        raise ValueError(f"tta must be 0 or more, got {count}")
+    possible = (2 * TTA_MAX_SHIFT + 1) ** ndim - 1
+    if count > possible:
+        raise ValueError(f"tta {count}: at most {possible} distinct shifts of up to {TTA_MAX_SHIFT} pixels")
+    rng = np.random.default_rng(seed)
+    shifts: list[np.ndarray] = []
+    while len(shifts) < count:
+        shift = rng.integers(-TTA_MAX_SHIFT, TTA_MAX_SHIFT + 1, ndim)
+        if shift.any() and not any(np.array_equal(shift, other) for other in shifts):
+            shifts.append(shift)
+    return shifts
+
+
+def shifted(transform: SpatialTransform, shift: np.ndarray) -> SpatialTransform:
+    """The transform of a network grid moved by `shift` pixels (x, y[, z]): its point q is the original's
+    q + shift."""
+    affine = sitk.AffineTransform(transform.affine)
+    matrix = np.array(affine.GetMatrix()).reshape(len(shift), -1)
+    offset = matrix @ (np.asarray(shift, np.float64) * transform.geometry.spacing)
+    affine.SetTranslation([float(v) for v in np.array(affine.GetTranslation()) + offset])
+    return dataclasses.replace(transform, affine=affine)
+
+
+def shift_back(heatmaps: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Heatmaps (*spatial array order, N) of a grid moved by `shift` (x, y[, z]) on the original grid:
+    result[p] = heatmaps[p - shift], 0 where p - shift falls outside."""
+    result = np.zeros_like(heatmaps)
+    target, origin = [], []
+    for axis_shift, length in zip(reversed([int(v) for v in shift]), heatmaps.shape[:-1], strict=True):
+        target.append(slice(max(axis_shift, 0), length + min(axis_shift, 0)))
+        origin.append(slice(max(-axis_shift, 0), length - max(axis_shift, 0)))
+    result[tuple(target)] = heatmaps[tuple(origin)]
+    return result
 
 
 def read_model_input(

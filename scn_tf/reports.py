@@ -76,6 +76,7 @@ def write_reports(
             else ""
         )
         + "\n\n"
+        + presence_line(metrics.get("presence"))
         + summary_table(metrics, name, units, data_units)
         + f"\nSuccess detection rate: {detected}\n"
         + f"ID rate: landmarks whose closest annotation is their own, at most {metrics['id_radius']:g} "
@@ -90,6 +91,19 @@ def write_reports(
         plot_sigmas(output_dir / "sigmas.png", sigmas, means, landmark_names, units, data_units)
     write_text_atomic(output_dir / "summary.txt", text)
     plot_cumulative_ipe(output_dir / "cumulative_ipe.png", {name: metrics["ipe"].values()}, units)
+
+
+def presence_line(presence: Mapping | None) -> str:
+    """A line on landmarks predicted absent (NaN) or present against the annotations; empty where every
+    annotated landmark was predicted and no other."""
+    if not presence or not (presence["false_absent"] or presence["false_present"] or presence["true_absent"]):
+        return ""
+    return (
+        f"Presence: {presence['false_absent']} annotated landmarks predicted absent (false absences, left out of "
+        f"the errors), {presence['false_present']} unannotated ones predicted present, {presence['true_absent']} "
+        f"absent in both; absent precision {100 * presence['absent_precision']:.1f}%, recall "
+        f"{100 * presence['absent_recall']:.1f}%\n\n"
+    )
 
 
 def rank_correlation(a: Sequence[float], b: Sequence[float]) -> float:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Ellipse
 
 from scn_tf.figures import save_figure
 
@@ -19,13 +20,17 @@ def save_overlay(
     predicted: np.ndarray | None = None,
     names: Sequence[str] | None = None,
     title: str | None = None,
+    radii: np.ndarray | None = None,
+    radius_label: str = "",
 ) -> Figure:
     """Draws landmarks (N, d) given in pixel units (x, y[, z]) over `image` (array order, no channel axis).
 
     `landmarks` are drawn as green circles, `predicted` as red crosses joined to their landmark; each point
     is numbered from 0 (the landmark's index in the CSVs, reports and flags) on a dark label, and with
     `names` a key beside the image lists index and name. 3D images are shown as three maximum-intensity
-    projections. Aspect ratios follow `spacing` (x, y[, z]). Returns the figure.
+    projections. Aspect ratios follow `spacing` (x, y[, z]). `radii` (N,) in pixels of the x axis draw a
+    circle around each predicted landmark (a calibrated error radius, described by `radius_label` in the
+    title). Returns the figure.
     """
     ndim = image.ndim
     views = [(0, 1, 0)] if ndim == 2 else [(0, 1, 0), (0, 2, 1), (1, 2, 2)]  # (x coord, y coord, MIP axis)
@@ -51,6 +56,19 @@ def save_overlay(
             if points is None:
                 continue
             axis.scatter(points[:, cx], points[:, cy], s=60, linewidths=1.5, **style)
+        if radii is not None and predicted is not None:
+            for point, radius in zip(predicted, radii, strict=True):
+                if np.all(np.isfinite(point)) and np.isfinite(radius):
+                    axis.add_patch(
+                        Ellipse(
+                            (point[cx], point[cy]),
+                            2 * radius * spacing[0] / spacing[cx],
+                            2 * radius * spacing[0] / spacing[cy],
+                            fill=False,
+                            edgecolor="cyan",
+                            linewidth=0.9,
+                        )
+                    )
         if landmarks is not None and predicted is not None:
             for truth, guess in zip(landmarks, predicted, strict=True):
                 if np.all(np.isfinite(truth)) and np.all(np.isfinite(guess)):
@@ -83,7 +101,7 @@ def save_overlay(
             fontsize=9,
             transform=legend.transAxes,
         )
-    if title:
-        figure.suptitle(title)
+    if title or radius_label:
+        figure.suptitle("; ".join(text for text in (title, radius_label and f"circles: {radius_label}") if text))
     save_figure(figure, path, dpi=110)
     return figure

@@ -117,11 +117,18 @@ def test_wrist_normalisation_is_nan_aware_and_id_rate_unnormalised():
     assert metrics["id_rate"] == 100.0
 
 
-def test_missing_prediction_is_an_error():
-    truth = np.zeros((1, 2, 2))
-    predicted = np.array([[[0.0, 0.0], [np.nan, np.nan]]])
-    with pytest.raises(ValueError, match="id x: landmark 1 is annotated but has no prediction"):
-        evaluate(["x"], predicted, truth)
+def test_absent_predictions_are_counted():
+    """NaN predictions are absences: left out of PE, counted against the annotations, not identified."""
+    truth = np.array([[[0.0, 0.0], [10.0, 0.0], [np.nan, np.nan], [np.nan, np.nan]]])
+    predicted = np.array([[[3.0, 4.0], [np.nan, np.nan], [1.0, 1.0], [np.nan, np.nan]]])
+    metrics = evaluate(["x"], predicted, truth)
+    assert metrics["num_measured"] == 1 and metrics["pe_mean"] == pytest.approx(5.0)
+    presence = metrics["presence"]
+    assert (presence["true_present"], presence["false_absent"], presence["false_present"]) == (1, 1, 1)
+    assert presence["true_absent"] == 1
+    assert presence["present_precision"] == pytest.approx(0.5) and presence["present_recall"] == pytest.approx(0.5)
+    assert presence["absent_precision"] == pytest.approx(0.5) and presence["absent_recall"] == pytest.approx(0.5)
+    assert metrics["id_rate"] == pytest.approx(50.0)
 
 
 def test_normalization_parse():

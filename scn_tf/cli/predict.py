@@ -28,10 +28,11 @@ import logging as std_logging
 import sys
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 from absl import app, flags, logging
 
-from scn_tf import confidence
+from scn_tf import calibration, confidence
 from scn_tf.cli.common import command, import_backend_quietly
 from scn_tf.configs import NETWORK_NAMES, ExperimentConfig
 from scn_tf.data.ids import unique_ids
@@ -77,6 +78,19 @@ def define_flags(values: flags.FlagValues) -> None:
         "the training type's range (default: the model's data.pixel_type_policy).",
         flag_values=values,
     )
+    flags.DEFINE_float(
+        "coverage",
+        calibration.DEFAULT_COVERAGE,
+        "With a calibrated model (scn-calibrate): the probability that a landmark lies within its error_radius.",
+        flag_values=values,
+    )
+    flags.DEFINE_integer(
+        "tta",
+        0,
+        "Test-time augmentation: average the heatmaps of this many seeded whole-pixel shifts of the network grid "
+        "(up to 3 pixels) with the image's own (0: off).",
+        flag_values=values,
+    )
     flags.DEFINE_bool("overwrite", False, "Replace existing output files.", flag_values=values)
 
 
@@ -87,6 +101,7 @@ MODEL_FILE_PATTERNS = (
     "*.weights.h5",
     "*sigmas.json",
     "confidence*.json",
+    calibration.CALIBRATION_FILE,
 )
 
 
@@ -104,6 +119,7 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
         logging.error("image file(s) do not exist: %s", ", ".join(missing))
         return 1
     try:
+        calibration.check_coverage(values.coverage)
         model_config = read_model_config(values.model_dir)
     except (ModelDirError, ValueError) as error:
         logging.error("%s", error)
@@ -123,7 +139,13 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
     if values.mirror == "auto" and data.ndim != 2:
         logging.error("--mirror auto is for 2D models; %s is %dD", values.model_dir, data.ndim)
         return 1
-    from scn_tf.inference import read_model_input
+    from scn_tf.inference import read_model_input, tta_shifts
+
+    try:
+        tta_shifts(values.tta, data.ndim)
+    except ValueError as error:
+        logging.error("--tta: %s", error)
+        return 1
 
     def read(path: Path):
         return read_model_input(path, config, pixel_types, values.pixel_type_policy)
@@ -182,16 +204,24 @@ def predict_all(
 
     data, output = config.data, Path(values.output)
     reference = confidence.load_reference(values.model_dir, values.checkpoint)
-    predictor = Predictor(model, data, sigmas, quantiles, confidence_reference=reference)
+    calibrated = calibration.load_calibration(values.model_dir, values.checkpoint)
+    if calibrated is None:
+        logging.info("%s has no calibration: no error radii, every landmark reported present", values.model_dir)
+    predictor = Predictor(model, data, sigmas, quantiles, confidence_reference=reference, tta=values.tta)
     rows, details = {}, {}
     progress = progress_bar(len(inputs), "image")
     for image_id, path in inputs.items():
         with warnings_said_before():
             image = read(path)
         prediction = predictor.predict_image(image, image_id, values.mirror, keep_heatmaps=bool(values.save_heatmaps))
-        rows[image_id] = prediction.in_units(data.landmark_units)
+        coordinates = prediction.in_units(data.landmark_units)
+        uncertainty = calibration_entries(calibrated, prediction.confidence, values.coverage)
+        if uncertainty["present"] is not None:
+            coordinates = np.where(np.array(uncertainty["present"])[:, None], coordinates, np.nan)
+        rows[image_id] = coordinates
         details[image_id] = {
             "file": str(path),
+            **uncertainty,
             **confidence.describe(prediction.confidence, reference),
             "mirrored": prediction.mirrored,
             "mirror_scores": prediction.mirror_scores,
@@ -220,9 +250,11 @@ def predict_all(
                 staged.path(inside(values.overlay_dir, f"{image_id}.png")),
                 sitk.GetArrayFromImage(image),
                 image.GetSpacing(),
-                predicted=prediction.indices,
+                predicted=np.where(np.isfinite(coordinates), prediction.indices, np.nan),
                 names=data.landmark_names,
                 title=f"{image_id}: predicted landmarks",
+                radii=overlay_radii(uncertainty["error_radius"], data.landmark_units, image.GetSpacing()),
+                radius_label=radius_label(calibrated, values.coverage),
             )
         progress.add(1)
     write_json_atomic(
@@ -236,11 +268,50 @@ def predict_all(
             "method": NETWORK_NAMES[config.network.network],
             "landmark_names": data.landmark_names,
             "confidence_meaning": confidence.MEANING if reference else confidence.UNAVAILABLE,
+            "calibrated": calibrated is not None,
+            "coverage": values.coverage if calibrated is not None else None,
+            "calibration_meaning": calibration_meaning(calibrated, values.coverage),
+            "tta": values.tta,
             "images": details,
             "skipped": bad,
         },
     )
     write_landmarks_csv(staged.path(output), rows)
+
+
+def calibration_entries(calibrated, peaks, coverage: float) -> dict:
+    """Per image: `error_radius` (model units) and `present`, one value per landmark; None without calibration."""
+    if calibrated is None:
+        return {"error_radius": None, "present": None}
+    return {
+        "error_radius": [float(v) for v in calibrated.error_radius(peaks, coverage)],
+        "present": [bool(v) for v in calibrated.present(peaks)],
+    }
+
+
+def calibration_meaning(calibrated, coverage: float) -> str:
+    if calibrated is None:
+        return (
+            f"the model folder has no {calibration.CALIBRATION_FILE} for these weights (scn-calibrate writes it): "
+            "no error radii, and every landmark is reported present"
+        )
+    return (
+        f"error_radius: the landmark lies within this distance ({calibrated.units}) of its prediction with "
+        f"probability {coverage} (split-conformal on {len(calibrated.image_ids)} calibration images); present: "
+        "the heatmap peak reaches the calibrated threshold (absent landmarks have NaN coordinates in the CSV)"
+    )
+
+
+def overlay_radii(radii, landmark_units: str, spacing) -> np.ndarray | None:
+    """Error radii in pixels of the image's x axis, for the overlay."""
+    if radii is None:
+        return None
+    values = np.asarray(radii, np.float64)
+    return values if landmark_units == "pixel" else values / float(spacing[0])
+
+
+def radius_label(calibrated, coverage: float) -> str:
+    return "" if calibrated is None else f"{100 * coverage:g}% error radius (calibrated)"
 
 
 def sigma_entries(prediction, landmark_units: str) -> dict:

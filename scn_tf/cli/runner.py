@@ -39,6 +39,7 @@ class RunOptions:
     overwrite: bool = False
     eval_every: int = 0
     validation_fraction: float = 0.0
+    calibration_fraction: float = 0.0
     train_ids: str | None = None
     test_ids: str | None = None
     config: str | None = None
@@ -94,6 +95,13 @@ def define_flags(
         "validation_fraction",
         0.0,
         "Hold out this fraction of the training ids and keep the best-validation weights besides the last.",
+    )
+    define(
+        "float",
+        "calibration_fraction",
+        0.0,
+        "Hold out this fraction of the training ids and calibrate the last weights on them at the end "
+        "(calibration.json: error radii and presence for scn-predict; scn-calibrate does it later).",
     )
     define(
         "string",
@@ -254,6 +262,7 @@ def run(
             overwrite=options.overwrite,
             eval_every=options.eval_every,
             validation_fraction=options.validation_fraction,
+            calibration_fraction=options.calibration_fraction,
             workers=options.workers,
             strategy=options.strategy,
         )

@@ -23,6 +23,7 @@ import SimpleITK as sitk
 
 from scn_tf.configs import AugmentationConfig, DataConfig
 from scn_tf.data.augmentation import SpatialTransform, augment_intensity, make_transform
+from scn_tf.data.cropping import random_crop
 from scn_tf.data.ids import validate_ids
 from scn_tf.data.io import (
     DataError,
@@ -155,12 +156,15 @@ def make_sample(
     sitk_threads: int = 0,
 ) -> Sample:
     """Resamples one source image into network space (randomly if `rng`) and maps its landmarks along;
-    `sitk_threads` > 0 limits the SimpleITK filters of this sample to that many threads."""
+    `sitk_threads` > 0 limits the SimpleITK filters of this sample to that many threads; with
+    `augmentation.absent_fraction`, that share of the samples is cropped first (cropping.random_crop)."""
     data = source.data
-    image = source.images[image_id]
+    image, points = source.images[image_id], source.points[image_id]
+    augmenting = augmentation is not None and rng is not None
+    if augmenting and augmentation.absent_fraction > 0 and rng.uniform() < augmentation.absent_fraction:
+        image, points = random_crop(image, points, rng)
     transform = make_transform(image, data, augmentation, rng)
     network_image = transform.resample(image, data.outside_value, data.resampling, sitk_threads)
-    augmenting = augmentation is not None and rng is not None
     array = normalize_intensity(
         sitk.GetArrayFromImage(network_image),
         data.normalization,
@@ -171,7 +175,7 @@ def make_sample(
     )
     array = augment_intensity(array, augmentation, rng, data.intensity_clamp)
     max_min_distance = augmentation.max_min_distance if augmenting else None
-    coords, valid = transform.landmark_pixels(source.points[image_id], max_min_distance)
+    coords, valid = transform.landmark_pixels(points, max_min_distance)
     return Sample(array[..., None], coords.astype(np.float32), valid, transform)
 
 
