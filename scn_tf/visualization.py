@@ -69,6 +69,8 @@ def save_overlay(
                             linewidth=0.9,
                         )
                     )
+            axis.set_xlim(-0.5, picture.shape[1] - 0.5)
+            axis.set_ylim(picture.shape[0] - 0.5, -0.5)
         if landmarks is not None and predicted is not None:
             for truth, guess in zip(landmarks, predicted, strict=True):
                 if np.all(np.isfinite(truth)) and np.all(np.isfinite(guess)):

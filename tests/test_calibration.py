@@ -249,3 +249,24 @@ def test_calibrated_model_predicts_radii_presence_and_circles(tmp_path, monkeypa
         )
         == 1
     )  # exists, no --overwrite
+
+
+def test_overlay_draws_error_radii_in_physical_proportion(tmp_path):
+    """A radius of 4 x-pixels on 0.5 x 1.0 mm pixels is 2 mm: 8 pixels wide, 4 pixels high; none for an
+    absent (NaN) landmark; the title says what the circles are."""
+    from matplotlib.patches import Ellipse
+
+    from scn_tf.visualization import save_overlay
+
+    figure = save_overlay(
+        tmp_path / "o.png",
+        np.zeros((20, 30)),
+        (0.5, 1.0),
+        predicted=np.array([[10.0, 5.0], [np.nan, np.nan]]),
+        radii=np.array([4.0, 3.0]),
+        radius_label="90% error radius (calibrated)",
+    )
+    circles = [patch for patch in figure.axes[0].patches if isinstance(patch, Ellipse)]
+    assert len(circles) == 1 and (circles[0].width, circles[0].height) == (8.0, 4.0)
+    assert figure.axes[0].get_xlim() == (-0.5, 29.5)
+    assert "circles: 90% error radius" in figure.texts[0].get_text()
