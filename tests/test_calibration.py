@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import write_dataset
 
+from conftest import write_dataset
 from scn_tf import calibration
 from scn_tf.data import cropping
 from scn_tf.data.io import physical_to_pixel, pixel_to_physical
