@@ -1,0 +1,127 @@
+"""scn-plan: its decisions against hand-computed values on small data sets, the data it refuses, and a plan
+that scn-train accepts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import write_dataset, write_pixel_dataset
+from scn_tf import planning
+from scn_tf.data.io import DataError
+
+
+def test_field_of_view_by_hand():
+    offsets = np.array([[[10.0, -4.0], [np.nan, np.nan]], [[-6.0, 8.0], [2.0, 1.0]]])
+    fov = planning.field_of_view(offsets, rotation=0.0, scale=0.0, translation=0.0)
+    assert fov == pytest.approx([2.2 * 10, 2.2 * 8])
+    turned = planning.field_of_view(offsets, rotation=0.1, scale=0.2, translation=3.0)
+    reach_x = max(10 + math.sin(0.1) * 4, 6 + math.sin(0.1) * 8, 2 + math.sin(0.1) * 1) * 1.2 + 3
+    assert turned[0] == pytest.approx(2.2 * reach_x)
+
+
+def test_spatial_configuration_covers_the_input():
+    from scn_tf.models.receptive_fields import spatial_configuration
+
+    for size in (64, 96, 160, 256):
+        downsampling, kernel = planning.spatial_choice(4, size, 8)
+        assert spatial_configuration(4, kernel, downsampling) >= size and (size // 8) % downsampling == 0
+
+
+def test_survey_of_pixel_data(tmp_path):
+    write_pixel_dataset(tmp_path, ids=("a", "b", "c"), size=(60, 50))
+    (tmp_path / "images" / "extra.png").write_bytes((tmp_path / "images" / "a.png").read_bytes())
+    found = planning.survey(tmp_path, "landmarks.csv")
+    assert found.ids == ["a", "b", "c"] and found.skipped == ["extra"]
+    assert (found.ndim, found.num_landmarks, found.landmark_units, found.suffix) == (2, 3, "pixel", ".png")
+    assert found.median_spacing.tolist() == [1.0, 1.0]
+    rows = (tmp_path / "landmarks.csv").read_text().splitlines()
+    first = np.array([float(v) for v in rows[0].split(",")[1:3]])
+    assert found.offsets[0, 0] == pytest.approx(first - np.array([29.5, 24.5]))  # centre of 60x50 pixels
+
+
+def test_plan_with_a_timer_by_hand(tmp_path):
+    """With a step time proportional to the pixels, the plan takes the largest input that leaves 1500
+    iterations in the minutes and fills them."""
+    write_dataset(tmp_path, ids=("a", "b", "c"), size=(60, 50), spacing=(0.8, 0.6))
+    timer = lambda config: 2e-5 * math.prod(config.data.image_size)  # noqa: E731
+    config, decisions = planning.plan(tmp_path, budget="cpu", minutes=2.0, timer=timer)
+    sizes = config.data.image_size
+    found = planning.survey(tmp_path, "landmarks.csv")
+    native = planning.field_of_view(found.offsets, 0.2, 0.2, 0.05 * float(np.max(found.median_extent)))
+    assert config.data.spacing[0] >= 0.6 - 1e-6 or sizes == [8, 8]  # never finer than the images' spacing
+    steps = (120 - planning.FIXED_SECONDS - 0.05 * 3) / (timer(config) * 1.1) // 100 * 100
+    assert config.training.iterations == min(int(steps), planning.MAX_ITERATIONS[2])
+    assert config.data.spacing[0] == pytest.approx(
+        float(np.max(np.minimum(native, 1.2 * found.median_extent) / np.array(sizes))), rel=1e-3
+    )
+    assert config.data.landmark_units == "mm" and config.data.image_suffix == ".mha"
+    assert {d.key for d in decisions} >= {"data.image_size", "training.iterations", "intensity"}
+
+
+def test_plan_refuses_unplannable_data(tmp_path):
+    mixed = tmp_path / "mixed"
+    write_dataset(mixed)
+    sitk.WriteImage(sitk.Image([8, 8, 8], sitk.sitkUInt8), str(mixed / "images" / "v.mha"))
+    with pytest.raises(DataError, match=r"mixed dimensionality .* 3D: v\.mha"):
+        planning.survey(mixed, "landmarks.csv")
+    far = tmp_path / "far"
+    write_pixel_dataset(far)
+    rows = [row.split(",") for row in (far / "landmarks.csv").read_text().splitlines()]
+    (far / "landmarks.csv").write_text(
+        "\n".join(",".join([r[0]] + [str(float(v) + 500) if v != "nan" else v for v in r[1:]]) for r in rows) + "\n"
+    )
+    with pytest.raises(DataError, match="outside their images"):
+        planning.survey(far, "landmarks.csv")
+    plain = tmp_path / "plain"
+    write_pixel_dataset(plain)
+    with pytest.raises(DataError, match="give --image_spacing"):
+        planning.survey(plain, "landmarks.csv", landmark_units="mm")
+
+
+@pytest.mark.slow
+def test_scn_plan_prints_only_the_plan_and_scn_train_accepts_it(tmp_path):
+    import subprocess
+    import sys
+
+    write_pixel_dataset(tmp_path / "data", ids=("a", "b", "c", "d"))
+    result = subprocess.run(
+        [sys.executable, "-m", "scn_tf.cli.plan", "--data_dir", str(tmp_path / "data"), "--minutes", "0.6"],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)  # stdout holds the plan and nothing else
+    assert "plan: data.image_size" in result.stderr and "plan: training.iterations" in result.stderr
+    (tmp_path / "plan.json").write_text(result.stdout)
+    (tmp_path / "data" / "train.txt").write_text("a\nb\nc\n")
+    from scn_tf.cli import train
+
+    status = train.run(
+        [
+            "scn-train",
+            "--config",
+            str(tmp_path / "plan.json"),
+            "--data_dir",
+            str(tmp_path / "data"),
+            "--train_ids",
+            "train.txt",
+            "--iterations",
+            "2",
+            "--filters",
+            "4",
+            "--workers",
+            "1",
+            "--output_dir",
+            str(tmp_path / "run"),
+        ]
+    )
+    assert status == 0 and plan["data"]["landmark_units"] == "pixel"
+    assert (tmp_path / "run" / "last.weights.h5").exists()
