@@ -48,7 +48,13 @@ from scn_tf.cli.common import command, import_backend_quietly
 from scn_tf.configs import NETWORK_NAMES, ExperimentConfig
 from scn_tf.data.formats import coco_document, write_slicer_json
 from scn_tf.data.ids import unique_ids
-from scn_tf.data.io import PIXEL_TYPE_POLICIES, DataError, pixel_to_physical, write_landmarks_csv
+from scn_tf.data.io import (
+    PIXEL_TYPE_POLICIES,
+    DataError,
+    pixel_to_physical,
+    strip_image_suffix,
+    write_landmarks_csv,
+)
 from scn_tf.evaluation import coordinate_units
 from scn_tf.files import OutputError, StagedOutputs, inside, write_json_atomic
 from scn_tf.model_dir import (
@@ -200,6 +206,9 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
         check_same_data(model_dirs, model_configs)
     except (ModelDirError, ValueError) as error:
         logging.error("%s", error)
+        return 1
+    if values.format == "slicer" and not Path(values.output).suffix:
+        logging.error("--format slicer writes <output stem>/<id>.mrk.json: give --output a suffix (.csv)")
         return 1
     if values.format == "coco" and model_configs[0].data.ndim != 2:
         logging.error("--format coco is for 2D landmarks; %s is %dD", values.model_dir, model_configs[0].data.ndim)
@@ -398,7 +407,10 @@ def write_format(output_format: str | None, output: Path, staged: StagedOutputs,
         for image_id, (_, _, _, points) in exported.items():
             write_slicer_json(staged.path(inside(output.with_suffix(""), f"{image_id}.mrk.json")), names, points)
     elif output_format == "coco":
-        entries = [(Path(path).name, size, indices) for path, size, indices, _ in exported.values()]
+        entries = [
+            (image_id + Path(path).name[len(strip_image_suffix(path)) :], size, indices)
+            for image_id, (path, size, indices, _) in exported.items()
+        ]  # file names of the CSV's ids (folders prefixed where names repeat), so that they read back as them
         write_json_atomic(staged.path(output.with_suffix(".coco.json")), coco_document(names, entries))
 
 
