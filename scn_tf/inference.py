@@ -63,7 +63,8 @@ def window_starts(length: int, window: int, step: int) -> list[int]:
 
 
 class Predictor:
-    """Runs `model` (a Keras model or any callable from batches to heatmaps) on whole images.
+    """Runs `model` (a Keras model or any callable from batches to heatmaps, or a list of them: an ensemble, whose
+    heatmaps are averaged before decoding; give it the mean of their `sigmas`) on whole images.
 
     Each source image is prepared as during training (smoothing; histogram matching onto
     `reference_quantiles` where the configuration asks for it); with `tta` N, the heatmaps are the mean of
@@ -74,7 +75,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: keras.Model | Callable,
+        model: keras.Model | Callable | list,
         data: DataConfig,
         sigmas: np.ndarray | None = None,
         reference_quantiles: np.ndarray | None = None,
@@ -91,10 +92,11 @@ class Predictor:
             raise ValueError("the configuration asks for histogram matching: give reference_quantiles")
         self.reference_quantiles = reference_quantiles
         self.batch_size = batch_size
-        if isinstance(model, keras.Model):
-            self._run = model.predict_on_batch
+        if isinstance(model, list | tuple):  # an ensemble: the mean of the models' heatmaps
+            runs = [runner(member) for member in model]
+            self._run = lambda batch: np.mean([np.asarray(run(batch), np.float32) for run in runs], axis=0)
         else:
-            self._run = lambda batch: np.asarray(model(batch))
+            self._run = runner(model)
 
     def transform(self, image: sitk.Image) -> SpatialTransform:
         """The test geometry; along z it is extended to the whole volume when the spacing is fixed."""
@@ -193,6 +195,13 @@ class Predictor:
 
     def predict_file(self, path, image_id: str) -> Prediction:
         return self.predict_image(read_image(path, self.data.ndim, self.data.image_spacing), image_id)
+
+
+def runner(model: keras.Model | Callable) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from a batch to heatmaps: a Keras model's predict_on_batch, or the callable itself."""
+    if isinstance(model, keras.Model):
+        return model.predict_on_batch
+    return lambda batch: np.asarray(model(batch))
 
 
 TTA_MAX_SHIFT = 3  # network pixels per axis

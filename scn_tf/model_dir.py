@@ -255,3 +255,38 @@ def load_model_dir(model_dir: str | os.PathLike, checkpoint: str = "last"):
             )
         quantiles = np.array(json.loads(path.read_text())["histogram_quantiles"])
     return config, model, sigmas, quantiles
+
+
+def data_differences(first: ExperimentConfig, other: ExperimentConfig) -> list[str]:
+    """'data.key: X against Y' for each key of the data sections that differs."""
+    mine, theirs = first.data.to_dict(), other.data.to_dict()
+    return [
+        f"data.{key}: {mine.get(key)!r} against {theirs.get(key)!r}"
+        for key in sorted(set(mine) | set(theirs))
+        if mine.get(key) != theirs.get(key)
+    ]
+
+
+def check_same_data(model_dirs: list[str], configs: list[ExperimentConfig]) -> None:
+    """A ModelDirError naming the differing keys where the models' `data` configurations are not equal: an
+    ensemble averages heatmaps of one input geometry, intensity mapping and landmark set."""
+    for model_dir, config in zip(model_dirs[1:], configs[1:], strict=True):
+        differences = data_differences(configs[0], config)
+        if differences:
+            raise ModelDirError(
+                f"{model_dir}: its data configuration differs from {model_dirs[0]}'s "
+                f"({'; '.join(differences)}); an ensemble needs models of the same data configuration"
+            )
+
+
+def merged_pixel_types(records: list[dict | None]) -> dict | None:
+    """One pixel type record of several models (load_pixel_types): every type (the first model's order first)
+    and the widest value range; None where any model has none."""
+    if not records or any(record is None for record in records):
+        return None
+    types: list[str] = []
+    for record in records:
+        types += [t for t in record["pixel_types"] if t not in types]
+    low = min(record["value_range"][0] for record in records)
+    high = max(record["value_range"][1] for record in records)
+    return {"pixel_types": types, "value_range": [low, high]}

@@ -19,9 +19,15 @@ from scn_tf.files import write_json_atomic
 
 
 def run_script(
-    script: Path, arguments: Sequence[str], folder: Path, label: str, environment: Mapping[str, str] | None = None
+    script: Path | str,
+    arguments: Sequence[str],
+    folder: Path,
+    label: str,
+    environment: Mapping[str, str] | None = None,
+    module: bool = False,
 ) -> Path:
-    """The Python script `script` with `arguments` and --output_dir `folder`, unless `folder` holds metrics.json.
+    """The Python script `script` (with `module`, the module of that name, `python -m`) with `arguments` and
+    --output_dir `folder`, unless `folder` holds metrics.json.
 
     Adds --resume where checkpoints exist; appends the output to `folder`/run.log and writes `run.json` (the
     command and the wall seconds of the last, successful, process). Raises RuntimeError naming the log.
@@ -29,7 +35,7 @@ def run_script(
     if (folder / "metrics.json").exists():
         logging.info("%s: finished before, skipped", label)
         return folder
-    command = [sys.executable, str(script), *arguments, "--output_dir", str(folder)]
+    command = [sys.executable, *(["-m"] if module else []), str(script), *arguments, "--output_dir", str(folder)]
     if (folder / "checkpoints").exists():
         command.append("--resume")
     logging.info("%s: %s", label, " ".join(command))

@@ -1,12 +1,13 @@
 """The cross-validation runner: two tiny folds on the real hand radiographs, aggregated into one table."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-# Every test here starts a process that imports TensorFlow.
+# Every test here starts processes that import TensorFlow.
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,3 +52,55 @@ def test_two_folds_aggregate(tmp_path):
     assert (root / "cumulative_ipe_scn.png").stat().st_size > 1000
     again = subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace", cwd=ROOT)
     assert again.returncode == 0 and again.stderr.count("finished before, skipped") == 2
+
+
+def test_own_data_folds_from_a_configuration_resume_and_aggregate(tmp_path, monkeypatch, caplog):
+    """--config: seeded folds written as id lists, every fold trained by scn-train and pooled into the paper's
+    table and plots; a second call reads the same folds and skips the finished ones; another id list, fold
+    count or --experiment beside --config is an error."""
+    from conftest import load_experiment, write_pixel_dataset
+    from scn_tf.configs import preset
+
+    cross_validation = load_experiment("cross_validation")
+    ids = ["a", "b", "c", "d", "e", "f"]
+    data = write_pixel_dataset(tmp_path / "data", ids=ids)
+    (tmp_path / "data" / "all.txt").write_text("\n".join(ids) + "\n")
+    config = preset("cpu2d").updated(
+        {
+            "data": {
+                "num_landmarks": 3,
+                "landmark_names": data.landmark_names,
+                "landmark_units": "pixel",
+                "image_size": [32, 32],
+            },
+            "network": {"filters": 4, "levels": 2, "spatial_kernel_size": 3, "spatial_downsampling": 4},
+            "training": {"iterations": 2, "seed": 3},
+        }
+    )
+    (tmp_path / "plan.json").write_text(config.to_json())
+    monkeypatch.chdir(tmp_path)
+    command = ["cross_validation", "--config", "plan.json", "--data_dir", "data", "--ids", "all.txt"]
+    command += ["--num_folds", "2", "--output_dir", "cv", "--", "--workers", "1"]
+    assert cross_validation.run(command) == 0
+    root = tmp_path / "cv" / "plan"
+    folds = json.loads((root / "folds" / "folds.json").read_text())
+    assert folds == {"seed": 3, "num_folds": 2, "ids": ids}
+    tests = [(root / "folds" / f"fold_{k}" / "test.txt").read_text().split() for k in (0, 1)]
+    assert sorted(tests[0] + tests[1]) == ids and len(tests[0]) == 3
+    for fold in ("0", "1"):
+        assert (root / "scn" / f"fold_{fold}" / "metrics.json").exists()
+    table = (root / "table.md").read_text()
+    assert "| SCN |" in table and "pooled (6 test images)" in table and "px" in table
+    assert (root / "table.csv").read_text().startswith("method,pe_median")
+    assert (root / "cumulative_ipe.png").stat().st_size > 1000
+    caplog.clear()
+    assert cross_validation.run(command) == 0
+    assert caplog.text.count("finished before, skipped") == 2
+    assert [(root / "folds" / f"fold_{k}" / "test.txt").read_text().split() for k in (0, 1)] == tests
+    (tmp_path / "data" / "five.txt").write_text("\n".join(ids[:5]) + "\n")
+    caplog.clear()
+    assert cross_validation.run([c if c != "all.txt" else "five.txt" for c in command]) == 1
+    assert "another id list (0 id(s) added: -; 1 removed: f)" in caplog.text
+    assert cross_validation.run([c if c != "2" else "3" for c in command]) == 1
+    assert "--num_folds 2 --seed 3, not 3 and 3" in caplog.text
+    assert cross_validation.run(["cross_validation", "--experiment", "hand2d", *command[1:]]) == 1

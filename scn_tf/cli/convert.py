@@ -3,6 +3,7 @@
   scn-convert --dataset isbi2015 --images RawImage --annotations AnnotationsByMD --output_dir DATA
   scn-convert --dataset hand --images DHA_images --landmarks all.csv --output_dir DATA
   scn-convert --dataset spine --images CSI2014_volumes --landmarks points_world_coordinates.csv --output_dir DATA
+  scn-convert --dataset landmarks --from slicer|coco|csv --input FILE_OR_FOLDER [--images FOLDER] --output_dir DATA
 
 isbi2015: images (BMP or JPEG, searched recursively) are linked as images/<id>.<ext>; the doctors' text
 annotations (<annotations>/400_senior/<id>.txt and 400_junior/<id>.txt: 19 lines `x,y` in pixels, further
@@ -14,6 +15,15 @@ suffix, for `--config`.
 hand / spine: images are linked as images/<id>.<ext> for every id of the landmark CSV (the file named <id>,
 or <id> followed by `_`, `-`, `.` or a space: `31` never matches `310.mha`), and the CSV is copied (all.csv /
 points_world_coordinates.csv).
+landmarks: another tool's landmark files become DATA/landmarks.csv (the annotation CSV, no header),
+DATA/ids.txt (every id) and DATA/data.json (num_landmarks, ndim, landmark_units, landmark_names, for
+`--config`); with --images, the images of those ids are linked as for hand / spine. `--from slicer`: a
+3D Slicer markups file or a folder of them, one per image, `<id>.mrk.json` or `<id>.fcsv`; written in mm,
+LPS, the images' physical space ("header" image frame); RAS files are turned into LPS. `--from coco`: one
+COCO keypoints JSON; x, y as pixel indices, unchanged (pixel units); visibility 0 is missing. `--from csv`:
+a landmark CSV with a header row naming the landmarks (`id,tip_x,tip_y,...`); give --landmark_units.
+Landmarks are matched to --landmark_names by label where given, else to the files' own names (Slicer
+labels, COCO keypoint names, CSV header), else taken in order; missing ones are NaN.
 Every output is checked before the first is written: a source file is never deleted or replaced (an output
 path that is, or resolves to, one of the inputs is refused; a link already pointing at its image is kept),
 other existing files are replaced only with --overwrite, and the outputs appear together at the end.
@@ -30,18 +40,60 @@ import numpy as np
 from absl import app, flags, logging
 
 from scn_tf.cli.common import command
+from scn_tf.data.formats import ordered, read_coco_table, read_slicer_table
 from scn_tf.data.ids import validate_ids
-from scn_tf.data.io import IMAGE_SUFFIXES, DataError, read_landmarks_csv, strip_image_suffix, write_landmarks_csv
+from scn_tf.data.io import (
+    IMAGE_SUFFIXES,
+    DataError,
+    LandmarkTable,
+    read_landmarks_csv,
+    read_landmarks_table,
+    strip_image_suffix,
+    write_landmarks_csv,
+)
 from scn_tf.files import OutputError, StagedOutputs, inside, write_json_atomic
 from scn_tf.listing import shortened
 
 
 def define_flags(values: flags.FlagValues) -> None:
     flags.DEFINE_enum(
-        "dataset", None, ["isbi2015", "hand", "spine"], "Which download.", required=True, flag_values=values
+        "dataset",
+        None,
+        ["isbi2015", "hand", "spine", "landmarks"],
+        "Which download; 'landmarks': landmark files of another tool (--from).",
+        required=True,
+        flag_values=values,
     )
     flags.DEFINE_string(
-        "images", None, "Folder of the downloaded images (searched recursively).", required=True, flag_values=values
+        "images",
+        None,
+        "Folder of the downloaded images (searched recursively); optional for --dataset landmarks.",
+        flag_values=values,
+    )
+    flags.DEFINE_enum(
+        "from", None, ["slicer", "coco", "csv"], "--dataset landmarks: the landmark file format.", flag_values=values
+    )
+    flags.DEFINE_string(
+        "input",
+        None,
+        "--dataset landmarks: a Slicer file or folder of <id>.mrk.json / <id>.fcsv files, a COCO JSON, or a CSV.",
+        flag_values=values,
+    )
+    flags.DEFINE_list(
+        "landmark_names",
+        None,
+        "--dataset landmarks: the landmarks' order, matched to the files' labels (default: the files' own).",
+        flag_values=values,
+    )
+    flags.DEFINE_integer(
+        "ndim", None, "--dataset landmarks: 2 or 3 (default: 2 where every Slicer z is 0; COCO: 2).", flag_values=values
+    )
+    flags.DEFINE_enum(
+        "landmark_units",
+        None,
+        ["pixel", "mm"],
+        "--dataset landmarks --from csv: the CSV's units (Slicer files are mm, COCO pixel).",
+        flag_values=values,
     )
     flags.DEFINE_string("annotations", None, "isbi2015: the AnnotationsByMD folder.", flag_values=values)
     flags.DEFINE_string("landmarks", None, "hand / spine: the landmark CSV.", flag_values=values)
@@ -201,10 +253,88 @@ def convert_listed(
     logging.info("%d of %d ids have an image; laid out in %s", len(matches), len(ids), output)
 
 
+def read_landmark_files(values: flags.FlagValues) -> tuple[LandmarkTable, str]:
+    """The landmarks of --input in --from's format and their units."""
+    kind, source = values["from"].value, Path(values.input)
+    names = values.landmark_names
+    if kind == "slicer":
+        return read_slicer_table(source, names, values.ndim), "mm"
+    if kind == "coco":
+        if values.ndim not in (None, 2):
+            raise DataError("COCO keypoints are 2D: --ndim 2 or none")
+        return read_coco_table(source, names), "pixel"
+    if not values.landmark_units:
+        raise app.UsageError("--from csv needs --landmark_units pixel or mm")
+    ndim = values.ndim or 2
+    table = read_landmarks_table(source, None, ndim)
+    if names is not None and table.names is not None:
+        table = LandmarkTable(
+            {i: ordered(table.names, c, names, str(source)) for i, c in table.landmarks.items()}, list(names)
+        )
+    elif names is not None:
+        table = LandmarkTable(table.landmarks, list(names))
+    return table, values.landmark_units
+
+
+def convert_landmarks(values: flags.FlagValues, output: Path) -> int:
+    """--dataset landmarks: landmarks.csv, ids.txt, data.json and, with --images, the image links."""
+    if not values["from"].value or not values.input:
+        raise app.UsageError("--dataset landmarks needs --from and --input")
+    try:
+        table, units = read_landmark_files(values)
+        landmarks = table.landmarks
+        ids = validate_ids(list(landmarks), values.input)
+        first = next(iter(landmarks.values()))
+        if table.names is not None and len(table.names) != len(first):
+            raise DataError(f"{len(table.names)} landmark names for {len(first)} landmarks")
+        sources = [Path(values.input)]
+        links, suffix = {}, None
+        if values.images:
+            images = find_images(Path(values.images))
+            sources += images.values()
+            matches = {i: path for i in ids if (path := matching_image(images, i)) is not None}
+            if not matches:
+                raise DataError(f"no image in {values.images} matches an id of {values.input}")
+            unmatched = [i for i in ids if i not in matches]
+            if unmatched:
+                logging.warning("%d id(s) have no image: %s", len(unmatched), shortened(unmatched, 5))
+            links = {inside(output, Path("images") / f"{i}{suffix_of(p)}"): p for i, p in matches.items()}
+            suffix = sorted(suffix_of(p) for p in matches.values())[0]
+        staged = StagedOutputs(values.overwrite, sources)
+        links = plan_links(staged, links)
+        staged.claim_all(output, ["landmarks.csv", "ids.txt", "data.json"])
+        data = {
+            "num_landmarks": len(first),
+            "ndim": int(first.shape[1]),
+            "landmark_units": units,
+            "landmark_names": table.names,
+            "landmarks_csv": "landmarks.csv",
+        }
+        if units == "mm":
+            data["image_frame"] = "header"
+        if suffix is not None:
+            data["image_suffix"] = suffix
+        with staged:
+            write_links(staged, links)
+            write_landmarks_csv(staged.path(output / "landmarks.csv"), landmarks)
+            (staged.path(output / "ids.txt")).write_text("".join(f"{i}\n" for i in ids))
+            write_json_atomic(staged.path(output / "data.json"), {"data": data})
+    except (DataError, OutputError) as error:
+        logging.error("%s", error)
+        return 1
+    logging.info("%d images' landmarks (%d per image, %s) written to %s", len(ids), len(first), units, output)
+    return 0
+
+
 def main(values: flags.FlagValues, arguments: list[str]) -> int:
     if arguments:
         raise app.UsageError(f"unexpected arguments: {' '.join(arguments)}")
-    output, images_dir = Path(values.output_dir), Path(values.images)
+    output = Path(values.output_dir)
+    if values.dataset == "landmarks":
+        return convert_landmarks(values, output)
+    if not values.images:
+        raise app.UsageError("--images is required")
+    images_dir = Path(values.images)
     try:
         images = find_images(images_dir)
         sources = [*images.values(), *(Path(v) for v in (values.landmarks, values.challenge_csv) if v)]

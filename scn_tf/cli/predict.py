@@ -19,6 +19,17 @@ appear together at the end: after an error, SIGINT or SIGTERM, or a full disk, n
 Millimetres are in the model's `data.image_frame`: "header" is the file's physical space, "zero_origin" the
 image with origin 0 and identity direction (mm from the first voxel along the index axes), as its training
 landmarks.
+
+--format: the CSV (and its JSON) are always written; `csv` gives the CSV a header row naming the landmarks
+(`id,<name>_x,<name>_y,...`, `landmark_<k>` without names); `slicer` also writes `<output stem>/<id>.mrk.json`
+(3D Slicer markups, LPS millimetres in the image file's physical space, whatever the model's units and image
+frame; absent landmarks as undefined control points); `coco` (2D) also writes `<output stem>.coco.json`
+(COCO keypoints, x, y as continuous pixel indices, unchanged; absent landmarks with visibility 0).
+
+--model_dir RUN_A,RUN_B,...: an ensemble. The models must have equal `data` configurations (checked; the
+error names the differing keys); their heatmaps are averaged before decoding; the JSON's `sigma` is the mean of
+the models' learned sigmas. Confidence scale (confidence.json) and calibration (calibration.json) belong to
+single models and are not used: no error radii, every landmark reported present.
 """
 
 from __future__ import annotations
@@ -35,17 +46,38 @@ from absl import app, flags, logging
 from scn_tf import calibration, confidence
 from scn_tf.cli.common import command, import_backend_quietly
 from scn_tf.configs import NETWORK_NAMES, ExperimentConfig
+from scn_tf.data.formats import coco_document, write_slicer_json
 from scn_tf.data.ids import unique_ids
-from scn_tf.data.io import PIXEL_TYPE_POLICIES, DataError, write_landmarks_csv
+from scn_tf.data.io import (
+    PIXEL_TYPE_POLICIES,
+    DataError,
+    pixel_to_physical,
+    strip_image_suffix,
+    write_landmarks_csv,
+)
 from scn_tf.evaluation import coordinate_units
 from scn_tf.files import OutputError, StagedOutputs, inside, write_json_atomic
-from scn_tf.model_dir import PIXEL_TYPES_FILE, ModelDirError, load_model_dir, load_pixel_types, read_model_config
+from scn_tf.model_dir import (
+    PIXEL_TYPES_FILE,
+    ModelDirError,
+    check_same_data,
+    load_model_dir,
+    load_pixel_types,
+    merged_pixel_types,
+    read_model_config,
+)
 from scn_tf.progress import progress_bar
 from scn_tf.visualization import save_overlay
 
 
 def define_flags(values: flags.FlagValues) -> None:
-    flags.DEFINE_string("model_dir", None, "A training run's output folder.", required=True, flag_values=values)
+    flags.DEFINE_string(
+        "model_dir",
+        None,
+        "A training run's output folder; several, comma-separated, predict as an ensemble (mean heatmaps).",
+        required=True,
+        flag_values=values,
+    )
     flags.DEFINE_string("output", None, "Predictions CSV to write.", required=True, flag_values=values)
     flags.DEFINE_string("overlay_dir", None, "Write a PNG overlay per image here.", flag_values=values)
     flags.DEFINE_enum("checkpoint", "last", ["last", "best"], "Which weights of the run.", flag_values=values)
@@ -91,7 +123,27 @@ def define_flags(values: flags.FlagValues) -> None:
         "(up to 3 pixels) with the image's own (0: off).",
         flag_values=values,
     )
+    flags.DEFINE_enum(
+        "format",
+        None,
+        list(OUTPUT_FORMATS),
+        "Besides the headerless CSV: 'csv' writes the CSV with a header row, 'slicer' also <output stem>/<id>.mrk.json "
+        "(LPS mm), 'coco' (2D) also <output stem>.coco.json (pixel indices).",
+        flag_values=values,
+    )
     flags.DEFINE_bool("overwrite", False, "Replace existing output files.", flag_values=values)
+
+
+OUTPUT_FORMATS = ("csv", "slicer", "coco")
+
+
+def format_outputs(output: Path, output_format: str | None, image_ids) -> list[Path]:
+    """The files --format adds to the CSV and its JSON."""
+    if output_format == "slicer":
+        return [inside(output.with_suffix(""), f"{image_id}.mrk.json") for image_id in image_ids]
+    if output_format == "coco":
+        return [output.with_suffix(".coco.json")]
+    return []
 
 
 MODEL_FILE_PATTERNS = (
@@ -110,6 +162,33 @@ def model_files(model_dir: str) -> list[Path]:
     return [path for pattern in MODEL_FILE_PATTERNS for path in Path(model_dir).glob(pattern)]
 
 
+def model_dirs_of(values: flags.FlagValues) -> list[str]:
+    """The model folders of --model_dir (comma-separated)."""
+    return [d.strip() for d in values.model_dir.split(",") if d.strip()]
+
+
+def load_models(model_dirs: list[str], checkpoint: str):
+    """(config, model or list of models, sigmas (the mean over models), quantiles, pixel types) of one model
+    folder or of an ensemble; a ModelDirError where the ensemble's data configurations or histogram references
+    differ."""
+    loaded = [load_model_dir(model_dir, checkpoint) for model_dir in model_dirs]
+    if len(loaded) == 1:
+        config, model, sigmas, quantiles = loaded[0]
+        return config, model, sigmas, quantiles, load_pixel_types(model_dirs[0])
+    config = loaded[0][0]
+    quantiles = loaded[0][3]
+    for model_dir, entry in zip(model_dirs[1:], loaded[1:], strict=True):
+        if quantiles is not None and not np.allclose(entry[3], quantiles):
+            raise ModelDirError(
+                f"{model_dir}: its histogram reference quantiles differ from {model_dirs[0]}'s; an ensemble "
+                "needs models matched to the same reference"
+            )
+    sigma_list = [entry[2] for entry in loaded]
+    sigmas = None if any(s is None for s in sigma_list) else np.mean(sigma_list, axis=0)
+    pixel_types = merged_pixel_types([load_pixel_types(model_dir) for model_dir in model_dirs])
+    return config, [entry[1] for entry in loaded], sigmas, quantiles, pixel_types
+
+
 def main(values: flags.FlagValues, arguments: list[str]) -> int:
     paths = [Path(p) for p in arguments]
     if not paths:
@@ -118,20 +197,31 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
     if missing and not values.skip_bad:
         logging.error("image file(s) do not exist: %s", ", ".join(missing))
         return 1
+    model_dirs = model_dirs_of(values)
     try:
         calibration.check_coverage(values.coverage)
-        model_config = read_model_config(values.model_dir)
+        if not model_dirs:
+            raise ModelDirError("--model_dir names no model folder")
+        model_configs = [read_model_config(model_dir) for model_dir in model_dirs]
+        check_same_data(model_dirs, model_configs)
     except (ModelDirError, ValueError) as error:
         logging.error("%s", error)
         return 1
-    import_backend_quietly(model_config)
+    if values.format == "slicer" and not Path(values.output).suffix:
+        logging.error("--format slicer writes <output stem>/<id>.mrk.json: give --output a suffix (.csv)")
+        return 1
+    if values.format == "coco" and model_configs[0].data.ndim != 2:
+        logging.error("--format coco is for 2D landmarks; %s is %dD", values.model_dir, model_configs[0].data.ndim)
+        return 1
+    import_backend_quietly(model_configs[0])
     output = Path(values.output)
-    staged = StagedOutputs(values.overwrite, inputs=paths + model_files(values.model_dir))
+    staged = StagedOutputs(
+        values.overwrite, inputs=paths + [file for model_dir in model_dirs for file in model_files(model_dir)]
+    )
     try:
         staged.claim(output)
         staged.claim(output.with_suffix(".json"))
-        config, model, sigmas, quantiles = load_model_dir(values.model_dir, values.checkpoint)
-        pixel_types = load_pixel_types(values.model_dir)
+        config, model, sigmas, quantiles, pixel_types = load_models(model_dirs, values.checkpoint)
     except (ModelDirError, OutputError, ValueError) as error:
         logging.error("%s", error)
         return 1
@@ -174,6 +264,8 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
                 staged.claim(inside(values.save_heatmaps, f"{image_id}.mha"))
             if values.overlay_dir:
                 staged.claim(inside(values.overlay_dir, f"{image_id}.png"))
+        for path in format_outputs(output, values.format, inputs):
+            staged.claim(path)
     except OutputError as error:
         logging.error("%s", error)
         return 1
@@ -203,12 +295,19 @@ def predict_all(
     from scn_tf.inference import Predictor, source_frame_heatmaps
 
     data, output = config.data, Path(values.output)
-    reference = confidence.load_reference(values.model_dir, values.checkpoint)
-    calibrated = calibration.load_calibration(values.model_dir, values.checkpoint)
-    if calibrated is None:
+    model_dirs = model_dirs_of(values)
+    ensemble = len(model_dirs) > 1
+    reference = None if ensemble else confidence.load_reference(values.model_dir, values.checkpoint)
+    calibrated = None if ensemble else calibration.load_calibration(values.model_dir, values.checkpoint)
+    if ensemble:
+        logging.info(
+            "ensemble of %d models: heatmaps averaged; no confidence scale and no calibration (single models' own)",
+            len(model_dirs),
+        )
+    elif calibrated is None:
         logging.info("%s has no calibration: no error radii, every landmark reported present", values.model_dir)
     predictor = Predictor(model, data, sigmas, quantiles, confidence_reference=reference, tta=values.tta)
-    rows, details = {}, {}
+    rows, details, exported = {}, {}, {}
     progress = progress_bar(len(inputs), "image")
     for image_id, path in inputs.items():
         with warnings_said_before():
@@ -219,6 +318,9 @@ def predict_all(
         if uncertainty["present"] is not None:
             coordinates = np.where(np.array(uncertainty["present"])[:, None], coordinates, np.nan)
         rows[image_id] = coordinates
+        if values.format in ("slicer", "coco"):
+            indices = np.where(np.isfinite(coordinates), prediction.indices, np.nan)
+            exported[image_id] = (path, image.GetSize(), indices, pixel_to_physical(image, indices))
         details[image_id] = {
             "file": str(path),
             **uncertainty,
@@ -257,26 +359,59 @@ def predict_all(
                 radius_label=radius_label(calibrated, values.coverage),
             )
         progress.add(1)
-    write_json_atomic(
-        staged.path(output.with_suffix(".json")),
-        {
-            "landmark_units": data.landmark_units,
-            "units": coordinate_units(data.landmark_units),
-            "image_frame": data.image_frame,
-            "num_landmarks": data.num_landmarks,
-            "ndim": data.ndim,
-            "method": NETWORK_NAMES[config.network.network],
-            "landmark_names": data.landmark_names,
-            "confidence_meaning": confidence.MEANING if reference else confidence.UNAVAILABLE,
-            "calibrated": calibrated is not None,
-            "coverage": values.coverage if calibrated is not None else None,
-            "calibration_meaning": calibration_meaning(calibrated, values.coverage),
-            "tta": values.tta,
-            "images": details,
-            "skipped": bad,
-        },
-    )
-    write_landmarks_csv(staged.path(output), rows)
+    summary = {
+        "landmark_units": data.landmark_units,
+        "units": coordinate_units(data.landmark_units),
+        "image_frame": data.image_frame,
+        "num_landmarks": data.num_landmarks,
+        "ndim": data.ndim,
+        "method": NETWORK_NAMES[config.network.network],
+        "landmark_names": data.landmark_names,
+        "confidence_meaning": confidence.MEANING if reference else confidence.UNAVAILABLE,
+        "calibrated": calibrated is not None,
+        "coverage": values.coverage if calibrated is not None else None,
+        "calibration_meaning": calibration_meaning(calibrated, values.coverage),
+        "tta": values.tta,
+        "images": details,
+        "skipped": bad,
+    }
+    if ensemble:
+        summary.update(ensemble_entries(model_dirs))
+    write_json_atomic(staged.path(output.with_suffix(".json")), summary)
+    names = data.landmark_names or [f"landmark_{k}" for k in range(data.num_landmarks)]
+    write_landmarks_csv(staged.path(output), rows, header=names if values.format == "csv" else None)
+    write_format(values.format, output, staged, names, exported)
+
+
+def ensemble_entries(model_dirs: list[str]) -> dict:
+    """What an ensemble's JSON says about its members, its sigma, confidence and calibration."""
+    methods = [NETWORK_NAMES[read_model_config(model_dir).network.network] for model_dir in model_dirs]
+    return {
+        "method": f"ensemble of {len(model_dirs)} models ({', '.join(methods)})",
+        "models": [str(model_dir) for model_dir in model_dirs],
+        "sigma_meaning": f"sigma: the mean of the {len(model_dirs)} models' learned sigmas",
+        "confidence_meaning": (
+            "confidence: the peak of the models' mean heatmap; the training images' scale (confidence.json) "
+            "belongs to single models and does not apply to an ensemble"
+        ),
+        "calibration_meaning": (
+            "calibration (calibration.json) belongs to single models and does not apply to an ensemble: no error "
+            "radii, and every landmark is reported present"
+        ),
+    }
+
+
+def write_format(output_format: str | None, output: Path, staged: StagedOutputs, names: list, exported: dict) -> None:
+    """The Slicer or COCO files of --format: {id: (file, image size, pixel indices, LPS points)}, NaN where absent."""
+    if output_format == "slicer":
+        for image_id, (_, _, _, points) in exported.items():
+            write_slicer_json(staged.path(inside(output.with_suffix(""), f"{image_id}.mrk.json")), names, points)
+    elif output_format == "coco":
+        entries = [
+            (image_id + Path(path).name[len(strip_image_suffix(path)) :], size, indices)
+            for image_id, (path, size, indices, _) in exported.items()
+        ]  # file names of the CSV's ids (folders prefixed where names repeat), so that they read back as them
+        write_json_atomic(staged.path(output.with_suffix(".coco.json")), coco_document(names, entries))
 
 
 def calibration_entries(calibrated, peaks, coverage: float) -> dict:

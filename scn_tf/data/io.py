@@ -493,24 +493,90 @@ def _coordinate(path: Path, row: int, image_id: str, column: int, text: str, ndi
     return value
 
 
-def read_landmarks_csv(path: str | os.PathLike, num_landmarks: int, ndim: int) -> dict[str, np.ndarray]:
-    """Reads `id,x1,y1[,z1],...` rows (no header) into {id: (num_landmarks, ndim) array}.
+COORDINATE_AXES = "xyz"
 
-    An empty field or NaN is a missing coordinate; any other field must be a finite number (an infinite one is
-    an error, not "missing"). UTF-8, with or without a byte-order mark, or UTF-16/32 with one."""
+
+@dataclasses.dataclass
+class LandmarkTable:
+    """A landmark CSV's rows, {id: (num_landmarks, ndim) array}, and the landmark names its header row gives
+    (None without a header, or where the header does not name the landmarks)."""
+
+    landmarks: dict[str, np.ndarray]
+    names: list[str] | None = None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def is_header_row(fields: Sequence[str]) -> bool:
+    """A header row: besides its first field (`id`, or any name), every field is a non-empty non-number."""
+    return len(fields) > 1 and all(field and not _is_number(field) for field in fields[1:])
+
+
+def header_names(columns: Sequence[str], ndim: int) -> list[str] | None:
+    """The landmark names of a header's columns after the id: `name_x,name_y[,name_z]` per landmark (also
+    `name.x` or `name x`, any case), or one plain name per landmark; None where they name no landmarks."""
+    columns = [column.strip() for column in columns]
+    if len(columns) % ndim == 0:
+        names = []
+        for first in range(0, len(columns), ndim):
+            stems = set()
+            for axis, column in enumerate(columns[first : first + ndim]):
+                if len(column) < 3 or column[-2] not in "_. " or column[-1].lower() != COORDINATE_AXES[axis]:
+                    break
+                stems.add(column[:-2])
+            else:
+                if len(stems) == 1:
+                    names.append(stems.pop())
+                    continue
+            names = None
+            break
+        if names:
+            return names
+    return None
+
+
+def read_landmarks_table(path: str | os.PathLike, num_landmarks: int | None, ndim: int) -> LandmarkTable:
+    """Reads `id,x1,y1[,z1],...` rows into {id: (num_landmarks, ndim) array}, with an optional header row.
+
+    The header, where the first non-blank row has one, names the landmarks: `id,tip_x,tip_y,notch_x,...`
+    (`tip.x`, `tip x` too) or one plain name per landmark (`id,tip,notch`); other headers are skipped without
+    names. A row is a header when every field after its first is a non-empty non-number. `num_landmarks`
+    None takes the count from the header's names, else from the first row's columns. An empty field or NaN is
+    a missing coordinate; any other field must be a finite number (an infinite one is an error, not
+    "missing"). UTF-8, with or without a byte-order mark, or UTF-16/32 with one."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: landmark file does not exist")
-    expected = 1 + num_landmarks * ndim
-    landmarks = {}
+    landmarks: dict[str, np.ndarray] = {}
+    header, header_row = None, 0
+    expected = None if num_landmarks is None else 1 + num_landmarks * ndim
     for row_number, line in enumerate(read_text(path, "landmark file").splitlines(), start=1):
         if not line.strip():
             continue
         fields = [field.strip() for field in line.split(",")]
+        if not header_row and not landmarks and header is None and is_header_row(fields):
+            header, header_row = fields[1:], row_number
+            if expected is None and header_names(header, ndim) is not None:
+                expected = 1 + len(header)
+            continue
+        if expected is None:
+            if (len(fields) - 1) % ndim or len(fields) < 1 + ndim:
+                raise DataError(
+                    f"{path}, row {row_number} (id {fields[0]!r}): {len(fields)} columns, expected an id and "
+                    f"{ndim} coordinates per landmark"
+                )
+            expected = len(fields)
+        count = (expected - 1) // ndim
         if len(fields) != expected:
             raise DataError(
                 f"{path}, row {row_number} (id {fields[0]!r}): {len(fields)} columns, expected "
-                f"{expected} (id + {num_landmarks} landmarks x {ndim} coordinates)"
+                f"{expected} (id + {count} landmarks x {ndim} coordinates)"
             )
         values = np.array(
             [
@@ -521,8 +587,40 @@ def read_landmarks_csv(path: str | os.PathLike, num_landmarks: int, ndim: int) -
         )
         if fields[0] in landmarks:
             raise DataError(f"{path}, row {row_number}: id {fields[0]!r} appears twice")
-        landmarks[fields[0]] = values.reshape(num_landmarks, ndim)
-    return landmarks
+        landmarks[fields[0]] = values.reshape(count, ndim)
+    names = None
+    if header is not None and expected is not None:
+        count = (expected - 1) // ndim
+        names = header_names(header, ndim)
+        if names is None and len(header) == count:
+            names = list(header)
+        elif names is None and len(header) != count * ndim:
+            raise DataError(
+                f"{path}, row {header_row} (header): {len(header) + 1} columns, expected {expected} (id + "
+                f"{count} landmarks x {ndim} coordinates) or {count + 1} (id + one name per landmark)"
+            )
+        if names is not None and len(names) != count:
+            raise DataError(
+                f"{path}, row {header_row} (header): names {len(names)} landmarks, expected {count} "
+                f"(id + {count} landmarks x {ndim} coordinates)"
+            )
+    return LandmarkTable(landmarks, names)
+
+
+def read_landmarks_csv(path: str | os.PathLike, num_landmarks: int, ndim: int) -> dict[str, np.ndarray]:
+    """Reads `id,x1,y1[,z1],...` rows into {id: (num_landmarks, ndim) array}; a header row naming the
+    landmarks is allowed and skipped (read_landmarks_table returns its names).
+
+    An empty field or NaN is a missing coordinate; any other field must be a finite number (an infinite one is
+    an error, not "missing"). UTF-8, with or without a byte-order mark, or UTF-16/32 with one."""
+    return read_landmarks_table(path, num_landmarks, ndim).landmarks
+
+
+def landmark_header(names: Sequence[str] | None, num_landmarks: int, ndim: int) -> str:
+    """The header row `id,<name>_x,<name>_y[,<name>_z],...`; landmarks without names are `landmark_<k>`
+    (numbered from 0)."""
+    names = list(names) if names else [f"landmark_{k}" for k in range(num_landmarks)]
+    return ",".join(["id"] + [f"{name}_{axis}" for name in names for axis in COORDINATE_AXES[:ndim]])
 
 
 def format_landmark_row(image_id: str, coords: np.ndarray) -> str:
@@ -530,9 +628,20 @@ def format_landmark_row(image_id: str, coords: np.ndarray) -> str:
     return ",".join([image_id] + ["NaN" if not np.isfinite(v) else f"{v:.6g}" for v in np.ravel(coords)])
 
 
-def write_landmarks_csv(path: str | os.PathLike, landmarks: dict[str, np.ndarray], overwrite: bool = True) -> None:
-    """Writes {id: (N, d)} in the CSV format, through a temporary file so that no half file remains."""
-    write_text_atomic(path, "".join(format_landmark_row(k, v) + "\n" for k, v in landmarks.items()), overwrite)
+def write_landmarks_csv(
+    path: str | os.PathLike,
+    landmarks: dict[str, np.ndarray],
+    overwrite: bool = True,
+    header: Sequence[str] | None = None,
+) -> None:
+    """Writes {id: (N, d)} in the CSV format, through a temporary file so that no half file remains; with
+    `header` (the landmark names; an empty list: `landmark_<k>`) a header row first (landmark_header)."""
+    text = "".join(format_landmark_row(k, v) + "\n" for k, v in landmarks.items())
+    if header is not None:
+        first = next(iter(landmarks.values()), None)
+        count, ndim = (len(header), 2) if first is None else np.shape(first)
+        text = landmark_header(header, count, ndim) + "\n" + text
+    write_text_atomic(path, text, overwrite)
 
 
 def read_id_list(path: str | os.PathLike) -> list[str]:
