@@ -35,7 +35,7 @@ from scn_tf.data.io import (
     DataError,
     read_header,
     read_image,
-    read_landmarks_csv,
+    read_landmarks_table,
     strip_image_suffix,
 )
 from scn_tf.listing import shortened
@@ -71,6 +71,7 @@ class Survey:
     offsets: np.ndarray  # (M, N, d) landmark minus image centre, mm; NaN where missing
     image_spacing: list[float] | None
     skipped: list[str]
+    landmark_names: list[str] | None = None
 
     @property
     def median_spacing(self) -> np.ndarray:
@@ -96,20 +97,6 @@ def image_files(folder: Path) -> dict[str, Path]:
     return found[suffix]
 
 
-def landmark_columns(path: Path) -> int:
-    """The number of coordinate values per row of a landmark CSV (the first data row's, header skipped)."""
-    for line in path.read_text(encoding="utf-8-sig").splitlines():
-        fields = [field.strip() for field in line.split(",")]
-        if len(fields) < 2 or not line.strip():
-            continue
-        try:
-            float(fields[1])
-        except ValueError:
-            continue  # a header row
-        return len(fields) - 1
-    raise DataError(f"{path}: no landmark rows")
-
-
 def survey(
     data_dir: Path, landmarks: str, landmark_units: str | None = None, image_spacing: list[float] | None = None
 ) -> Survey:
@@ -132,11 +119,11 @@ def survey(
             f"{minority}D: {shortened(odd)}"
         )
     ndim = next(iter(counts))
-    columns = landmark_columns(csv)
-    if columns % ndim:
-        raise DataError(f"{csv}: {columns} coordinate columns are not a multiple of the images' dimension {ndim}")
-    num_landmarks = columns // ndim
-    rows = read_landmarks_csv(csv, num_landmarks, ndim)
+    table = read_landmarks_table(csv, None, ndim)
+    rows = table.landmarks
+    if not rows:
+        raise DataError(f"{csv}: no landmark rows")
+    num_landmarks = len(next(iter(rows.values())))
     ids = [i for i in files if i in rows]
     skipped = sorted(set(files) ^ set(rows))
     if not ids:
@@ -181,6 +168,7 @@ def survey(
         offsets,
         image_spacing,
         skipped,
+        table.names,
     )
 
 
@@ -457,6 +445,7 @@ def _configured(
             "num_landmarks": found.num_landmarks,
             "image_suffix": found.suffix,
             "landmark_units": found.landmark_units,
+            "landmark_names": found.landmark_names,
             "image_spacing": found.image_spacing,
             "image_frame": "header",
             "image_size": [int(v) for v in sizes],

@@ -35,12 +35,15 @@ def test_spatial_configuration_covers_the_input():
 def test_survey_of_pixel_data(tmp_path):
     write_pixel_dataset(tmp_path, ids=("a", "b", "c"), size=(60, 50))
     (tmp_path / "images" / "extra.png").write_bytes((tmp_path / "images" / "a.png").read_bytes())
+    csv = tmp_path / "landmarks.csv"
+    csv.write_text("id,tip_x,tip_y,notch_x,notch_y,corner_x,corner_y\n" + csv.read_text())
     found = planning.survey(tmp_path, "landmarks.csv")
+    assert found.landmark_names == ["tip", "notch", "corner"]  # from the header row
     assert found.ids == ["a", "b", "c"] and found.skipped == ["extra"]
     assert (found.ndim, found.num_landmarks, found.landmark_units, found.suffix) == (2, 3, "pixel", ".png")
     assert found.median_spacing.tolist() == [1.0, 1.0]
-    rows = (tmp_path / "landmarks.csv").read_text().splitlines()
-    first = np.array([float(v) for v in rows[0].split(",")[1:3]])
+    rows = csv.read_text().splitlines()
+    first = np.array([float(v) for v in rows[1].split(",")[1:3]])
     assert found.offsets[0, 0] == pytest.approx(first - np.array([29.5, 24.5]))  # centre of 60x50 pixels
 
 
