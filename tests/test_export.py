@@ -13,8 +13,8 @@ import numpy as np
 import onnxruntime
 import pytest
 import SimpleITK as sitk
-from conftest import write_untrained_model
 
+from conftest import write_untrained_model
 from scn_tf.calibration import CALIBRATION_FILE, Calibration
 from scn_tf.cli import export, predict
 from scn_tf.configs import AugmentationConfig, DataConfig, ExperimentConfig, NetworkConfig, TrainingConfig
