@@ -5,6 +5,7 @@ predictor needs to go from an image file to the network input and back to the im
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -45,9 +46,24 @@ def export_model(wrapper: keras.Model, path: str | os.PathLike, file_format: str
     """Writes `wrapper` by Keras' `model.export` in `file_format` ("onnx" or "saved_model") to `path`, without
     tf2onnx's INFO lines and the FutureWarning of Keras' numpy-2 patch of tf2onnx."""
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), einsum_kept():
         warnings.simplefilter("ignore", FutureWarning)
         wrapper.export(str(path), format=KERAS_FORMATS[file_format], verbose=False)
+
+
+@contextlib.contextmanager
+def einsum_kept():
+    """tf2onnx without its einsum optimizer, which decomposes Einsum nodes into ONNX primitives by searching
+    their orders: some 15,000 builds for the 3D upsampling's rank-6 einsum (24 s for a 4-filter network),
+    where onnxruntime runs the Einsum node itself (as fast: docs/export.md)."""
+    from tf2onnx import optimizer
+
+    removed = optimizer._optimizers.pop("einsum_optimizer", None)
+    try:
+        yield
+    finally:
+        if removed is not None:
+            optimizer._optimizers["einsum_optimizer"] = removed
 
 
 def preprocessing(
