@@ -7,7 +7,7 @@ landmark units (preprocessing.json "landmarks"), NaN for a landmark the model's 
 The steps are scn-predict's (scn_tf.inference.Predictor), from preprocessing.json: read the image, set its
 frame, smooth, match its histogram, resample it onto the network grid, normalise the intensities, run the
 network (3D: windows along z, their heatmaps merged by maximum and decoded here), and map the landmarks back
-to the image. Grey images only, as SimpleITK reads them (no DICOM folders).
+to the image. Image files as SimpleITK reads them (no DICOM folders).
 """
 
 import json
@@ -22,7 +22,15 @@ import SimpleITK as sitk
 
 def read_image(path: str, settings: dict) -> sitk.Image:
     """The image as float32 in the model's frame: "zero_origin" sets origin 0 and an identity direction."""
-    image = sitk.Cast(sitk.ReadImage(path), sitk.sitkFloat32)
+    image = sitk.ReadImage(path)
+    components = image.GetNumberOfComponentsPerPixel()
+    if components > 1:  # colour: the channels averaged (equal ones kept), an alpha channel (2 or 4) dropped
+        channels = sitk.GetArrayViewFromImage(image)[..., : 3 if components >= 3 else 1]
+        equal = (channels == channels[..., :1]).all()
+        grey = sitk.GetImageFromArray(np.float32(channels[..., 0] if equal else channels.mean(axis=-1)))
+        grey.CopyInformation(image)
+        image = grey
+    image = sitk.Cast(image, sitk.sitkFloat32)
     if settings["ndim"] == 2 and image.GetDimension() == 3 and image.GetSize()[2] == 1:
         image = image[:, :, 0]
     if settings["image"]["spacing"]:  # imposed on the images in training
