@@ -7,14 +7,14 @@ as a model folder and exported by scn-export. Timed, as medians over `--repeats`
 the network alone on one input (Keras' predict_on_batch against onnxruntime), and one whole 1935x2400
 cephalogram of `--ceph_dir` (benchmarks/common.py; else a generated image of that size) read, smoothed,
 resampled, run and decoded (scn_tf.inference.Predictor, what scn-predict runs per image, against
-examples/onnx_predict.py's predict); then both commands once on that image, start-up included. Printed
+examples/onnx_predict.py's load and predict: onnxruntime's threads do not spin-wait, which on 2 cores would
+take the smoothing's time); then both commands once on that image, start-up included. Printed
 beside them: the export's duration and the parity of heatmaps and landmarks.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -67,7 +67,6 @@ def wall_seconds(command: list[str]) -> float:
 def main(argv):
     del argv
     import keras
-    import onnxruntime
 
     from scn_tf.cli import export
     from scn_tf.configs import preset
@@ -95,8 +94,7 @@ def main(argv):
 
         _, model, sigmas, _ = load_model_dir(run)
         predictor = Predictor(model, data, sigmas)
-        settings = json.loads((out / "preprocessing.json").read_text())
-        session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+        session, settings = example.load(str(out))
         network_input = np.random.default_rng(0).normal(size=(1, *reversed(data.image_size), 1)).astype(np.float32)
         path = cephalogram(folder)
         repeats = FLAGS.repeats

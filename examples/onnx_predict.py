@@ -155,13 +155,19 @@ def image_id(path: str) -> str:
     return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else Path(name).stem
 
 
-def main(export_dir: str, *images: str) -> None:
+def load(export_dir: str) -> tuple[onnxruntime.InferenceSession, dict]:
+    """The exported network's session and preprocessing.json."""
     settings = json.loads((Path(export_dir) / "preprocessing.json").read_text())
     if settings["format"] != "onnx":
         sys.exit(f"{export_dir}: holds a {settings['format']} model; export with --format onnx")
-    session = onnxruntime.InferenceSession(
-        str(Path(export_dir) / settings["model"]), providers=["CPUExecutionProvider"]
-    )
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads leave the cores free
+    model = str(Path(export_dir) / settings["model"])
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"]), settings
+
+
+def main(export_dir: str, *images: str) -> None:
+    session, settings = load(export_dir)
     for path in images:
         values = ["NaN" if not np.isfinite(v) else f"{v:.6g}" for v in predict(path, session, settings).ravel()]
         print(",".join([image_id(path), *values]))

@@ -19,7 +19,6 @@ from absl import flags, logging
 
 from scn_tf import calibration
 from scn_tf.cli.common import command, import_backend_quietly
-from scn_tf.export import FORMATS
 from scn_tf.files import OutputError, StagedOutputs, inside, write_json_atomic
 from scn_tf.model_dir import ModelDirError, load_model_dir, read_model_config
 
@@ -29,7 +28,7 @@ def define_flags(values: flags.FlagValues) -> None:
     flags.DEFINE_string(
         "output_dir", None, "Folder to write the exported model into.", required=True, flag_values=values
     )
-    flags.DEFINE_enum("format", "onnx", list(FORMATS), "The exported network's format.", flag_values=values)
+    flags.DEFINE_enum("format", "onnx", ["onnx", "saved_model"], "The exported network's format.", flag_values=values)
     flags.DEFINE_enum("checkpoint", "last", ["last", "best"], "Which weights of the run.", flag_values=values)
     flags.DEFINE_bool("overwrite", False, "Write into an existing output folder.", flag_values=values)
 
@@ -60,7 +59,7 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
         logging.error("%s", error)
         return 1
     calibrated = calibration.load_calibration(values.model_dir, values.checkpoint)
-    target = inside(output_dir, FORMATS[values.format])
+    target = inside(output_dir, export.FORMATS[values.format])
     with staged:
         export.export_model(export.wrapper_model(model, config), staged.folder(output_dir) / target.name, values.format)
         for name in export.written_files(staged.folder(output_dir)):
