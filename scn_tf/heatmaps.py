@@ -50,7 +50,9 @@ def decode_heatmaps(heatmaps):
     ndim = len(spatial)
     num_landmarks = heatmaps.shape[-1]
     flat = ops.reshape(heatmaps, (-1, math.prod(spatial), num_landmarks))
-    index = ops.argmax(flat, axis=1)
+    # top_k, not argmax (both take the first of equal maxima): Keras' TensorFlow argmax tells -0.0 from 0.0
+    # through a bitcast, which ONNX cannot express (scn-export)
+    index = ops.top_k(ops.transpose(flat, (0, 2, 1)), 1)[1][..., 0]
     values = ops.squeeze(ops.take_along_axis(flat, index[:, None, :], axis=1), axis=1)
     strides = [math.prod(spatial[axis + 1 :]) for axis in range(ndim)]
     coords = []

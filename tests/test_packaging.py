@@ -13,7 +13,18 @@ from scn_tf.data.io import DataError
 from scn_tf.splits import split_ids
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ["scn-augment", "scn-predict", "scn-evaluate", "scn-train", "scn-convert", "scn-pack"]
+SCRIPTS = [
+    "scn-augment",
+    "scn-predict",
+    "scn-evaluate",
+    "scn-train",
+    "scn-convert",
+    "scn-pack",
+    "scn-calibrate",
+    "scn-crop",
+    "scn-plan",
+    "scn-export",
+]
 
 
 def test_split_ids_reads_the_lists_of_data_splits():
