@@ -352,13 +352,13 @@ def plan(
     rotation = base.augmentation.rotation
     scale = base.augmentation.scale + base.augmentation.scale_axis
     fov = field_of_view(found.offsets, rotation, scale, translation)
-    fov = np.minimum(fov, 1.2 * found.median_extent)
+    fov = np.minimum(fov, found.median_extent)  # beyond the image is padding
     decisions.append(
         Decision(
             "field of view (mm)",
             [round(float(v), 1) for v in fov],
             f"landmark spread around the image centre under rotation {rotation}, scale "
-            f"+-{scale:.2f}, translation {translation:.1f} mm (5% of the image), +10%",
+            f"+-{scale:.2f}, translation {translation:.1f} mm (5% of the image), +10%; at most the median image",
         )
     )
     levels = base.network.levels

@@ -60,7 +60,7 @@ def test_plan_with_a_timer_by_hand(tmp_path):
     steps = (120 - planning.FIXED_SECONDS - 0.05 * 3) / (timer(config) * 1.1) // 100 * 100
     assert config.training.iterations == min(int(steps), planning.MAX_ITERATIONS[2])
     assert config.data.spacing[0] == pytest.approx(
-        float(np.max(np.minimum(native, 1.2 * found.median_extent) / np.array(sizes))), rel=1e-3
+        float(np.max(np.minimum(native, found.median_extent) / np.array(sizes))), rel=1e-3
     )
     assert config.data.landmark_units == "mm" and config.data.image_suffix == ".mha"
     assert {d.key for d in decisions} >= {"data.image_size", "training.iterations", "intensity"}
