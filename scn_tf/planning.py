@@ -222,7 +222,7 @@ def intensity_plan(survey_: Survey, data_dir: Path, files: dict[str, Path]) -> t
     chosen = rng.choice(len(survey_.ids), min(SAMPLED_IMAGES, len(survey_.ids)), replace=False)
     values = []
     for index in sorted(chosen):
-        array = sitk.GetArrayViewFromImage(read_image(files[survey_.ids[index]], survey_.ndim))
+        array = sitk.GetArrayFromImage(read_image(files[survey_.ids[index]], survey_.ndim))
         values.append(np.asarray(array, np.float32).ravel()[:: max(1, array.size // 200_000)])
     values = np.concatenate(values)
     low, high = (float(v) for v in np.percentile(values, [1, 99]))
