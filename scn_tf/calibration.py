@@ -129,6 +129,7 @@ class Calibration:
     checkpoint: str = "last"
     present_threshold: float | None = None  # on the relative peak; None: every landmark is reported present
     presence: dict = dataclasses.field(default_factory=dict)  # how the threshold was chosen
+    _radii: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # coverage: radii
 
     @property
     def median_peaks(self) -> np.ndarray:
@@ -144,7 +145,12 @@ class Calibration:
         return np.asarray(peaks, np.float64) / self.median_peaks
 
     def radii(self, coverage: float) -> list[LandmarkRadii]:
-        return [landmark_radii(self.errors, self.peaks, n, coverage) for n in range(self.errors.shape[1])]
+        """Each landmark's radii at `coverage` (computed once per coverage)."""
+        if coverage not in self._radii:
+            self._radii[coverage] = [
+                landmark_radii(self.errors, self.peaks, n, coverage) for n in range(self.errors.shape[1])
+            ]
+        return self._radii[coverage]
 
     def error_radius(self, peaks: np.ndarray, coverage: float) -> np.ndarray:
         """(N,) the radius per landmark for a prediction with these peaks."""

@@ -71,6 +71,7 @@ class Survey:
     offsets: np.ndarray  # (M, N, d) landmark minus image centre, mm; NaN where missing
     image_spacing: list[float] | None
     skipped: list[str]
+    files: dict[str, Path]  # id: image file, the ids' images
     landmark_names: list[str] | None = None
 
     @property
@@ -168,6 +169,7 @@ def survey(
         offsets,
         image_spacing,
         skipped,
+        {i: files[i] for i in ids},
         table.names,
     )
 
@@ -216,13 +218,13 @@ def round_size(value: float, multiple: int) -> int:
     return max(multiple, int(math.ceil(value / multiple)) * multiple)
 
 
-def intensity_plan(survey_: Survey, data_dir: Path, files: dict[str, Path]) -> tuple[dict, list[Decision]]:
+def intensity_plan(survey_: Survey) -> tuple[dict, list[Decision]]:
     """The "data" keys of the intensity mapping from a sample of the images' pixels."""
     rng = np.random.default_rng(0)
     chosen = rng.choice(len(survey_.ids), min(SAMPLED_IMAGES, len(survey_.ids)), replace=False)
     values = []
     for index in sorted(chosen):
-        array = sitk.GetArrayFromImage(read_image(files[survey_.ids[index]], survey_.ndim))
+        array = sitk.GetArrayFromImage(read_image(survey_.files[survey_.ids[index]], survey_.ndim))
         values.append(np.asarray(array, np.float32).ravel()[:: max(1, array.size // 200_000)])
     values = np.concatenate(values)
     low, high = (float(v) for v in np.percentile(values, [1, 99]))
@@ -308,11 +310,12 @@ def plan(
     landmark_units: str | None = None,
     image_spacing: list[float] | None = None,
     timer: Callable[[ExperimentConfig], float] = time_step,
+    found: Survey | None = None,
 ) -> tuple[ExperimentConfig, list[Decision]]:
-    """The configuration for the data set in `data_dir` and the decisions behind it."""
+    """The configuration for the data set in `data_dir` and the decisions behind it (`found`: its survey,
+    where the caller has read it already)."""
     data_dir = Path(data_dir)
-    files = image_files(data_dir / "images")
-    found = survey(data_dir, landmarks, landmark_units, image_spacing)
+    found = found or survey(data_dir, landmarks, landmark_units, image_spacing)
     ndim = found.ndim
     decisions = [
         Decision("ids", len(found.ids), f"images with a landmark row ({len(found.skipped)} ids with only one of them)"),
@@ -423,7 +426,7 @@ def plan(
             "two image pixels in network pixels, at least 2 (the CPU presets' start)",
         )
     )
-    keys, intensity = intensity_plan(found, data_dir, files)
+    keys, intensity = intensity_plan(found)
     config = config.updated({"data": keys})
     decisions += intensity
     return config, decisions

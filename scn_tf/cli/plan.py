@@ -67,11 +67,17 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
 
     with stdout_to_stderr():
         try:
-            planning.survey(Path(values.data_dir), values.landmarks, values.landmark_units, spacing)
+            found = planning.survey(Path(values.data_dir), values.landmarks, values.landmark_units, spacing)
             if values.budget == "cpu":
                 import_backend_quietly()
             config, decisions = planning.plan(
-                values.data_dir, values.landmarks, values.budget, values.minutes, values.landmark_units, spacing
+                values.data_dir,
+                values.landmarks,
+                values.budget,
+                values.minutes,
+                values.landmark_units,
+                spacing,
+                found=found,
             )
         except (DataError, ValueError, OSError) as error:
             logging.error("%s", error)
