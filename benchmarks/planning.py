@@ -2,9 +2,10 @@
 
   python benchmarks/planning.py --work_dir W [--only png,synthetic3d,hand_xray] [--hand_data ../shared/data/hand_xray]
 
-For each data set the hand configuration (a CPU preset with its "data" keys set by hand) is trained first
-with `scn-train` and timed; its wall time is the budget: `scn-plan --minutes <that>` plans the same data
-and its plan is trained the same way. Prints, per data set, both configurations' test errors (from the
+For each data set the hand configuration (a CPU preset with its "data" keys set by hand and its iterations
+chosen by hand for about 8 minutes, 4 per hand radiograph fold, on a 2-core EPYC) is trained first with
+`scn-train` and timed; its wall time is the budget: `scn-plan --minutes <that>` plans the same data and its
+plan is trained the same way. Prints, per data set, both configurations' test errors (from the
 runs' metrics.json), wall times and the planned run's wall time over the budget. Data sets: `png`, the
 generated 8-bit PNGs of experiments/own_data_example.py with a header-row landmark CSV (30 training, 10
 test images); `synthetic3d`, the demo's 3D look-alike chains (scn_tf.synthetic, 20 training, 20 test
@@ -77,7 +78,9 @@ def png_set(work: Path) -> tuple[Path, dict, list, list[str]]:
     if not (data / "landmarks.csv").exists():
         landmarks = write_images(data / "images", train + test, rng)
         write_landmarks_csv(data / "landmarks.csv", landmarks, header=LANDMARK_NAMES)
-    hand = preset("cpu2d").updated({"data": {"num_landmarks": 4, "landmark_names": LANDMARK_NAMES}})
+    hand = preset("cpu2d").updated(
+        {"data": {"num_landmarks": 4, "landmark_names": LANDMARK_NAMES}, "training": {"iterations": 10_000}}
+    )
     return data, hand.to_dict(), [(train, test)], []
 
 
@@ -86,7 +89,9 @@ def synthetic3d_set(work: Path) -> tuple[Path, dict, list, list[str]]:
     if not (data / "landmarks.csv").exists():
         write_dataset(data, synthetic_config(3), num_train=20, num_test=20, seed=0)
     ids = (data / "train.txt").read_text().split(), (data / "test.txt").read_text().split()
-    hand = preset("cpu3d").updated({"data": {"num_landmarks": 6, "image_suffix": ".nii.gz"}})
+    hand = preset("cpu3d").updated(
+        {"data": {"num_landmarks": 6, "image_suffix": ".nii.gz"}, "training": {"iterations": 5_500}}
+    )
     return data, hand.to_dict(), [ids], []
 
 
@@ -101,7 +106,7 @@ def hand_xray_set(source: Path) -> tuple[Path, dict, list, list[str]]:
                 "landmarks_csv": "all.csv",
                 "image_spacing": [1.0, 1.0],
             },
-            "training": {"iterations": 1000},
+            "training": {"iterations": 3_000},
         }
     )
     return (

@@ -8,17 +8,21 @@ the paper's preset (`skull2d`, `spine3d`), and sets what depends on the data:
 - the field of view: the landmarks' spread around the image centre (where the network is centred), widened
   by the augmentation's rotation, scaling and translation;
 - the input size and network spacing: as fine as the budget allows (never finer than the images' own median
-  spacing); for the CPU budget, timed training steps on this machine (`time_step`) give the iterations
-  that fill the minutes;
+  spacing) while training at least as many iterations as the CPU preset; for the CPU budget, timed
+  training steps on this machine (`time_step`) give the iterations that fill the minutes;
 - the intensity mapping: Hounsfield units (CT) by the paper's fixed mapping, 8/16-bit images by the data's
-  1st and 99th percentiles, other volumes (MR) by per-image percentiles;
+  0.1st and 99.9th percentiles (small bright or dark landmarks keep their contrast), other volumes (MR) by
+  per-image percentiles;
 - the learned sigma's start from the spacing; the spatial configuration's downsampling and kernel size so
   that its receptive field covers the input.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import logging
 import math
 import time
 from collections import Counter
@@ -43,9 +47,11 @@ from scn_tf.models.receptive_fields import spatial_configuration
 
 SAMPLED_IMAGES = 20  # images whose pixels give the intensity percentiles
 CPU_SIZES = {2: [64, 96, 128, 160, 192, 224, 256], 3: [24, 32, 40, 48, 56, 64]}
-MIN_ITERATIONS = {2: 1500, 3: 800}  # below this many steps a CPU plan takes a smaller input
 MAX_ITERATIONS = {2: 20_000, 3: 10_000}
-FIXED_SECONDS = 25.0  # TensorFlow start, tracing, reports: measured on scn-train runs of a few steps
+FIXED_SECONDS = 12.0  # TensorFlow start, tracing, test predictions, reports: scn-train at 100 vs 1,100 steps
+SECONDS_PER_IMAGE = 0.05  # reading, caching and predicting each image
+STEP_MARGIN = 1.1  # a training step with the augmenting pipeline beside it over the timed step: 1.0-1.12
+INTENSITY_PERCENTILES = (0.1, 99.9)
 SC_CHOICES = [(4, 5), (4, 7), (8, 7), (8, 11), (16, 11)]  # (downsampling, kernel), cheapest first
 
 
@@ -206,16 +212,33 @@ def field_of_view(offsets: np.ndarray, rotation: float, scale: float, translatio
     return 2.2 * reach.max(axis=0)
 
 
-def spatial_choice(levels: int, size: int, multiple: int) -> tuple[int, int]:
-    """The cheapest (downsampling, kernel) whose spatial configuration sees the whole input and divides it."""
+def spatial_choice(levels: int, size: int) -> tuple[int, int]:
+    """The cheapest (downsampling, kernel) whose spatial configuration sees the whole input."""
     for downsampling, kernel in SC_CHOICES:
-        if spatial_configuration(levels, kernel, downsampling) >= size and (size // multiple) % downsampling == 0:
+        if spatial_configuration(levels, kernel, downsampling) >= size:
             return downsampling, kernel
     return SC_CHOICES[-1]
 
 
 def round_size(value: float, multiple: int) -> int:
     return max(multiple, int(math.ceil(value / multiple)) * multiple)
+
+
+def input_size(
+    longest: int, fov: np.ndarray, native: list[int], levels: int, multiple: int
+) -> tuple[list[int], tuple[int, int]]:
+    """The input size with `longest` pixels along the field of view's longest axis (no side finer than
+    `native`) and its spatial configuration (downsampling, kernel): every side divides by the U-Net's
+    2**(levels - 1) and by the downsampling, and pools to at least the kernel's half width plus one."""
+    sizes = [min(round_size(longest * f / max(fov), multiple), n) for f, n in zip(fov, native, strict=True)]
+    downsampling, kernel = spatial_choice(levels, max(sizes))
+    step = math.lcm(multiple, downsampling)
+    smallest = round_size(downsampling * (kernel // 2 + 1), step)
+    fitted = []
+    for side, limit in zip(sizes, native, strict=True):
+        up = max(round_size(side, step), smallest)
+        fitted.append(up if up <= limit or up - step < smallest else up - step)
+    return fitted, (downsampling, kernel)
 
 
 def intensity_plan(survey_: Survey) -> tuple[dict, list[Decision]]:
@@ -227,7 +250,7 @@ def intensity_plan(survey_: Survey) -> tuple[dict, list[Decision]]:
         array = sitk.GetArrayFromImage(read_image(survey_.files[survey_.ids[index]], survey_.ndim))
         values.append(np.asarray(array, np.float32).ravel()[:: max(1, array.size // 200_000)])
     values = np.concatenate(values)
-    low, high = (float(v) for v in np.percentile(values, [1, 99]))
+    low, high = (float(v) for v in np.percentile(values, INTENSITY_PERCENTILES))
     kind = Counter(survey_.pixel_types).most_common(1)[0][0]
     if kind.startswith("int") and float(values.min()) <= -500 and survey_.ndim == 3:
         keys = {
@@ -265,10 +288,26 @@ def intensity_plan(survey_: Survey) -> tuple[dict, list[Decision]]:
         Decision(
             "intensity",
             f"(x {shift:+.4g}) * {scale:.4g}, clamped to [-1, 1]",
-            f"{kind} images; the 1st and 99th percentiles of {len(chosen)} images' pixels "
+            f"{kind} images; the {INTENSITY_PERCENTILES[0]:g} and {INTENSITY_PERCENTILES[1]:g} percentiles of "
+            f"{len(chosen)} images' pixels "
             f"({low:.4g}, {high:.4g}) map to -1 and 1",
         )
     ]
+
+
+@contextlib.contextmanager
+def quiet():
+    """Keeps a timing fit's progress lines and INFO records (checkpoint saved, ...) out of the plan's output."""
+    loggers = [logging.getLogger(name) for name in ("absl", "tensorflow", "scn_tf")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def time_step(config: ExperimentConfig, warmup: int = 3, timed: int = 10) -> float:
@@ -297,7 +336,7 @@ def time_step(config: ExperimentConfig, warmup: int = 3, timed: int = 10) -> flo
             yield batch
 
     training = dataclasses.replace(config.training, iterations=warmup + timed, checkpoint_every=10**9, log_every=10**9)
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, quiet():
         Trainer(build_model(config.network, data), data.num_landmarks, training, folder).fit(batches)
     return (asked[-1] - asked[warmup]) / (len(asked) - 1 - warmup)
 
@@ -364,33 +403,34 @@ def plan(
             f"+-{scale:.2f}, translation {translation:.1f} mm (5% of the image), +10%; at most the median image",
         )
     )
-    levels = base.network.levels
+    levels = base.network.resolved(ndim)["levels"]
     multiple = math.lcm(2 ** (levels - 1), 8)
     finest = float(np.min(spacing))
     native = [round_size(f / finest, multiple) for f in fov]
     config = base
     if budget == "gpu":
         target = 512 if ndim == 2 else 96
-        sizes = [min(round_size(target * f / max(fov), multiple), n) for f, n in zip(fov, native, strict=True)]
+        sizes, choice = input_size(target, fov, native, levels, multiple)
         iterations = base.training.iterations
         reason = f"the paper's scale ({target} along the longest axis), not finer than the images' spacing"
     else:
         sizes, iterations, reason, timings = None, None, "", {}
+        least = base.training.iterations  # the CPU preset's own count: fewer trains a finer input too little
         for longest in reversed(CPU_SIZES[ndim]):
-            candidate = [min(round_size(longest * f / max(fov), multiple), n) for f, n in zip(fov, native, strict=True)]
+            candidate, choice = input_size(longest, fov, native, levels, multiple)
             if tuple(candidate) not in timings:
-                timings[tuple(candidate)] = timer(_configured(base, found, candidate, fov, augmentation))
+                timings[tuple(candidate)] = timer(_configured(base, found, candidate, fov, augmentation, choice))
             seconds = timings[tuple(candidate)]
-            overhead = FIXED_SECONDS + 0.05 * len(found.ids)
-            steps = int((60 * minutes - overhead) / (seconds * 1.1) // 100 * 100)
-            if steps >= MIN_ITERATIONS[ndim] or longest == CPU_SIZES[ndim][0]:
+            overhead = FIXED_SECONDS + SECONDS_PER_IMAGE * len(found.ids)
+            steps = int((60 * minutes - overhead) / (seconds * STEP_MARGIN) // 100 * 100)
+            if steps >= least or longest == CPU_SIZES[ndim][0]:
                 sizes, iterations = candidate, max(100, min(steps, MAX_ITERATIONS[ndim]))
                 reason = (
                     f"the largest input whose steps ({seconds:.3f} s each, timed here) leave at least "
-                    f"{MIN_ITERATIONS[ndim]} iterations in {minutes:g} minutes"
+                    f"{least} iterations (the {base.data.name} preset's) in {minutes:g} minutes"
                 )
                 break
-    config = _configured(base, found, sizes, fov, augmentation, iterations)
+    config = _configured(base, found, sizes, fov, augmentation, choice, iterations)
     network_spacing = config.data.spacing[0]
     decisions.append(Decision("data.image_size", sizes, reason))
     decisions.append(
@@ -407,8 +447,7 @@ def plan(
             "the paper's" if budget == "gpu" else f"fills {minutes:g} minutes of scn-train",
         )
     )
-    downsampling, kernel = spatial_choice(levels, max(sizes), multiple)
-    config = config.updated({"network": {"spatial_downsampling": downsampling, "spatial_kernel_size": kernel}})
+    downsampling, kernel = choice
     decisions.append(
         Decision(
             "network.spatial_downsampling, spatial_kernel_size",
@@ -438,6 +477,7 @@ def _configured(
     sizes: list[int],
     fov: np.ndarray,
     augmentation: dict,
+    spatial: tuple[int, int],
     iterations: int | None = None,
 ) -> ExperimentConfig:
     spacing = float(np.max(fov / np.array(sizes)))
@@ -455,6 +495,7 @@ def _configured(
             "spacing": [round(spacing, 5)] * found.ndim,
         },
         "augmentation": augmentation,
+        "network": {"spatial_downsampling": spatial[0], "spatial_kernel_size": spatial[1]},
     }
     if iterations is not None:
         overrides["training"] = {"iterations": int(iterations)}

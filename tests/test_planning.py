@@ -3,6 +3,7 @@ that scn-train accepts."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -12,6 +13,7 @@ import SimpleITK as sitk
 
 from conftest import write_dataset, write_pixel_dataset
 from scn_tf import planning
+from scn_tf.configs import preset
 from scn_tf.data.io import DataError
 
 
@@ -24,12 +26,28 @@ def test_field_of_view_by_hand():
     assert turned[0] == pytest.approx(2.2 * reach_x)
 
 
-def test_spatial_configuration_covers_the_input():
+def test_input_sizes_fit_the_network():
+    """Every planned input builds: its sides divide by the U-Net's and the spatial configuration's pooling,
+    which sees the whole input; no side exceeds its native size where a smaller fitting one exists."""
+    from scn_tf.configs import NetworkConfig, check_network_fits
     from scn_tf.models.receptive_fields import spatial_configuration
 
-    for size in (64, 96, 160, 256):
-        downsampling, kernel = planning.spatial_choice(4, size, 8)
-        assert spatial_configuration(4, kernel, downsampling) >= size and (size // 8) % downsampling == 0
+    data = preset("cpu2d").data
+    for fov, native, longest in [
+        ((200.0, 160.0), [200, 160], 256),
+        ((1400.0, 2130.0), [1400, 2136], 224),
+        ((30.0, 400.0), [32, 400], 256),
+        ((500.0, 500.0), [504, 504], 2048),
+    ]:
+        sizes, (downsampling, kernel) = planning.input_size(longest, np.array(fov), native, 4, 8)
+        assert spatial_configuration(4, kernel, downsampling) >= max(sizes)
+        network = NetworkConfig(network="scn", levels=4, spatial_downsampling=downsampling, spatial_kernel_size=kernel)
+        check_network_fits(network, dataclasses.replace(data, image_size=sizes))
+        assert all(
+            s <= n or s == planning.round_size(downsampling * (kernel // 2 + 1), 8)
+            for s, n in zip(sizes, native, strict=True)
+        )
+    assert planning.input_size(256, np.array([200.0, 160.0]), [200, 160], 4, 8)[0] == [200, 160]
 
 
 def test_survey_of_pixel_data(tmp_path):
@@ -48,20 +66,27 @@ def test_survey_of_pixel_data(tmp_path):
 
 
 def test_plan_with_a_timer_by_hand(tmp_path):
-    """With a step time proportional to the pixels, the plan takes the largest input that leaves 1500
-    iterations in the minutes and fills them."""
-    write_dataset(tmp_path, ids=("a", "b", "c"), size=(60, 50), spacing=(0.8, 0.6))
-    timer = lambda config: 2e-5 * math.prod(config.data.image_size)  # noqa: E731
-    config, decisions = planning.plan(tmp_path, budget="cpu", minutes=2.0, timer=timer)
+    """With a step time proportional to the pixels, the plan takes the largest input that leaves the CPU
+    preset's iterations in the minutes and fills them."""
+    write_dataset(tmp_path, ids=("a", "b", "c"), size=(400, 300), spacing=(0.8, 0.6))
+    timer = lambda config: 4e-6 * math.prod(config.data.image_size)  # noqa: E731
+    config, decisions = planning.plan(tmp_path, budget="cpu", minutes=3.0, timer=timer)
     sizes = config.data.image_size
     found = planning.survey(tmp_path, "landmarks.csv")
-    native = planning.field_of_view(found.offsets, 0.2, 0.2, 0.05 * float(np.max(found.median_extent)))
-    assert config.data.spacing[0] >= 0.6 - 1e-6 or sizes == [8, 8]  # never finer than the images' spacing
-    steps = (120 - planning.FIXED_SECONDS - 0.05 * 3) / (timer(config) * 1.1) // 100 * 100
-    assert config.training.iterations == min(int(steps), planning.MAX_ITERATIONS[2])
-    assert config.data.spacing[0] == pytest.approx(
-        float(np.max(np.minimum(native, found.median_extent) / np.array(sizes))), rel=1e-3
-    )
+    fov = planning.field_of_view(found.offsets, 0.2, 0.2, 0.05 * float(np.max(found.median_extent)))
+    fov = np.minimum(fov, found.median_extent)
+    assert config.data.spacing[0] >= 0.6 - 1e-6  # never finer than the images' spacing
+    assert config.data.spacing[0] == pytest.approx(float(np.max(fov / np.array(sizes))), rel=1e-3)
+    overhead = planning.FIXED_SECONDS + planning.SECONDS_PER_IMAGE * 3
+
+    def steps(candidate):
+        return (180 - overhead) / (4e-6 * math.prod(candidate) * planning.STEP_MARGIN) // 100 * 100
+
+    least = preset("cpu2d").training.iterations
+    assert config.training.iterations == min(int(steps(sizes)), planning.MAX_ITERATIONS[2]) and steps(sizes) >= least
+    larger = [L for L in planning.CPU_SIZES[2] if L > max(sizes)]
+    candidate = [min(planning.round_size(larger[0] * f / max(fov), 8), planning.round_size(f / 0.6, 8)) for f in fov]
+    assert candidate == sizes or steps(candidate) < least  # the next larger input trains too few iterations
     assert config.data.landmark_units == "mm" and config.data.image_suffix == ".mha"
     assert {d.key for d in decisions} >= {"data.image_size", "training.iterations", "intensity"}
 
