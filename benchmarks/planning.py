@@ -3,7 +3,7 @@
   python benchmarks/planning.py --work_dir W [--only png,synthetic3d,hand_xray] [--hand_data ../shared/data/hand_xray]
 
 For each data set the hand configuration (a CPU preset with its "data" keys set by hand and its iterations
-chosen by hand for about 8 minutes, 4 per hand radiograph fold, on a 2-core EPYC) is trained first with
+chosen by hand for about 8 minutes, 3 per hand radiograph fold, on a 2-core EPYC) is trained first with
 `scn-train` and timed; its wall time is the budget: `scn-plan --minutes <that>` plans the same data and its
 plan is trained the same way. Prints, per data set, both configurations' test errors (from the
 runs' metrics.json), wall times and the planned run's wall time over the budget. Data sets: `png`, the
