@@ -151,7 +151,7 @@ def survey(
         centre = origin + matrix @ ((size - 1) / 2)
         sizes.append(size)
         spacings.append(spacing)
-        offsets.append(points - centre)
+        offsets.append((points - centre) @ direction)  # along the image's axes, which the network's follow
     offsets = np.stack(offsets)
     if not np.isfinite(offsets).any():
         raise DataError(f"{csv}: no annotated landmark for the {len(ids)} ids with an image")
@@ -258,16 +258,23 @@ def intensity_plan(survey_: Survey) -> tuple[dict, list[Decision]]:
             "intensity_shift": 0.0,
             "intensity_scale": 1 / 2048,
             "intensity_clamp": [-1.0, 1.0],
+            "outside_value": preset("spine3d").data.outside_value,
         }
         return keys, [
             Decision(
                 "intensity",
                 "HU / 2048, clamped to [-1, 1]",
-                f"signed {kind} values down to {values.min():.0f}: CT in Hounsfield units, the paper's spine mapping",
+                f"signed {kind} values down to {values.min():.0f}: CT in Hounsfield units, the paper's spine mapping "
+                f"(beyond the scan: {keys['outside_value']:g} HU)",
             )
         ]
     if survey_.ndim == 3 and not kind.startswith("uint8"):
-        keys = {"normalization": "percentile", "percentiles": [1.0, 99.0], "intensity_clamp": [-1.0, 1.0]}
+        keys = {
+            "normalization": "percentile",
+            "percentiles": [1.0, 99.0],
+            "intensity_clamp": [-1.0, 1.0],
+            "outside_value": 0.0,
+        }
         return keys, [
             Decision(
                 "intensity",
@@ -283,6 +290,7 @@ def intensity_plan(survey_: Survey) -> tuple[dict, list[Decision]]:
         "intensity_shift": shift,
         "intensity_scale": scale,
         "intensity_clamp": [-1.0, 1.0],
+        "outside_value": round(low, 4),
     }
     return keys, [
         Decision(
@@ -290,7 +298,7 @@ def intensity_plan(survey_: Survey) -> tuple[dict, list[Decision]]:
             f"(x {shift:+.4g}) * {scale:.4g}, clamped to [-1, 1]",
             f"{kind} images; the {INTENSITY_PERCENTILES[0]:g} and {INTENSITY_PERCENTILES[1]:g} percentiles of "
             f"{len(chosen)} images' pixels "
-            f"({low:.4g}, {high:.4g}) map to -1 and 1",
+            f"({low:.4g}, {high:.4g}) map to -1 and 1; beyond the image: {low:.4g} (-1)",
         )
     ]
 
@@ -406,7 +414,7 @@ def plan(
     levels = base.network.resolved(ndim)["levels"]
     multiple = math.lcm(2 ** (levels - 1), 8)
     finest = float(np.min(spacing))
-    native = [round_size(f / finest, multiple) for f in fov]
+    native = [max(multiple, int(f / finest) // multiple * multiple) for f in fov]  # not finer than the images
     config = base
     if budget == "gpu":
         target = 512 if ndim == 2 else 96
@@ -431,6 +439,7 @@ def plan(
                 )
                 break
     config = _configured(base, found, sizes, fov, augmentation, choice, iterations)
+    config = config.updated({"data": {"landmarks_csv": landmarks, "image_dir": "images"}})
     network_spacing = config.data.spacing[0]
     decisions.append(Decision("data.image_size", sizes, reason))
     decisions.append(

@@ -153,3 +153,101 @@ def test_scn_plan_prints_only_the_plan_and_scn_train_accepts_it(tmp_path):
     )
     assert status == 0 and plan["data"]["landmark_units"] == "pixel"
     assert (tmp_path / "run" / "last.weights.h5").exists()
+
+
+def write_ct(root, ids=("c1", "c2", "c3"), size=(40, 30, 12), spacing=(0.5, 0.5, 2.5)):
+    """int16 CT-like volumes (air -1024 HU, a bone block) with a rotated direction and an origin, and mm
+    landmarks placed at continuous indices through SimpleITK; returns the images and the indices."""
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    images, indices, rows = [], [], []
+    for image_id in ids:
+        array = np.full(size[::-1], -1024, np.int16)
+        array[3:9, 8:22, 10:30] = 700
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing(spacing)
+        image.SetOrigin((10.0, -20.0, 5.0))
+        image.SetDirection((0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+        sitk.WriteImage(image, str(root / "images" / f"{image_id}.nii.gz"))
+        index = rng.uniform(0.25, 0.75, size=(4, 3)) * (np.array(size) - 1)
+        points = [image.TransformContinuousIndexToPhysicalPoint(p.tolist()) for p in index]
+        rows.append(",".join([image_id] + [repr(v) for p in points for v in p]))
+        images.append(image)
+        indices.append(index)
+    (root / "landmarks.csv").write_text("\n".join(rows) + "\n")
+    return images, indices
+
+
+def test_gpu_plan_of_an_anisotropic_ct(tmp_path):
+    """A rotated, anisotropic CT: offsets from the image centre as SimpleITK places both, the HU mapping,
+    the anisotropy noted, the paper's scale (96 voxels along the longest axis), isotropic network voxels and
+    the spine preset's iterations; no step is timed for the GPU budget."""
+    from scn_tf.configs import check_network_fits
+
+    images, indices = write_ct(tmp_path)
+    found = planning.survey(tmp_path, "landmarks.csv")
+    assert (found.ndim, found.landmark_units, found.suffix) == (3, "mm", ".nii.gz")
+    size, spacing = np.array(images[0].GetSize()), np.array(images[0].GetSpacing())
+    for offsets, index in zip(found.offsets, indices, strict=True):  # along the image's axes, as the network's
+        assert offsets == pytest.approx((index - (size - 1) / 2) * spacing)
+
+    def no_timing(config):
+        raise AssertionError("the GPU budget times no step")
+
+    config, decisions = planning.plan(tmp_path, budget="gpu", timer=no_timing)
+    made = {d.key: d for d in decisions}
+    assert made["anisotropy"].value == pytest.approx(5.0)
+    assert (config.data.normalization, config.data.intensity_shift, config.data.intensity_scale) == (
+        "fixed",
+        0.0,
+        pytest.approx(1 / 2048),
+    )
+    assert config.data.outside_value <= -1024 and config.data.landmarks_csv == "landmarks.csv"
+    assert config.training.iterations == preset("spine3d").training.iterations
+    assert len(set(config.data.spacing)) == 1 and config.data.spacing[0] >= 0.5 - 1e-6
+    fov = np.minimum(
+        planning.field_of_view(found.offsets, 0.2, 0.1, 0.05 * float(np.max(found.median_extent))),
+        found.median_extent,
+    )
+    sizes = config.data.image_size
+    assert config.data.spacing[0] == pytest.approx(float(np.max(fov / np.array(sizes))), rel=1e-3)
+    assert max(sizes) <= 96 + 8 and all(s % 8 == 0 for s in sizes)
+    check_network_fits(config.network, config.data)
+
+
+def test_single_slice_volumes_plan_as_2d(tmp_path):
+    """(x, y, 1) volumes are 2D images; float MR-like volumes map per image, CT-like 2D slices do not take
+    the HU mapping (it is for volumes)."""
+    (tmp_path / "images").mkdir()
+    rows = []
+    for k, image_id in enumerate(("s1", "s2", "s3")):
+        array = np.random.default_rng(k).normal(300, 50, size=(1, 50, 60)).astype(np.float32)
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((0.7, 0.7, 3.0))
+        sitk.WriteImage(image, str(tmp_path / "images" / f"{image_id}.mha"))
+        rows.append(f"{image_id},10.5,12.0,30.1,20.7")
+    (tmp_path / "landmarks.csv").write_text("\n".join(rows) + "\n")
+    found = planning.survey(tmp_path, "landmarks.csv")
+    assert (found.ndim, found.num_landmarks) == (2, 2)
+    assert found.median_spacing.tolist() == [0.7, 0.7]
+    config, _ = planning.plan(tmp_path, budget="gpu", found=found)
+    assert config.data.ndim == 2 and len(config.data.image_size) == 2
+    assert config.training.iterations == preset("skull2d").training.iterations
+    low, high = np.percentile(
+        np.concatenate(
+            [sitk.GetArrayFromImage(sitk.ReadImage(str(p))).ravel() for p in sorted((tmp_path / "images").iterdir())]
+        ),
+        planning.INTENSITY_PERCENTILES,
+    )
+    assert config.data.intensity_scale == pytest.approx(2 / (high - low), rel=1e-3)
+    assert config.data.intensity_shift == pytest.approx(-(low + high) / 2, rel=1e-3)
+    assert config.data.outside_value == pytest.approx(low, abs=1e-3)  # padding as dark as the data: -1
+
+    volumes = tmp_path / "mr"
+    (volumes / "images").mkdir(parents=True)
+    for image_id in ("m1", "m2"):
+        image = sitk.GetImageFromArray(np.random.default_rng(0).normal(300, 50, (12, 30, 40)).astype(np.float32))
+        sitk.WriteImage(image, str(volumes / "images" / f"{image_id}.mha"))
+    (volumes / "landmarks.csv").write_text("m1,10,12,5\nm2,11,13,6\n")
+    keys, _ = planning.intensity_plan(planning.survey(volumes, "landmarks.csv"))
+    assert keys["normalization"] == "percentile"

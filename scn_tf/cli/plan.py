@@ -82,7 +82,6 @@ def main(values: flags.FlagValues, arguments: list[str]) -> int:
         except (DataError, ValueError, OSError) as error:
             logging.error("%s", error)
             return 1
-        config = config.updated({"data": {"landmarks_csv": values.landmarks}})
         for decision in decisions:
             sys.stderr.write(f"plan: {decision.key} = {json.dumps(decision.value)}: {decision.reason}\n")
     sys.stdout.write(json.dumps(config.to_dict(), indent=2) + "\n")
