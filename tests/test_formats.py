@@ -136,6 +136,14 @@ def test_csv_with_header_round_trip_and_conversion(tmp_path):
     (tmp_path / "short.csv").write_text("id,tip_x,tip_y\na,1,2,3,4,5,6\n")
     with pytest.raises(DataError, match=r"short.csv, row 1 \(header\): names 1 landmarks, expected 3"):
         read_landmarks_table(tmp_path / "short.csv", 3, 2)
+    (tmp_path / "twice.csv").write_text("id,tip_x,tip_y,tip_z,notch_x,notch_y,notch_z\na,1,2,3,4,5,6\n")
+    with pytest.raises(DataError, match=r"twice.csv, row 1 \(header\): names 3D coordinates \(tip_x, tip_y, tip_z\)"):
+        read_landmarks_table(tmp_path / "twice.csv", None, 2)
+    three = ["scn-convert", "--dataset", "landmarks", "--from", "csv", "--input", str(tmp_path / "twice.csv")]
+    assert convert.run([*three, "--landmark_units", "mm", "--output_dir", str(tmp_path / "d3")]) == 0
+    assert json.loads((tmp_path / "d3" / "data.json").read_text())["data"]["ndim"] == 3  # from the header
+    duplicated = [*three, "--landmark_units", "mm", "--landmark_names", "tip,tip", "--output_dir", str(tmp_path / "e")]
+    assert convert.run(duplicated) == 1 and not (tmp_path / "e").exists()
     out = tmp_path / "data"
     arguments = ["scn-convert", "--dataset", "landmarks", "--from", "csv", "--input", str(tmp_path / "h.csv")]
     assert convert.run([*arguments, "--output_dir", str(out)]) == 1  # units needed
@@ -194,8 +202,48 @@ def test_predict_formats_and_ensemble(tmp_path, monkeypatch):
     assert summary["method"] == "ensemble of 2 models (SCN, SCN)" and summary["models"] == [str(run), str(twin)]
     assert not summary["calibrated"] and "does not apply to an ensemble" in summary["confidence_meaning"]
     assert summary["images"]["a"]["confidence_fraction"] is None
+    from scn_tf.confidence import ConfidenceReference, write_reference
+
+    write_reference(run, ConfidenceReference(["a"], np.ones((1, 3))))
+    assert predict.run(["scn-predict", "--model_dir", f" {run},", "--output", "r.csv", *images]) == 0
+    single = json.loads((tmp_path / "r.json").read_text())
+    assert "ensemble" not in single["method"] and single["images"]["a"]["confidence_fraction"] is not None
     config = json.loads((twin / "config.json").read_text())
     config["data"]["intensity_scale"] = 0.5
     (twin / "config.json").write_text(json.dumps(config))
     status = predict.run(["scn-predict", "--model_dir", f"{run},{twin}", "--output", "f.csv", *images])
     assert status == 1 and not (tmp_path / "f.csv").exists()
+
+
+def test_malformed_slicer_control_points_are_data_errors(tmp_path):
+    for control in (None, 3, [[1.0, 2.0, 3.0]]):
+        path = tmp_path / "bad.mrk.json"
+        path.write_text(json.dumps({"markups": [{"type": "Fiducial", "controlPoints": control}]}))
+        if control is None:
+            assert read_slicer(path).labels == []
+            continue
+        with pytest.raises(DataError, match=r"bad\.mrk\.json: controlPoints is not a list of points"):
+            read_slicer(path)
+
+
+def test_single_slice_volume_keeps_its_slice_position_in_slicer_points(tmp_path):
+    """A 16x16x1 volume, read as a 2D image, with origin z 37.5: index (3, 4) lies at (11.5, 22, 37.5) mm in the
+    file, as Slicer shows it, not at z 0."""
+    from scn_tf.data.io import file_physical_points, read_image
+
+    volume = sitk.Image([16, 16, 1], sitk.sitkFloat32)
+    volume.SetOrigin([10.0, 20.0, 37.5])
+    volume.SetSpacing([0.5, 0.5, 2.0])
+    sitk.WriteImage(volume, str(tmp_path / "slice.mha"))
+    image = read_image(tmp_path / "slice.mha", 2)
+    assert image.GetDimension() == 2
+    points = file_physical_points(tmp_path / "slice.mha", image, np.array([[3.0, 4.0], [np.nan, np.nan]]))
+    np.testing.assert_allclose(points[0], [11.5, 22.0, 37.5])
+    assert np.isnan(points[1]).all()
+    flat = sitk.Image([16, 16], sitk.sitkFloat32)
+    flat.SetOrigin([10.0, 20.0])
+    sitk.WriteImage(flat, str(tmp_path / "flat.mha"))
+    np.testing.assert_allclose(
+        file_physical_points(tmp_path / "flat.mha", read_image(tmp_path / "flat.mha", 2), np.array([[3.0, 4.0]])),
+        [[13.0, 24.0]],
+    )

@@ -46,6 +46,7 @@ from scn_tf.data.io import (
     IMAGE_SUFFIXES,
     DataError,
     LandmarkTable,
+    header_dimension,
     read_landmarks_csv,
     read_landmarks_table,
     strip_image_suffix,
@@ -265,7 +266,7 @@ def read_landmark_files(values: flags.FlagValues) -> tuple[LandmarkTable, str]:
         return read_coco_table(source, names), "pixel"
     if not values.landmark_units:
         raise app.UsageError("--from csv needs --landmark_units pixel or mm")
-    ndim = values.ndim or 2
+    ndim = values.ndim or header_dimension(source) or 2
     table = read_landmarks_table(source, None, ndim)
     if names is not None and table.names is not None:
         table = LandmarkTable(
@@ -287,6 +288,9 @@ def convert_landmarks(values: flags.FlagValues, output: Path) -> int:
         first = next(iter(landmarks.values()))
         if table.names is not None and len(table.names) != len(first):
             raise DataError(f"{len(table.names)} landmark names for {len(first)} landmarks")
+        if table.names is not None and len(set(table.names)) != len(table.names):
+            twice = sorted({name for name in table.names if table.names.count(name) > 1})
+            raise DataError(f"landmark names appear twice: {', '.join(twice)}")
         sources = [Path(values.input)]
         links, suffix = {}, None
         if values.images:

@@ -51,7 +51,7 @@ from scn_tf.data.ids import unique_ids
 from scn_tf.data.io import (
     PIXEL_TYPE_POLICIES,
     DataError,
-    pixel_to_physical,
+    file_physical_points,
     strip_image_suffix,
     write_landmarks_csv,
 )
@@ -297,15 +297,15 @@ def predict_all(
     data, output = config.data, Path(values.output)
     model_dirs = model_dirs_of(values)
     ensemble = len(model_dirs) > 1
-    reference = None if ensemble else confidence.load_reference(values.model_dir, values.checkpoint)
-    calibrated = None if ensemble else calibration.load_calibration(values.model_dir, values.checkpoint)
+    reference = None if ensemble else confidence.load_reference(model_dirs[0], values.checkpoint)
+    calibrated = None if ensemble else calibration.load_calibration(model_dirs[0], values.checkpoint)
     if ensemble:
         logging.info(
             "ensemble of %d models: heatmaps averaged; no confidence scale and no calibration (single models' own)",
             len(model_dirs),
         )
     elif calibrated is None:
-        logging.info("%s has no calibration: no error radii, every landmark reported present", values.model_dir)
+        logging.info("%s has no calibration: no error radii, every landmark reported present", model_dirs[0])
     predictor = Predictor(model, data, sigmas, quantiles, confidence_reference=reference, tta=values.tta)
     rows, details, exported = {}, {}, {}
     progress = progress_bar(len(inputs), "image")
@@ -320,7 +320,7 @@ def predict_all(
         rows[image_id] = coordinates
         if values.format in ("slicer", "coco"):
             indices = np.where(np.isfinite(coordinates), prediction.indices, np.nan)
-            exported[image_id] = (path, image.GetSize(), indices, pixel_to_physical(image, indices))
+            exported[image_id] = (path, image.GetSize(), indices, file_physical_points(path, image, indices))
         details[image_id] = {
             "file": str(path),
             **uncertainty,

@@ -95,8 +95,10 @@ def read_slicer(path: str | os.PathLike) -> MarkupPoints:
             raise DataError(f"{path}: coordinateSystem {system!r}, expected 'LPS' or 'RAS'")
         if markup.get("coordinateUnits", "mm") != "mm":
             raise DataError(f"{path}: coordinateUnits {markup['coordinateUnits']!r}, only 'mm' is read")
-        points = []
-        for number, point in enumerate(markup.get("controlPoints", []), start=1):
+        points, control = [], markup.get("controlPoints") or []
+        if not isinstance(control, list) or not all(isinstance(point, dict) for point in control):
+            raise DataError(f"{path}: controlPoints is not a list of points (objects with a position)")
+        for number, point in enumerate(control, start=1):
             labels.append(str(point.get("label", "")))
             defined = point.get("positionStatus", "defined") == "defined"
             position = point.get("position")
@@ -263,10 +265,10 @@ def read_coco_table(path: str | os.PathLike, names: Sequence[str] | None = None)
         if image is None:
             raise DataError(f"{where}: image_id {annotation.get('image_id')!r} is not in images")
         image_id = strip_image_suffix(str(image.get("file_name", image["id"])).replace("\\", "/"))
-        if image_id in landmarks:
-            raise DataError(f"{where}: a second annotation of image {image_id!r} (one per image is read)")
         if image_ids.setdefault(image_id, image["id"]) != image["id"]:
             raise DataError(f"{where}: two images have the id {image_id!r}")
+        if image_id in landmarks:
+            raise DataError(f"{where}: a second annotation of image {image_id!r} (one per image is read)")
         keypoints = annotation.get("keypoints")
         if not isinstance(keypoints, list) or len(keypoints) % 3:
             raise DataError(f"{where}: keypoints is not a list of x, y, v triples")

@@ -592,6 +592,11 @@ def read_landmarks_table(path: str | os.PathLike, num_landmarks: int | None, ndi
     if header is not None and expected is not None:
         count = (expected - 1) // ndim
         names = header_names(header, ndim)
+        if names is None and header_names(header, 5 - ndim) is not None:
+            raise DataError(
+                f"{path}, row {header_row} (header): names {5 - ndim}D coordinates ({', '.join(header[: 5 - ndim])}), "
+                f"the landmarks are read as {ndim}D"
+            )
         if names is None and len(header) == count:
             names = list(header)
         elif names is None and len(header) != count * ndim:
@@ -605,6 +610,18 @@ def read_landmarks_table(path: str | os.PathLike, num_landmarks: int | None, ndi
                 f"(id + {count} landmarks x {ndim} coordinates)"
             )
     return LandmarkTable(landmarks, names)
+
+
+def header_dimension(path: str | os.PathLike) -> int | None:
+    """2 or 3 where the landmark CSV's header row names x, y[, z] coordinates (`tip_x,tip_y,tip_z,...`), else
+    None (no header, or plain names)."""
+    for line in read_text(Path(path), "landmark file").splitlines():
+        if line.strip():
+            fields = [field.strip() for field in line.split(",")]
+            if is_header_row(fields):
+                return next((ndim for ndim in (3, 2) if header_names(fields[1:], ndim) is not None), None)
+            return None
+    return None
 
 
 def read_landmarks_csv(path: str | os.PathLike, num_landmarks: int, ndim: int) -> dict[str, np.ndarray]:
@@ -676,6 +693,25 @@ def pixel_to_physical(image: sitk.Image, coords: np.ndarray) -> np.ndarray:
     origin = np.array(image.GetOrigin())
     matrix = np.array(image.GetDirection()).reshape(image.GetDimension(), -1) * np.array(image.GetSpacing())
     return origin + coords @ matrix.T
+
+
+def file_physical_points(path: str | os.PathLike, image: sitk.Image, coords: np.ndarray) -> np.ndarray:
+    """Continuous pixel indices (N, d) of `image`, as read from `path`, to physical points of the file: a
+    single-slice volume read as a 2D image keeps its third coordinate (the slice's position in the volume)."""
+    path = Path(path)
+    if image.GetDimension() != 2 or path.is_dir() or path.name.lower().endswith(PLAIN_IMAGE_SUFFIXES):
+        return pixel_to_physical(image, coords)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return pixel_to_physical(image, coords)
+    if reader.GetDimension() != 3:
+        return pixel_to_physical(image, coords)
+    matrix = np.array(reader.GetDirection()).reshape(3, 3) * np.array(reader.GetSpacing())
+    indices = np.concatenate([coords, np.zeros((len(coords), 1))], axis=1)
+    return np.array(reader.GetOrigin()) + indices @ matrix.T
 
 
 def physical_to_pixel(image: sitk.Image, points: np.ndarray) -> np.ndarray:
