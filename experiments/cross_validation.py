@@ -36,6 +36,7 @@ from scn_tf.data.folds import k_fold
 from scn_tf.data.io import DataError, read_id_list, read_landmarks_csv
 from scn_tf.evaluation import Normalization, coordinate_units, error_units, evaluate
 from scn_tf.files import write_json_atomic, write_text_atomic
+from scn_tf.preflight import check_inputs
 from scn_tf.reports import plot_cumulative_ipe, summary_table
 from scn_tf.script_runs import device_environment, run_script
 from scn_tf.splits import CV_FOLDS
@@ -121,6 +122,17 @@ def config_value(path: str, section: str, key: str, default):
     return default if value is None else value
 
 
+def check_ids(config_file: str, data_dir: str, ids: list[str]) -> None:
+    """Every id with an annotation row and a readable image of the configuration, before any fold starts; a
+    partial configuration (completed by a --preset passed on to scn-train) is left to each fold's scn-train."""
+    try:
+        config = load_config(config_file)
+    except ValueError:
+        logging.info("%s is not a complete configuration: each fold's scn-train checks its ids", config_file)
+        return
+    check_inputs(config, data_dir, {"--ids": ids})
+
+
 def seeded_folds(root: Path, ids: list[str], num_folds: int, seed: int) -> list[str]:
     """The fold names ("0", ...) of `ids`, written as root/folds/fold_<k>/{train,test}.txt and folds.json; where
     folds.json exists, its lists are read and checked against `ids`, `num_folds` and `seed` instead."""
@@ -193,6 +205,7 @@ def prepare(values: flags.FlagValues) -> tuple[CrossValidation, list[str], list[
         name = Path(values.config).name.removesuffix(".json")
         cv = CrossValidation(name, values.data_dir, values.output_dir, values.devices, values.config)
         ids = read_id_list(find_id_list(values.ids, values.data_dir))
+        check_ids(values.config, values.data_dir, ids)
         seed = values.seed if values.seed is not None else int(config_value(values.config, "training", "seed", 0))
         folds = seeded_folds(cv.root, ids, values.num_folds, seed)
         networks = values.networks or [config_value(values.config, "network", "network", "scn")]
@@ -209,8 +222,26 @@ def main(values: flags.FlagValues, extra: list[str]) -> int:
         logging.error("%s", error)
         return 1
     jobs = [(network, fold) for network in networks for fold in folds]
+
+    def attempt(job: tuple[str, str]) -> Path | RuntimeError:
+        try:
+            return run_fold(cv, job[0], job[1], jobs.index(job), extra)
+        except RuntimeError as error:
+            return error
+
     with ThreadPoolExecutor(max(values.processes, 1)) as pool:
-        folders = list(pool.map(lambda job: run_fold(cv, job[0], job[1], jobs.index(job), extra), jobs))
+        folders = list(pool.map(attempt, jobs))
+    failed = [str(outcome) for outcome in folders if isinstance(outcome, RuntimeError)]
+    if failed:
+        for message in failed:
+            logging.error("%s", message)
+        logging.error(
+            "%d of %d runs failed, no table written; the %d finished are kept and skipped when the command is repeated",
+            len(failed),
+            len(jobs),
+            len(jobs) - len(failed),
+        )
+        return 1
     root = cv.root
     data = load_config(folders[0] / "config.json").data
     units = error_units(data.landmark_units, data.pe_normalization)

@@ -108,7 +108,9 @@ def preprocessing(
             "clamp": data.intensity_clamp,
             "percentiles": data.percentiles,
         },
-        "windows": None if data.ndim == 2 else {"length": size[2], "step": data.window_step, "merge": "maximum"},
+        "windows": None
+        if data.ndim == 2
+        else {"length": size[2], "step": min(data.window_step, size[2]), "merge": "maximum"},
         "mirror": "off",
         "calibration": None if calibration is None else calibration.to_dict(),
         "present_min_peak": present_min_peak(calibration),

@@ -53,10 +53,11 @@ class Prediction:
 
 
 def window_starts(length: int, window: int, step: int) -> list[int]:
-    """Window starts along z: every `step`, the last one clamped to the end (one window if it fits)."""
+    """Window starts along z: every `step` (at most the window, so that no slice is missed), the last one
+    clamped to the end (one window if it fits)."""
     if length <= window:
         return [0]
-    starts = list(range(0, length - window + 1, step))
+    starts = list(range(0, length - window + 1, min(step, window)))
     if starts[-1] != length - window:
         starts.append(length - window)
     return starts

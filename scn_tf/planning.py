@@ -90,16 +90,21 @@ class Survey:
 
 
 def image_files(folder: Path) -> dict[str, Path]:
-    """{id: path} of the image files in `folder`, by the most common supported suffix."""
+    """{id: path} of the image files in `folder` (DICOM series: one folder per id, suffix ""), by the most
+    common supported suffix."""
     if not folder.is_dir():
         raise DataError(f"{folder}: image folder does not exist")
     found: dict[str, dict[str, Path]] = {}
     for path in sorted(folder.iterdir()):
+        if path.is_dir():
+            if sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path)):
+                found.setdefault("", {})[path.name] = path
+            continue
         suffix = next((s for s in IMAGE_SUFFIXES if path.name.lower().endswith(s)), None)
-        if suffix is not None and path.is_file():
+        if suffix is not None:
             found.setdefault(suffix, {})[strip_image_suffix(path.name)] = path
     if not found:
-        raise DataError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+        raise DataError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) and no DICOM series folders")
     suffix = max(found, key=lambda s: len(found[s]))
     return found[suffix]
 
@@ -126,6 +131,8 @@ def survey(
             f"{minority}D: {shortened(odd)}"
         )
     ndim = next(iter(counts))
+    if image_spacing is not None and len(image_spacing) != ndim:
+        raise DataError(f"--image_spacing {list(image_spacing)}: {len(image_spacing)} values for {ndim}D images")
     table = read_landmarks_table(csv, None, ndim)
     rows = table.landmarks
     if not rows:
@@ -173,7 +180,7 @@ def survey(
         num_landmarks,
         units,
         offsets,
-        image_spacing,
+        image_spacing if image_spacing is not None or not plain else [1.0] * ndim,  # plain: never the file's dpi
         skipped,
         {i: files[i] for i in ids},
         table.names,
@@ -190,7 +197,7 @@ def geometry(
     spacing = np.array(header.spacing[:ndim], np.float64)
     if not plain:
         reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
+        reader.SetFileName(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path))[0] if path.is_dir() else str(path))
         reader.ReadImageInformation()
         dimension = reader.GetDimension()
         origin = np.array(reader.GetOrigin()[:ndim], np.float64)
@@ -394,7 +401,7 @@ def plan(
             Decision(
                 "anisotropy",
                 round(anisotropy, 2),
-                "network pixels stay isotropic; the coarse axis is not resampled finer than needed",
+                "network voxels stay isotropic: the coarse axis is interpolated at the network spacing",
             )
         )
     translation = float(0.05 * np.max(found.median_extent))
@@ -465,15 +472,30 @@ def plan(
             f"({spatial_configuration(levels, kernel, downsampling)} >= {max(sizes)} px)",
         )
     )
-    sigma = float(np.clip(2.0 * np.median(spacing) / network_spacing, 2.0, 4.0))
-    config = config.updated({"training": {"sigma_init": round(sigma, 2)}})
-    decisions.append(
-        Decision(
-            "training.sigma_init",
-            round(sigma, 2),
-            "two image pixels in network pixels, at least 2 (the CPU presets' start)",
+    if budget == "gpu":
+        ratio = network_spacing / base.data.spacing[0]
+        scaled = {
+            "augmentation": {
+                "elastic_magnitude": round(base.augmentation.elastic_magnitude * ratio, 3),
+                "max_min_distance": round(base.augmentation.max_min_distance * ratio, 3),
+            },
+            "data": {"smoothing_sigma": round(base.data.smoothing_sigma * ratio, 4)},
+        }
+        config = config.updated(scaled)
+        decisions.append(
+            Decision(
+                "augmentation.elastic_magnitude, max_min_distance, data.smoothing_sigma (mm)",
+                [*scaled["augmentation"].values(), scaled["data"]["smoothing_sigma"]],
+                f"the {base.data.name} preset's in its network pixels ({base.data.spacing[0]:g} mm; here "
+                f"{network_spacing:.4g})",
+            )
         )
-    )
+        sigma, why = base.training.sigma_init, f"the {base.data.name} preset's"
+    else:
+        sigma = round(float(np.clip(2.0 * np.median(spacing) / network_spacing, 2.0, 4.0)), 2)
+        why = "two image pixels in network pixels, at least 2 (the CPU presets' start)"
+    config = config.updated({"training": {"sigma_init": sigma}})
+    decisions.append(Decision("training.sigma_init", sigma, why))
     keys, intensity = intensity_plan(found)
     config = config.updated({"data": keys})
     decisions += intensity
@@ -503,9 +525,11 @@ def _configured(
             "image_size": [int(v) for v in sizes],
             "spacing": [round(spacing, 5)] * found.ndim,
         },
-        "augmentation": augmentation,
+        "augmentation": {**augmentation, "crop_z": False},  # the input holds the landmarks' spread
         "network": {"spatial_downsampling": spatial[0], "spatial_kernel_size": spatial[1]},
     }
+    if found.ndim == 3:  # longer volumes are predicted by windows that overlap by half
+        overrides["data"]["window_step"] = max(1, int(sizes[-1]) // 2)
     if iterations is not None:
         overrides["training"] = {"iterations": int(iterations)}
     return base.updated(overrides)

@@ -158,3 +158,20 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def write_dicom_series(folder: Path, array: np.ndarray, spacing=(1.0, 1.0, 2.5), origin=(0.0, 0.0, 0.0)) -> None:
+    """`array` (z, y, x) as a DICOM series of one file per slice in `folder`, with its geometry in the tags."""
+    folder.mkdir(parents=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    volume = sitk.GetImageFromArray(array)
+    volume.SetSpacing(spacing[:2] + (1.0,))
+    for z in range(array.shape[0]):
+        slice_image = volume[:, :, z]
+        slice_image.SetMetaData("0020|0032", f"{origin[0]:g}\\{origin[1]:g}\\{origin[2] + z * spacing[2]:g}")
+        slice_image.SetMetaData("0020|0037", "1\\0\\0\\0\\1\\0")
+        slice_image.SetMetaData("0020|0013", str(z))
+        slice_image.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1")
+        writer.SetFileName(str(folder / f"{z:03d}.dcm"))
+        writer.Execute(slice_image)

@@ -1,6 +1,7 @@
 """The cross-validation runner: two tiny folds on the real hand radiographs, aggregated into one table."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,12 @@ def test_own_data_folds_from_a_configuration_resume_and_aggregate(tmp_path, monk
     assert cross_validation.run([c if c != "2" else "3" for c in command]) == 1
     assert "--num_folds 2 --seed 3, not 3 and 3" in caplog.text
     assert cross_validation.run(["cross_validation", "--experiment", "hand2d", *command[1:]]) == 1
+    (tmp_path / "data" / "stray.txt").write_text("\n".join([*ids, "zz"]) + "\n")
+    caplog.clear()
+    stray = [c if c != "all.txt" else "stray.txt" for c in command]
+    assert cross_validation.run([c if c != "cv" else "cv2" for c in stray]) == 1
+    assert "no annotation row for --ids id(s) zz" in caplog.text and not (tmp_path / "cv2").exists()
+    shutil.rmtree(root / "scn" / "fold_1")
+    caplog.clear()
+    assert cross_validation.run([*command, "--iterations", "-1"]) == 1  # fold 1's scn-train fails, fold 0 is done
+    assert "scn fold 1 failed" in caplog.text and "1 of 2 runs failed, no table written" in caplog.text

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import write_dataset
+from conftest import write_dataset, write_dicom_series
 from scn_tf.configs import PRESETS, DataConfig, ExperimentConfig, load_config, preset
 from scn_tf.data.io import DataError, read_id_list, read_image, read_landmarks_csv, strip_image_suffix
 from scn_tf.data.pipeline import LandmarkSource, make_dataset, make_sample
@@ -84,18 +84,8 @@ def test_image_reader_errors_and_single_slice(tmp_path):
 
 def test_dicom_series(tmp_path):
     array = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
-    volume = sitk.GetImageFromArray(array)
     series = tmp_path / "series"
-    series.mkdir()
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for z in range(4):
-        slice_image = volume[:, :, z]
-        slice_image.SetMetaData("0020|0032", f"0\\0\\{z * 2.5}")
-        slice_image.SetMetaData("0020|0013", str(z))
-        slice_image.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1")
-        writer.SetFileName(str(series / f"{z:03d}.dcm"))
-        writer.Execute(slice_image)
+    write_dicom_series(series, array)
     image = read_image(series, ndim=3)
     assert image.GetSize() == (6, 5, 4)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(image), array)

@@ -66,6 +66,7 @@ def test_window_starts():
     assert window_starts(192, 192, 64) == [0]
     assert window_starts(256, 192, 64) == [0, 64]
     assert window_starts(300, 192, 64) == [0, 64, 108]
+    assert window_starts(120, 56, 64) == [0, 56, 64]  # a step longer than the window would skip slices 56-63
 
 
 def test_sliding_windows_equal_whole_volume():

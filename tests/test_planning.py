@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import write_dataset, write_pixel_dataset
+from conftest import write_dataset, write_dicom_series, write_pixel_dataset
 from scn_tf import planning
 from scn_tf.configs import preset
 from scn_tf.data.io import DataError
@@ -213,6 +213,12 @@ def test_gpu_plan_of_an_anisotropic_ct(tmp_path):
     assert config.data.spacing[0] == pytest.approx(float(np.max(fov / np.array(sizes))), rel=1e-3)
     assert max(sizes) <= 96 + 8 and all(s % 8 == 0 for s in sizes)
     check_network_fits(config.network, config.data)
+    assert 1 <= config.data.window_step <= sizes[2] and not config.augmentation.crop_z
+    spine = preset("spine3d")
+    ratio = config.data.spacing[0] / spine.data.spacing[0]  # the paper's elastic and smoothing, per network voxel
+    assert config.augmentation.elastic_magnitude == pytest.approx(spine.augmentation.elastic_magnitude * ratio, 1e-3)
+    assert config.data.smoothing_sigma == pytest.approx(spine.data.smoothing_sigma * ratio, rel=1e-3)
+    assert config.training.sigma_init == spine.training.sigma_init
 
 
 def test_single_slice_volumes_plan_as_2d(tmp_path):
@@ -251,3 +257,38 @@ def test_single_slice_volumes_plan_as_2d(tmp_path):
     (volumes / "landmarks.csv").write_text("m1,10,12,5\nm2,11,13,6\n")
     keys, _ = planning.intensity_plan(planning.survey(volumes, "landmarks.csv"))
     assert keys["normalization"] == "percentile"
+
+
+def test_plain_images_plan_one_pixel_spacing_whatever_their_dpi(tmp_path):
+    """A 300 dpi JPEG reads with 0.0847 mm pixels; the plan's pixel landmarks and field of view are in pixels,
+    so it writes image_spacing 1 and training reads the same geometry."""
+    from PIL import Image
+
+    from scn_tf.data.io import read_image
+
+    (tmp_path / "images").mkdir()
+    for image_id in ("j1", "j2", "j3"):
+        pixels = np.random.default_rng(0).integers(0, 255, (400, 300), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "images" / f"{image_id}.jpg", dpi=(300, 300))
+    (tmp_path / "landmarks.csv").write_text("".join(f"{i},100,150,200,250\n" for i in ("j1", "j2", "j3")))
+    assert read_image(tmp_path / "images" / "j1.jpg").GetSpacing()[0] == pytest.approx(25.4 / 300, rel=1e-3)
+    config, _ = planning.plan(tmp_path, budget="gpu")
+    assert config.data.image_spacing == [1.0, 1.0] and config.data.landmark_units == "pixel"
+    image = read_image(tmp_path / "images" / "j1.jpg", 2, config.data.image_spacing)
+    assert image.GetSpacing() == (1.0, 1.0)
+    assert config.data.spacing[0] * max(config.data.image_size) <= 400 * 1.05  # the network sees the image
+    with pytest.raises(DataError, match=r"--image_spacing \[0.1, 0.1, 0.1\]: 3 values for 2D images"):
+        planning.survey(tmp_path, "landmarks.csv", image_spacing=[0.1, 0.1, 0.1])
+
+
+def test_dicom_series_folders_are_images(tmp_path):
+    """images/<id>/ holding a DICOM series is the image of <id> (image_suffix ""), with the series' geometry."""
+    for image_id in ("d1", "d2"):
+        array = np.full((6, 32, 32), 100, np.int16)
+        write_dicom_series(tmp_path / "images" / image_id, array, (0.8, 0.8, 2.0), (5.0, 6.0, 7.0))
+    (tmp_path / "landmarks.csv").write_text("d1,10,12,12,15,16,14\nd2,11,13,13,16,17,15\n")
+    found = planning.survey(tmp_path, "landmarks.csv")
+    assert (found.ids, found.suffix, found.ndim) == (["d1", "d2"], "", 3)
+    assert found.median_spacing == pytest.approx([0.8, 0.8, 2.0])
+    centre = np.array([5.0, 6.0, 7.0]) + np.array([0.8, 0.8, 2.0]) * (np.array([32, 32, 6]) - 1) / 2
+    assert found.offsets[0, 0] == pytest.approx(np.array([10.0, 12.0, 12.0]) - centre)
