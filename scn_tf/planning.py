@@ -259,7 +259,7 @@ def intensity_plan(survey_: Survey) -> tuple[dict, list[Decision]]:
     values = np.concatenate(values)
     low, high = (float(v) for v in np.percentile(values, INTENSITY_PERCENTILES))
     kind = Counter(survey_.pixel_types).most_common(1)[0][0]
-    if kind.startswith("int") and float(values.min()) <= -500 and survey_.ndim == 3:
+    if kind.startswith(("int", "float")) and float(values.min()) <= -500 and survey_.ndim == 3:  # CT, any type
         keys = {
             "normalization": "fixed",
             "intensity_shift": 0.0,

@@ -257,6 +257,13 @@ def test_single_slice_volumes_plan_as_2d(tmp_path):
     (volumes / "landmarks.csv").write_text("m1,10,12,5\nm2,11,13,6\n")
     keys, _ = planning.intensity_plan(planning.survey(volumes, "landmarks.csv"))
     assert keys["normalization"] == "percentile"
+    for image_id in ("m1", "m2"):  # CT stored as float32 (as many NIfTI files are) is still CT
+        ct = sitk.GetImageFromArray(
+            np.where(np.arange(40) < 20, -1000.0, 40.0).astype(np.float32) * np.ones((12, 30, 1))
+        )
+        sitk.WriteImage(ct, str(volumes / "images" / f"{image_id}.mha"))
+    keys, _ = planning.intensity_plan(planning.survey(volumes, "landmarks.csv"))
+    assert (keys["normalization"], keys["intensity_scale"]) == ("fixed", pytest.approx(1 / 2048))
 
 
 def test_plain_images_plan_one_pixel_spacing_whatever_their_dpi(tmp_path):
