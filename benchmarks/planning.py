@@ -1,6 +1,7 @@
 """scn-plan against a hand configuration at the same CPU budget, on three data sets.
 
   python benchmarks/planning.py --work_dir W [--only png,synthetic3d,hand_xray] [--hand_data ../shared/data/hand_xray]
+      [--seed S]
 
 For each data set the hand configuration (a CPU preset with its "data" keys set by hand and its iterations
 chosen by hand for about 8 minutes, 3 per hand radiograph fold, on a 2-core EPYC) is trained first with
@@ -9,7 +10,8 @@ plan is trained the same way. Prints, per data set, both configurations' test er
 runs' metrics.json), wall times and the planned run's wall time over the budget. Data sets: `png`, the
 generated 8-bit PNGs of experiments/own_data_example.py with a header-row landmark CSV (30 training, 10
 test images); `synthetic3d`, the demo's 3D look-alike chains (scn_tf.synthetic, 20 training, 20 test
-volumes); `hand_xray`, the 10 Digital Hand Atlas radiographs, 5 folds of 2 test images.
+volumes); `hand_xray`, the 10 Digital Hand Atlas radiographs, 5 folds of 2 test images. `--seed` sets both
+configurations' training seed (the data sets stay the same), to measure how much a result owes to it.
 """
 
 from __future__ import annotations
@@ -117,8 +119,12 @@ def hand_xray_set(source: Path) -> tuple[Path, dict, list, list[str]]:
     )
 
 
-def run_set(name: str, work: Path, data: Path, hand: dict, folds: list, plan_flags: list[str]) -> dict:
+def run_set(
+    name: str, work: Path, data: Path, hand: dict, folds: list, plan_flags: list[str], seed: int | None
+) -> dict:
     work.mkdir(parents=True, exist_ok=True)
+    if seed is not None:
+        hand["training"]["seed"] = seed
     (work / "hand.json").write_text(json.dumps(hand, indent=2))
     results = {"hand": [], "planned": []}
     for k, (train_ids, test_ids) in enumerate(folds):
@@ -130,6 +136,10 @@ def run_set(name: str, work: Path, data: Path, hand: dict, folds: list, plan_fla
         results["hand"].append((seconds, metrics))
         if not (fold / "plan.json").exists():
             plan(data, seconds / 60, fold / "plan.json", *plan_flags)
+            if seed is not None:
+                planned_config = json.loads((fold / "plan.json").read_text())
+                planned_config["training"]["seed"] = seed
+                (fold / "plan.json").write_text(json.dumps(planned_config, indent=2))
         planned = train(fold / "plan.json", data, fold / "train.txt", fold / "test.txt", fold / "planned")
         results["planned"].append(planned)
         print(f"{name} fold {k}: hand {seconds:.0f} s, planned {planned[0]:.0f} s", flush=True)
@@ -159,6 +169,7 @@ def main() -> None:
     parser.add_argument("--work_dir", required=True)
     parser.add_argument("--only", default="png,synthetic3d,hand_xray")
     parser.add_argument("--hand_data", default=str(HERE.parent / "shared" / "data" / "hand_xray"))
+    parser.add_argument("--seed", type=int, default=None, help="training seed of both (default: the presets')")
     args = parser.parse_args()
     work = Path(args.work_dir)
     sets = {
@@ -173,7 +184,7 @@ def main() -> None:
             continue
         make, units = sets[name]
         data, hand, folds, flags = make()
-        rows.append((name, run_set(name, work / name, data, hand, folds, flags), units))
+        rows.append((name, run_set(name, work / name, data, hand, folds, flags, args.seed), units))
     print("\n| data set | configuration | PE median | PE mean | ID rate | wall (mean) | planned / budget |")
     print("|---|---|---|---|---|---|---|")
     for name, results, units in rows:
