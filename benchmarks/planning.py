@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--hand_data", default=str(HERE.parent / "shared" / "data" / "hand_xray"))
     parser.add_argument("--seed", type=int, default=None, help="training seed of both (default: the presets')")
     args = parser.parse_args()
-    work = Path(args.work_dir)
+    work = Path(args.work_dir) / (f"seed{args.seed}" if args.seed is not None else "")  # runs are reused by folder
     sets = {
         "png": (lambda: png_set(work / "png"), "px"),
         "synthetic3d": (lambda: synthetic3d_set(work / "synthetic3d"), "mm"),

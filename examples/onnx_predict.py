@@ -92,7 +92,7 @@ def normalize(array: np.ndarray, intensity: dict) -> np.ndarray:
 
 def merged_heatmaps(session: onnxruntime.InferenceSession, array: np.ndarray, windows: dict) -> np.ndarray:
     """Heatmaps (z, y, x, N) of a volume run as windows along z, merged by maximum (the last one at the end)."""
-    length, step = windows["length"], windows["step"]
+    length, step = windows["length"], min(windows["step"], windows["length"])  # no slice skipped
     starts = list(range(0, array.shape[0] - length + 1, step))
     if starts[-1] != array.shape[0] - length:
         starts.append(array.shape[0] - length)

@@ -29,14 +29,14 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
-from scn_tf.cli.common import command
+from scn_tf.cli.common import command, resolve_config
 from scn_tf.cli.runner import find_id_list
 from scn_tf.configs import NETWORK_NAMES, load_config
 from scn_tf.data.folds import k_fold
 from scn_tf.data.io import DataError, read_id_list, read_landmarks_csv
 from scn_tf.evaluation import Normalization, coordinate_units, error_units, evaluate
 from scn_tf.files import write_json_atomic, write_text_atomic
-from scn_tf.preflight import check_inputs
+from scn_tf.listing import shortened
 from scn_tf.reports import plot_cumulative_ipe, summary_table
 from scn_tf.script_runs import device_environment, run_script
 from scn_tf.splits import CV_FOLDS
@@ -122,15 +122,24 @@ def config_value(path: str, section: str, key: str, default):
     return default if value is None else value
 
 
-def check_ids(config_file: str, data_dir: str, ids: list[str]) -> None:
-    """Every id with an annotation row and a readable image of the configuration, before any fold starts; a
-    partial configuration (completed by a --preset passed on to scn-train) is left to each fold's scn-train."""
+def check_ids(config_file: str, data_dir: str, ids: list[str], extra: list[str]) -> None:
+    """Every id with an annotation row and an image, before any fold starts, in the configuration that each
+    fold's scn-train reads (the file over the --preset passed on to it, if any)."""
+    named = [a.split("=", 1)[1] for a in extra if a.startswith("--preset=")]
+    named += [extra[k + 1] for k, a in enumerate(extra[:-1]) if a == "--preset"]
     try:
-        config = load_config(config_file)
-    except ValueError:
-        logging.info("%s is not a complete configuration: each fold's scn-train checks its ids", config_file)
-        return
-    check_inputs(config, data_dir, {"--ids": ids})
+        data = resolve_config(named[-1] if named else None, config_file).data
+    except ValueError as error:
+        raise DataError(str(error)) from None
+    csv = Path(data_dir) / data.landmarks_csv
+    annotations = read_landmarks_csv(csv, data.num_landmarks, data.ndim)
+    missing = [i for i in ids if i not in annotations]
+    if missing:
+        raise DataError(f"{csv}: no annotation row for --ids id(s) {shortened(missing)}")
+    folder = Path(data_dir) / data.image_dir
+    absent = [i for i in ids if not (folder / f"{i}{data.image_suffix}").exists()]
+    if absent:
+        raise DataError(f"{folder}: no image <id>{data.image_suffix} for --ids id(s) {shortened(absent)}")
 
 
 def seeded_folds(root: Path, ids: list[str], num_folds: int, seed: int) -> list[str]:
@@ -193,7 +202,7 @@ def aggregate(folders: list[Path], data_dir: str) -> dict:
     )
 
 
-def prepare(values: flags.FlagValues) -> tuple[CrossValidation, list[str], list[str]]:
+def prepare(values: flags.FlagValues, extra: list[str]) -> tuple[CrossValidation, list[str], list[str]]:
     """The cross-validation, its networks and its folds (for --config, the seeded folds written or read)."""
     if values.config is None:
         cv = CrossValidation(values.experiment, values.data_dir, values.output_dir, values.devices)
@@ -205,7 +214,7 @@ def prepare(values: flags.FlagValues) -> tuple[CrossValidation, list[str], list[
         name = Path(values.config).name.removesuffix(".json")
         cv = CrossValidation(name, values.data_dir, values.output_dir, values.devices, values.config)
         ids = read_id_list(find_id_list(values.ids, values.data_dir))
-        check_ids(values.config, values.data_dir, ids)
+        check_ids(values.config, values.data_dir, ids, extra)
         seed = values.seed if values.seed is not None else int(config_value(values.config, "training", "seed", 0))
         folds = seeded_folds(cv.root, ids, values.num_folds, seed)
         networks = values.networks or [config_value(values.config, "network", "network", "scn")]
@@ -217,7 +226,7 @@ def prepare(values: flags.FlagValues) -> tuple[CrossValidation, list[str], list[
 
 def main(values: flags.FlagValues, extra: list[str]) -> int:
     try:
-        cv, networks, folds = prepare(values)
+        cv, networks, folds = prepare(values, extra)
     except DataError as error:
         logging.error("%s", error)
         return 1

@@ -4,7 +4,8 @@ its intensities and a budget, each decision with its reason.
 The plan starts from the CPU preset of the data's dimension (`cpu2d`, `cpu3d`) or, for the GPU budget, from
 the paper's preset (`skull2d`, `spine3d`), and sets what depends on the data:
 
-- the image frame and the images' median spacing; landmark units (pixels for PNG/JPEG/BMP unless told);
+- the image frame and the images' median spacing; landmark units (pixels for PNG/JPEG/BMP/TIFF unless told,
+  which are then read at 1 mm per pixel whatever resolution the file records);
 - the field of view: the landmarks' spread around the image centre (where the network is centred), widened
   by the augmentation's rotation, scaling and translation;
 - the input size and network spacing: as fine as the budget allows (never finer than the images' own median
@@ -13,8 +14,9 @@ the paper's preset (`skull2d`, `spine3d`), and sets what depends on the data:
 - the intensity mapping: Hounsfield units (CT) by the paper's fixed mapping, 8/16-bit images by the data's
   0.1st and 99.9th percentiles (small bright or dark landmarks keep their contrast), other volumes (MR) by
   per-image percentiles;
-- the learned sigma's start from the spacing; the spatial configuration's downsampling and kernel size so
-  that its receptive field covers the input.
+- the learned sigma's start (CPU: from the spacing; GPU: the paper's); the spatial configuration's
+  downsampling and kernel size so that its receptive field covers the input; for the GPU budget the paper's
+  elastic deformation and smoothing scaled to the planned spacing.
 """
 
 from __future__ import annotations
@@ -158,7 +160,7 @@ def survey(
         centre = origin + matrix @ ((size - 1) / 2)
         sizes.append(size)
         spacings.append(spacing)
-        offsets.append((points - centre) @ direction)  # along the image's axes, which the network's follow
+        offsets.append(np.linalg.solve(direction, (points - centre).T).T)  # along the image's axes (the network's)
     offsets = np.stack(offsets)
     if not np.isfinite(offsets).any():
         raise DataError(f"{csv}: no annotated landmark for the {len(ids)} ids with an image")
@@ -202,6 +204,8 @@ def geometry(
         dimension = reader.GetDimension()
         origin = np.array(reader.GetOrigin()[:ndim], np.float64)
         direction = np.array(reader.GetDirection()).reshape(dimension, dimension)[:ndim, :ndim]
+        if abs(np.linalg.det(direction)) < 1e-6:  # a slice across its volume's axes: as SimpleITK extracts it
+            direction = np.eye(ndim)
     elif image_spacing is None:
         spacing = np.ones(ndim)
     if image_spacing is not None:
@@ -378,7 +382,7 @@ def plan(
         Decision(
             "data.landmark_units",
             found.landmark_units,
-            "PNG/JPEG/BMP pixels"
+            "PNG/JPEG/BMP/TIFF pixels"
             if found.landmark_units == "pixel" and landmark_units is None
             else "given"
             if landmark_units
@@ -392,7 +396,11 @@ def plan(
         Decision(
             "image spacing",
             [round(float(v), 4) for v in spacing],
-            "median of the headers" + (" (--image_spacing)" if image_spacing else ""),
+            "--image_spacing"
+            if image_spacing
+            else "1 mm per pixel (plain images, whatever resolution they record)"
+            if found.suffix.lower() in PLAIN_IMAGE_SUFFIXES
+            else "median of the headers",
         )
     )
     anisotropy = float(spacing.max() / spacing.min())

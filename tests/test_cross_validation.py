@@ -61,6 +61,7 @@ def test_own_data_folds_from_a_configuration_resume_and_aggregate(tmp_path, monk
     count or --experiment beside --config is an error."""
     from conftest import load_experiment, write_pixel_dataset
     from scn_tf.configs import preset
+    from scn_tf.data.io import DataError
 
     cross_validation = load_experiment("cross_validation")
     ids = ["a", "b", "c", "d", "e", "f"]
@@ -110,6 +111,13 @@ def test_own_data_folds_from_a_configuration_resume_and_aggregate(tmp_path, monk
     stray = [c if c != "all.txt" else "stray.txt" for c in command]
     assert cross_validation.run([c if c != "cv" else "cv2" for c in stray]) == 1
     assert "no annotation row for --ids id(s) zz" in caplog.text and not (tmp_path / "cv2").exists()
+    partial = tmp_path / "partial.json"  # completed by the preset that scn-train is given
+    partial.write_text(json.dumps({"data": {"num_landmarks": 3, "landmark_units": "pixel"}}))
+    cross_validation.check_ids(str(partial), "data", ids, ["--workers", "1", "--preset", "cpu2d"])
+    (tmp_path / "data" / "images" / "a.png").rename(tmp_path / "a.png")
+    with pytest.raises(DataError, match=r"images: no image <id>\.png for --ids id\(s\) a"):
+        cross_validation.check_ids(str(partial), "data", ids, ["--preset=cpu2d"])
+    (tmp_path / "a.png").rename(tmp_path / "data" / "images" / "a.png")
     shutil.rmtree(root / "scn" / "fold_1")
     caplog.clear()
     assert cross_validation.run([*command, "--iterations", "-1"]) == 1  # fold 1's scn-train fails, fold 0 is done

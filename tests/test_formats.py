@@ -144,6 +144,8 @@ def test_csv_with_header_round_trip_and_conversion(tmp_path):
     assert json.loads((tmp_path / "d3" / "data.json").read_text())["data"]["ndim"] == 3  # from the header
     duplicated = [*three, "--landmark_units", "mm", "--landmark_names", "tip,tip", "--output_dir", str(tmp_path / "e")]
     assert convert.run(duplicated) == 1 and not (tmp_path / "e").exists()
+    absent = [*three[:-1], str(tmp_path / "nope.csv"), "--landmark_units", "mm", "--output_dir", str(tmp_path / "n")]
+    assert convert.run(absent) == 1  # an error naming the file, no traceback
     out = tmp_path / "data"
     arguments = ["scn-convert", "--dataset", "landmarks", "--from", "csv", "--input", str(tmp_path / "h.csv")]
     assert convert.run([*arguments, "--output_dir", str(out)]) == 1  # units needed

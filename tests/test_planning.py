@@ -213,11 +213,12 @@ def test_gpu_plan_of_an_anisotropic_ct(tmp_path):
     assert config.data.spacing[0] == pytest.approx(float(np.max(fov / np.array(sizes))), rel=1e-3)
     assert max(sizes) <= 96 + 8 and all(s % 8 == 0 for s in sizes)
     check_network_fits(config.network, config.data)
-    assert 1 <= config.data.window_step <= sizes[2] and not config.augmentation.crop_z
+    assert config.data.window_step == sizes[2] // 2 and not config.augmentation.crop_z
     spine = preset("spine3d")
     ratio = config.data.spacing[0] / spine.data.spacing[0]  # the paper's elastic and smoothing, per network voxel
     assert config.augmentation.elastic_magnitude == pytest.approx(spine.augmentation.elastic_magnitude * ratio, 1e-3)
     assert config.data.smoothing_sigma == pytest.approx(spine.data.smoothing_sigma * ratio, rel=1e-3)
+    assert config.augmentation.max_min_distance == pytest.approx(spine.augmentation.max_min_distance * ratio, 1e-3)
     assert config.training.sigma_init == spine.training.sigma_init
 
 
@@ -299,3 +300,5 @@ def test_dicom_series_folders_are_images(tmp_path):
     assert found.median_spacing == pytest.approx([0.8, 0.8, 2.0])
     centre = np.array([5.0, 6.0, 7.0]) + np.array([0.8, 0.8, 2.0]) * (np.array([32, 32, 6]) - 1) / 2
     assert found.offsets[0, 0] == pytest.approx(np.array([10.0, 12.0, 12.0]) - centre)
+    config, _ = planning.plan(tmp_path, budget="gpu", found=found)
+    assert (config.data.image_suffix, config.data.ndim) == ("", 3)

@@ -615,6 +615,8 @@ def read_landmarks_table(path: str | os.PathLike, num_landmarks: int | None, ndi
 def header_dimension(path: str | os.PathLike) -> int | None:
     """2 or 3 where the landmark CSV's header row names x, y[, z] coordinates (`tip_x,tip_y,tip_z,...`), else
     None (no header, or plain names)."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: landmark file does not exist")
     for line in read_text(Path(path), "landmark file").splitlines():
         if line.strip():
             fields = [field.strip() for field in line.split(",")]
