@@ -533,11 +533,12 @@ def _configured(
             "image_size": [int(v) for v in sizes],
             "spacing": [round(spacing, 5)] * found.ndim,
         },
-        "augmentation": {**augmentation, "crop_z": False},  # the input holds the landmarks' spread
+        "augmentation": augmentation,
         "network": {"spatial_downsampling": spatial[0], "spatial_kernel_size": spatial[1]},
     }
-    if found.ndim == 3:  # longer volumes are predicted by windows that overlap by half
+    if found.ndim == 3:  # longer volumes are predicted by half-overlapping windows, and trained at any of them
         overrides["data"]["window_step"] = max(1, int(sizes[-1]) // 2)
+        overrides["augmentation"] = {**augmentation, "crop_z": True}
     if iterations is not None:
         overrides["training"] = {"iterations": int(iterations)}
     return base.updated(overrides)
